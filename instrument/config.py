@@ -1,0 +1,178 @@
+"""Settings: one object built from a paste ``local_conf``, keyword arguments or the environment.
+
+Option names are Glance's where Glance had one (``notifier_strategy``, ``rabbit_*``,
+``qpid_*``), so an operator's existing configuration works unchanged. Precedence is
+keyword arguments over the mapping over ``INSTRUMENT_*`` environment variables over
+defaults: explicit configuration wins, the environment fills gaps (containers).
+
+Values are parsed when first read, by the :class:`~instrument.options.Option` that
+declares them; the Notifier reads every option of its strategies at construction,
+so a bad value is a :class:`~instrument.exceptions.ConfigError` at start-up, not a
+surprise on the first request.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from .options import Option, string, string_list
+
+__all__ = [
+    "CORE_OPTIONS",
+    "ENV_PREFIX",
+    "Settings",
+    "UnknownOptionWarning",
+    "known_options",
+]
+
+ENV_PREFIX: Final = "INSTRUMENT_"
+
+CORE_OPTIONS: Final = (
+    Option(
+        "strategy",
+        ("noop",),
+        "Where notifications go: noop, logging, memory, rabbit, qpid or a third-party "
+        "strategy; a comma-separated list sends to each of them.",
+        string_list,
+        aliases=("notifier_strategy",),
+    ),
+    Option(
+        "publisher_id",
+        None,
+        "The envelope's publisher_id. Default: the host name.",
+        string,
+        aliases=("default_publisher_id",),
+    ),
+    Option(
+        "disabled_notifications",
+        (),
+        "Event types not to emit: an exact type (image.send) or a group (image).",
+        string_list,
+    ),
+    Option(
+        "redact",
+        (),
+        "Extra image metadata keys to remove from payloads (location, locations and "
+        "direct_url are always removed).",
+        string_list,
+    ),
+)
+
+# Keys that PasteDeploy puts in local_conf/global_conf for its own use.
+_PASTE_KEYS: Final = frozenset({"use", "paste.filter_factory", "__file__", "here", "next"})
+
+
+class UnknownOptionWarning(UserWarning):
+    """An option name that no part of the kit knows; probably a typo."""
+
+
+class Settings:
+    """A read-only view of the configuration, with typed access through options."""
+
+    __slots__ = ("_cache", "_values")
+
+    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
+        self._values = {
+            _normalise(key): value
+            for key, value in (values or {}).items()
+            if _normalise(key) not in _PASTE_KEYS
+        }
+        self._cache: dict[str, Any] = {}
+
+    @classmethod
+    def load(
+        cls,
+        mapping: Mapping[str, Any] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Settings:
+        """Merge the environment, *mapping* and *kwargs* (highest precedence last)."""
+        merged: dict[str, Any] = dict(_from_environ(os.environ if environ is None else environ))
+        merged.update({_normalise(k): v for k, v in (mapping or {}).items()})
+        merged.update({_normalise(k): v for k, v in kwargs.items()})
+        return cls(merged)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Only the ``INSTRUMENT_*`` variables, e.g. ``INSTRUMENT_RABBIT_HOST``."""
+        return cls(_from_environ(os.environ if environ is None else environ))
+
+    def get(self, option: Option) -> Any:
+        """The typed value of *option*: given under its name or an alias, else its default."""
+        if option.name not in self._cache:
+            self._cache[option.name] = self._parse(option)
+        return self._cache[option.name]
+
+    def given(self, option: Option) -> bool:
+        """Whether *option* was set explicitly (under any of its names)."""
+        return any(name in self._values for name in option.names)
+
+    def names(self) -> frozenset[str]:
+        return frozenset(self._values)
+
+    @property
+    def strategies(self) -> tuple[str, ...]:
+        return tuple(name.lower() for name in self.get(CORE_OPTIONS[0])) or ("noop",)
+
+    @property
+    def publisher_id(self) -> str | None:
+        value: str | None = self.get(CORE_OPTIONS[1])
+        return value or None
+
+    @property
+    def disabled_notifications(self) -> tuple[str, ...]:
+        value: tuple[str, ...] = self.get(CORE_OPTIONS[2])
+        return value
+
+    @property
+    def redact(self) -> tuple[str, ...]:
+        value: tuple[str, ...] = self.get(CORE_OPTIONS[3])
+        return value
+
+    def warn_unknown(self, known: Iterable[Option]) -> list[str]:
+        """Warn once per option name that none of *known* declares; return those names."""
+        names = {name for option in known for name in option.names}
+        unknown = sorted(self._values.keys() - names)
+        for name in unknown:
+            hint = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+            suggestion = f" (did you mean {hint[0]}?)" if hint else ""
+            warnings.warn(
+                f"unknown instrument option {name!r}{suggestion}; it is ignored",
+                UnknownOptionWarning,
+                stacklevel=3,
+            )
+        return unknown
+
+    def _parse(self, option: Option) -> Any:
+        for name in option.names:
+            if name in self._values:
+                return option.parse(name, self._values[name])
+        return option.default
+
+    def __repr__(self) -> str:
+        return f"Settings({sorted(self._values)!r})"
+
+
+def known_options() -> tuple[Option, ...]:
+    """Every option declared by the core, the middleware and the installed strategies."""
+    from .middleware import MIDDLEWARE_OPTIONS
+    from .strategies import strategy_options
+
+    return (*CORE_OPTIONS, *MIDDLEWARE_OPTIONS, *strategy_options())
+
+
+def _normalise(key: str) -> str:
+    return key.strip().lower().replace("-", "_")
+
+
+def _from_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    return {
+        _normalise(key[len(ENV_PREFIX) :]): value
+        for key, value in environ.items()
+        if key.startswith(ENV_PREFIX) and len(key) > len(ENV_PREFIX)
+    }

@@ -1,0 +1,240 @@
+"""Event types, priorities and the notification envelope.
+
+The envelope has exactly the fields of the specification, in Glance's wire format:
+``message_id`` (a uuid4 string), ``publisher_id``, ``event_type``, ``priority``,
+``timestamp`` (UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``) and ``payload``.
+
+Payloads are made JSON-safe when the notification is built (see :func:`jsonable`),
+so every strategy serialises the same value and a caller mutating its dict after the
+call cannot change what is delivered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import decimal
+import enum
+import json
+import logging
+import pathlib
+import socket
+import uuid
+from collections.abc import Mapping
+from typing import Any, Final
+
+__all__ = [
+    "ERROR",
+    "EVENT_TYPES",
+    "IMAGE_ACTIVATE",
+    "IMAGE_CREATE",
+    "IMAGE_DELETE",
+    "IMAGE_PREPARE",
+    "IMAGE_SEND",
+    "IMAGE_UPDATE",
+    "IMAGE_UPLOAD",
+    "INFO",
+    "PRIORITIES",
+    "WARN",
+    "Notification",
+    "jsonable",
+    "utc_timestamp",
+]
+
+log = logging.getLogger("instrument.events")
+
+IMAGE_CREATE: Final = "image.create"
+IMAGE_PREPARE: Final = "image.prepare"
+IMAGE_UPLOAD: Final = "image.upload"
+IMAGE_ACTIVATE: Final = "image.activate"
+IMAGE_SEND: Final = "image.send"
+IMAGE_UPDATE: Final = "image.update"
+IMAGE_DELETE: Final = "image.delete"
+
+#: The seven event types of the specification, in lifecycle order.
+EVENT_TYPES: Final = (
+    IMAGE_CREATE,
+    IMAGE_PREPARE,
+    IMAGE_UPLOAD,
+    IMAGE_ACTIVATE,
+    IMAGE_SEND,
+    IMAGE_UPDATE,
+    IMAGE_DELETE,
+)
+
+INFO: Final = "INFO"
+WARN: Final = "WARN"
+ERROR: Final = "ERROR"
+
+#: The priorities of the specification. Glance spells the middle one ``WARN``.
+PRIORITIES: Final = (INFO, WARN, ERROR)
+
+_TIMESTAMP_FORMAT: Final = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def utc_timestamp(moment: _dt.datetime | None = None) -> str:
+    """Format *moment* (default: now) the way Glance did: ``2013-04-04 19:32:03.123456``.
+
+    Unlike ``str(datetime)``, the microseconds are always present, so consumers can
+    parse every timestamp with one format string.
+    """
+    if moment is None:
+        moment = _dt.datetime.now(_dt.timezone.utc)
+    elif moment.tzinfo is not None:
+        moment = moment.astimezone(_dt.timezone.utc)
+    return moment.strftime(_TIMESTAMP_FORMAT)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Notification:
+    """One notification, as it goes on the wire.
+
+    Build them with :meth:`create`; the constructor takes the fields as they are.
+    """
+
+    message_id: str
+    publisher_id: str
+    event_type: str
+    priority: str
+    timestamp: str
+    payload: Any
+
+    @classmethod
+    def create(
+        cls,
+        event_type: str,
+        priority: str,
+        payload: Any,
+        *,
+        publisher_id: str | None = None,
+    ) -> Notification:
+        """A new notification with a fresh uuid4, the current UTC time and a JSON-safe payload."""
+        if priority not in PRIORITIES:
+            raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, not {priority!r}")
+        return cls(
+            message_id=str(uuid.uuid4()),
+            publisher_id=publisher_id or default_publisher_id(),
+            event_type=event_type,
+            priority=priority,
+            timestamp=utc_timestamp(),
+            payload=jsonable(payload),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The envelope as a plain dict, fields in the specification's order."""
+        return {
+            "message_id": self.message_id,
+            "publisher_id": self.publisher_id,
+            "event_type": self.event_type,
+            "priority": self.priority,
+            "timestamp": self.timestamp,
+            "payload": self.payload,
+        }
+
+    def to_json(self) -> str:
+        """The envelope as a JSON document (never raises: the payload is already JSON-safe)."""
+        return json.dumps(self.to_dict(), default=_last_resort, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Notification:
+        """Rebuild a notification from its wire form (what a consumer reads)."""
+        return cls(**{field.name: data[field.name] for field in dataclasses.fields(cls)})
+
+
+def default_publisher_id() -> str:
+    """The host name, as the specification says."""
+    return socket.gethostname()
+
+
+def jsonable(value: Any) -> Any:
+    """Turn *value* into something :func:`json.dumps` accepts, without ever raising.
+
+    Datetimes become ISO 8601 UTC with ``Z`` (naive ones are taken as UTC, Glance
+    stores UTC); UUIDs, decimals, paths and enums become their string or value; sets
+    and tuples become lists; dataclasses and objects with ``to_dict()``/``as_dict()``
+    become dicts. Anything else is replaced by its ``repr`` and logged once per type.
+    """
+    return _convert(value, depth=0)
+
+
+_MAX_DEPTH: Final = 32
+_reported_types: set[type] = set()
+
+
+def _convert(value: Any, depth: int) -> Any:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return (
+            value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+        )
+    if depth > _MAX_DEPTH:
+        return _unserialisable(value, "nested too deeply")
+    if isinstance(value, Mapping):
+        return {_key(k): _convert(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_convert(item, depth + 1) for item in value]
+    return _convert_scalar(value, depth)
+
+
+def _convert_scalar(value: Any, depth: int) -> Any:
+    if isinstance(value, _dt.datetime):
+        return _iso_utc(value)
+    if isinstance(value, (_dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, enum.Enum):
+        return _convert(value.value, depth + 1)
+    if isinstance(value, (uuid.UUID, decimal.Decimal, pathlib.PurePath)):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", errors="backslashreplace")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _convert(_dataclass_fields(value), depth + 1)
+    for method in ("to_dict", "as_dict"):
+        converter = getattr(value, method, None)
+        if callable(converter):
+            try:
+                return _convert(converter(), depth + 1)
+            except Exception as exc:  # a broken model must not break the request
+                return _unserialisable(value, f"{method}() raised {exc!r}")
+    return _unserialisable(value, "no JSON form")
+
+
+def _dataclass_fields(value: Any) -> dict[str, Any]:
+    # Not dataclasses.asdict(): it deep-copies, which fails on locks, files, sockets.
+    return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    converted = _convert(key, _MAX_DEPTH)
+    return converted if isinstance(converted, str) else json.dumps(converted)
+
+
+def _iso_utc(moment: _dt.datetime) -> str:
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    return moment.isoformat() + "Z"
+
+
+def _unserialisable(value: Any, reason: str) -> str:
+    kind = type(value)
+    if kind not in _reported_types:
+        _reported_types.add(kind)
+        log.warning(
+            "payload value of type %s.%s is not JSON-serialisable (%s); sending its repr",
+            kind.__module__,
+            kind.__qualname__,
+            reason,
+        )
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unrepresentable {kind.__qualname__}>"
+
+
+def _last_resort(value: Any) -> str:
+    return str(jsonable(value))

@@ -1,0 +1,63 @@
+"""The ``memory`` strategy: keeps notifications in the process. What tests use."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from ..options import Option, integer
+from .base import Strategy
+
+if TYPE_CHECKING:
+    from ..events import Notification
+
+__all__ = ["MemoryStrategy"]
+
+
+class MemoryStrategy(Strategy):
+    """Append each notification to a list, oldest first; thread-safe.
+
+    ``memory_max`` bounds the list (oldest dropped first, and counted); 0 means no bound.
+    """
+
+    name = "memory"
+    options = (
+        Option(
+            "memory_max",
+            0,
+            "memory strategy: keep at most this many notifications (0: no limit).",
+            integer(minimum=0),
+        ),
+    )
+
+    def __init__(self, memory_max: int = 0) -> None:
+        self.memory_max = memory_max
+        self._items: list[Notification] = []
+        self._dropped = 0
+        self._changed = threading.Condition()
+
+    def emit(self, notification: Notification) -> None:
+        with self._changed:
+            self._items.append(notification)
+            if self.memory_max and len(self._items) > self.memory_max:
+                del self._items[0]
+                self._dropped += 1
+            self._changed.notify_all()
+
+    @property
+    def notifications(self) -> list[Notification]:
+        """A copy of what was received, oldest first."""
+        with self._changed:
+            return list(self._items)
+
+    def clear(self) -> None:
+        with self._changed:
+            self._items.clear()
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> bool:
+        """Wait until at least *count* notifications are held; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self._items) >= count, timeout)
+
+    def stats(self) -> dict[str, int]:
+        return {"dropped": self._dropped} if self._dropped else {}

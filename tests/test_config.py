@@ -1,0 +1,86 @@
+"""Configuration: sources, precedence, Glance's option names and clear errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from instrument import ConfigError, Notifier, Settings
+from instrument.config import UnknownOptionWarning
+
+
+def test_glance_notifier_strategy_name_selects_the_strategy() -> None:
+    notifier = Notifier.from_config({"notifier_strategy": "logging"})
+    assert [s.name for s in notifier.strategies] == ["logging"]
+
+
+def test_strategy_list_fans_out_and_duplicates_collapse() -> None:
+    notifier = Notifier.from_config(strategy="memory, logging,memory")
+    assert [s.name for s in notifier.strategies] == ["memory", "logging"]
+
+
+def test_paste_bookkeeping_keys_are_ignored_without_warnings() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Notifier.from_config({"use": "egg:instrument#notifications", "__file__": "x", "here": "/"})
+
+
+def test_environment_fills_gaps_and_explicit_values_win() -> None:
+    environ = {
+        "INSTRUMENT_STRATEGY": "memory",
+        "INSTRUMENT_PUBLISHER_ID": "from-env",
+        "INSTRUMENT_DISABLED_NOTIFICATIONS": "image.send",
+        "UNRELATED": "1",
+    }
+    settings = Settings.load({"publisher_id": "from-paste"}, environ=environ)
+    assert settings.strategies == ("memory",)
+    assert settings.publisher_id == "from-paste"
+    assert settings.disabled_notifications == ("image.send",)
+    assert Settings.load({"publisher_id": "p"}, environ={}, publisher_id="kw").publisher_id == "kw"
+
+
+def test_from_env_reads_only_prefixed_variables() -> None:
+    settings = Settings.from_env({"INSTRUMENT_REDACT": "owner,checksum", "REDACT": "x"})
+    assert settings.redact == ("owner", "checksum")
+
+
+def test_unknown_strategy_names_the_option_value_and_accepted_values() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Notifier.from_config(notifier_strategy="rabit")
+    message = str(caught.value)
+    assert "'strategy'" in message and "'rabit'" in message
+    for name in ("noop", "logging", "memory", "rabbit", "qpid"):
+        assert name in message
+
+
+def test_bad_value_names_the_option_and_accepted_values() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Notifier.from_config(strategy="memory", memory_max="lots")
+    assert (
+        str(caught.value)
+        == "invalid value 'lots' for option 'memory_max': expected an integer >= 0"
+    )
+    assert caught.value.option == "memory_max"
+
+
+def test_unknown_option_warns_with_the_closest_name() -> None:
+    with pytest.warns(UnknownOptionWarning, match=r"'memory_maxx' \(did you mean memory_max\?\)"):
+        Notifier.from_config(strategy="memory", memory_maxx="3")
+
+
+def test_unknown_option_without_a_close_name_still_warns() -> None:
+    with pytest.warns(UnknownOptionWarning, match="'zzz_qqq'; it is ignored"):
+        Notifier.from_config(zzz_qqq="1")
+
+
+def test_options_of_unselected_strategies_do_not_warn() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Notifier.from_config(strategy="noop", log_file="/tmp/x.log", memory_max="3")
+
+
+def test_keyword_values_may_be_python_values() -> None:
+    notifier = Notifier.from_config(strategy=["memory"], memory_max=2, redact=("owner",))
+    assert notifier.redact == ("owner",)
+    assert notifier.strategies[0].memory_max == 2  # type: ignore[attr-defined]

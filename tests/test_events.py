@@ -1,0 +1,175 @@
+"""The envelope: fields, formats, and serialisation of awkward payloads."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import json
+import logging
+import pathlib
+import re
+import socket
+import uuid
+
+import pytest
+
+from instrument import EVENT_TYPES, PRIORITIES, Notification
+from instrument.events import jsonable, utc_timestamp
+
+TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}$")
+
+
+def test_envelope_has_exactly_the_spec_fields_in_order() -> None:
+    note = Notification.create("image.create", "INFO", {"id": "1"})
+    assert list(note.to_dict()) == [
+        "message_id",
+        "publisher_id",
+        "event_type",
+        "priority",
+        "timestamp",
+        "payload",
+    ]
+
+
+def test_message_id_is_a_fresh_uuid4_string() -> None:
+    first = Notification.create("image.create", "INFO", {})
+    second = Notification.create("image.create", "INFO", {})
+    assert uuid.UUID(first.message_id).version == 4
+    assert first.message_id != second.message_id
+
+
+def test_publisher_id_defaults_to_the_host_name() -> None:
+    assert Notification.create("image.create", "INFO", {}).publisher_id == socket.gethostname()
+    assert (
+        Notification.create("image.create", "INFO", {}, publisher_id="api-1").publisher_id
+        == "api-1"
+    )
+
+
+def test_timestamp_is_utc_in_glance_format_with_microseconds() -> None:
+    before = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    stamp = Notification.create("image.create", "INFO", {}).timestamp
+    assert TIMESTAMP.match(stamp)
+    parsed = dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f")
+    assert abs((parsed - before).total_seconds()) < 5
+
+
+def test_timestamp_keeps_zero_microseconds_unlike_str_datetime() -> None:
+    moment = dt.datetime(2013, 4, 4, 19, 32, 3, tzinfo=dt.timezone.utc)
+    assert utc_timestamp(moment) == "2013-04-04 19:32:03.000000"
+
+
+def test_timestamp_converts_other_zones_to_utc() -> None:
+    zone = dt.timezone(dt.timedelta(hours=2))
+    assert (
+        utc_timestamp(dt.datetime(2020, 1, 1, 12, 0, tzinfo=zone)) == "2020-01-01 10:00:00.000000"
+    )
+
+
+def test_the_seven_event_types_and_three_priorities() -> None:
+    assert EVENT_TYPES == (
+        "image.create",
+        "image.prepare",
+        "image.upload",
+        "image.activate",
+        "image.send",
+        "image.update",
+        "image.delete",
+    )
+    assert PRIORITIES == ("INFO", "WARN", "ERROR")
+
+
+def test_unknown_priority_is_refused() -> None:
+    with pytest.raises(ValueError, match="INFO, WARN, ERROR"):
+        Notification.create("image.create", "DEBUG", {})
+
+
+def test_to_json_round_trips_through_from_dict() -> None:
+    note = Notification.create("image.send", "ERROR", {"bytes_sent": 3})
+    assert Notification.from_dict(json.loads(note.to_json())) == note
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+@dataclasses.dataclass
+class Disk:
+    format: str
+    size: int
+
+
+class Model:
+    def to_dict(self) -> dict[str, object]:
+        return {"id": uuid.UUID(int=1)}
+
+
+def test_awkward_values_become_json() -> None:
+    payload = {
+        "aware": dt.datetime(2020, 1, 1, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+        "naive": dt.datetime(2020, 1, 1, 12, 0, 0, 5),
+        "date": dt.date(2020, 1, 2),
+        "uuid": uuid.UUID(int=7),
+        "decimal": decimal.Decimal("1.50"),
+        "path": pathlib.PurePosixPath("/var/lib/images"),
+        "enum": Colour.RED,
+        "bytes": b"caf\xc3\xa9\xff",
+        "set": {3},
+        "tuple": (1, 2),
+        "dataclass": Disk("qcow2", 10),
+        "model": Model(),
+        "nan": float("nan"),
+        5: "int key",
+    }
+    out = jsonable(payload)
+    json.dumps(out, allow_nan=False)
+    assert out["aware"] == "2020-01-01T11:00:00Z"
+    assert out["naive"] == "2020-01-01T12:00:00.000005Z"
+    assert out["date"] == "2020-01-02"
+    assert out["uuid"] == str(uuid.UUID(int=7))
+    assert out["decimal"] == "1.50"
+    assert out["path"] == "/var/lib/images"
+    assert out["enum"] == "red"
+    assert out["bytes"] == "café\\xff"
+    assert out["set"] == [3] and out["tuple"] == [1, 2]
+    assert out["dataclass"] == {"format": "qcow2", "size": 10}
+    assert out["model"] == {"id": str(uuid.UUID(int=1))}
+    assert out["nan"] == "nan"
+    assert out["5"] == "int key"
+
+
+class Opaque:
+    def __repr__(self) -> str:
+        return "<Opaque thing>"
+
+
+def test_unserialisable_value_becomes_repr_and_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="instrument.events"):
+        first = jsonable({"x": Opaque()})
+        second = jsonable([Opaque()])
+    assert first == {"x": "<Opaque thing>"} and second == ["<Opaque thing>"]
+    assert len([r for r in caplog.records if "Opaque" in r.getMessage()]) == 1
+
+
+class Broken:
+    def to_dict(self) -> dict[str, object]:
+        raise RuntimeError("database gone")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr either")
+
+
+def test_serialising_never_raises_even_for_hostile_objects() -> None:
+    out = jsonable({"broken": Broken()})
+    assert out == {"broken": "<unrepresentable Broken>"}
+
+
+def test_self_referencing_payload_is_cut_not_recursed_forever() -> None:
+    loop: list[object] = []
+    loop.append(loop)
+    out = jsonable(loop)
+    json.dumps(out)

@@ -1,0 +1,125 @@
+"""Built-in strategies (logging, memory) and discovery by entry point."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from instrument import ConfigError, Notifier
+from instrument.strategies import available_strategies, strategy_class
+from instrument.strategies.log import LoggingStrategy
+from instrument.strategies.memory import MemoryStrategy
+
+
+def test_logging_strategy_writes_one_json_line_per_notification_at_the_priority_level(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    notifier = Notifier(LoggingStrategy())
+    with caplog.at_level(logging.DEBUG, logger="instrument.notifications"):
+        sent = [
+            notifier.info("image.create", {"id": "1"}),
+            notifier.warn("image.upload", "image.upload failed for image 1: 413"),
+            notifier.error("image.send", {"bytes_sent": 5}),
+        ]
+    records = [r for r in caplog.records if r.name.startswith("instrument.notifications")]
+    assert [(r.name, r.levelno) for r in records] == [
+        ("instrument.notifications.image.create", logging.INFO),
+        ("instrument.notifications.image.upload", logging.WARNING),
+        ("instrument.notifications.image.send", logging.ERROR),
+    ]
+    assert [json.loads(r.getMessage()) for r in records] == [n.to_dict() for n in sent if n]
+
+
+def test_logging_strategy_log_file_gets_json_lines(tmp_path: Path) -> None:
+    path = tmp_path / "notifications.log"
+    notifier = Notifier.from_config(strategy="logging", log_file=str(path))
+    first = notifier.info("image.create", {"id": "1"})
+    second = notifier.error("image.send", {"id": "1"})
+    notifier.close()
+    lines = path.read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [first.to_dict(), second.to_dict()]  # type: ignore[union-attr]
+
+
+def test_memory_strategy_bound_drops_oldest_and_counts() -> None:
+    memory = MemoryStrategy(memory_max=2)
+    notifier = Notifier(memory)
+    for index in range(3):
+        notifier.info("image.update", {"id": str(index)})
+    assert [n.payload["id"] for n in memory.notifications] == ["1", "2"]
+    assert notifier.stats()["memory"]["dropped"] == 1
+
+
+def test_builtins_are_available_by_name() -> None:
+    assert {"noop", "logging", "memory", "rabbit", "qpid"} <= set(available_strategies())
+    assert strategy_class("memory") is MemoryStrategy
+
+
+@pytest.fixture
+def third_party_distribution(tmp_path: Path) -> Iterator[Path]:
+    """Install a throwaway distribution that registers the strategy ``postcard``."""
+    (tmp_path / "postcard_strategy.py").write_text(
+        textwrap.dedent(
+            """
+            from instrument import Strategy
+            from instrument.options import Option, string
+
+            class PostcardStrategy(Strategy):
+                name = "postcard"
+                options = (Option("postcard_address", "nowhere", "where to send", string),)
+                sent = []
+
+                def __init__(self, postcard_address):
+                    self.address = postcard_address
+
+                def emit(self, notification):
+                    PostcardStrategy.sent.append((self.address, notification.event_type))
+            """
+        )
+    )
+    dist_info = tmp_path / "postcard_strategy-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: postcard-strategy\nVersion: 1.0\n"
+    )
+    (dist_info / "entry_points.txt").write_text(
+        "[instrument.strategies]\npostcard = postcard_strategy:PostcardStrategy\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        yield tmp_path
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("postcard_strategy", None)
+
+
+@pytest.mark.usefixtures("third_party_distribution")
+def test_third_party_strategy_is_found_by_entry_point_with_its_options() -> None:
+    assert "postcard" in available_strategies()
+    notifier = Notifier.from_config(strategy="postcard,memory", postcard_address="Mars")
+    notifier.info("image.create", {"id": "1"})
+    postcard = sys.modules["postcard_strategy"].PostcardStrategy
+    assert postcard.sent == [("Mars", "image.create")]
+
+
+def test_entry_point_that_is_not_a_strategy_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "not_a_strategy.py").write_text("Thing = object\n")
+    dist_info = tmp_path / "not_a_strategy-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: not-a-strategy\nVersion: 1.0\n"
+    )
+    (dist_info / "entry_points.txt").write_text(
+        "[instrument.strategies]\nthing = not_a_strategy:Thing\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(ConfigError, match=r"'thing'.*Strategy subclass"):
+            Notifier.from_config(strategy="thing")
+    finally:
+        sys.path.remove(str(tmp_path))
