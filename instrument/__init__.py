@@ -22,6 +22,8 @@ from .events import (
     Notification,
 )
 from .exceptions import ConfigError, DeliveryError, InstrumentError, StrategyError
+from .iterators import count_sent
+from .middleware import NotificationMiddleware
 from .notifier import Notifier
 from .payloads import error_payload, image_payload, send_payload
 from .strategies.base import Strategy
@@ -45,10 +47,12 @@ __all__ = [
     "DeliveryError",
     "InstrumentError",
     "Notification",
+    "NotificationMiddleware",
     "Notifier",
     "Settings",
     "Strategy",
     "StrategyError",
+    "count_sent",
     "error_payload",
     "image_payload",
     "send_payload",

@@ -80,9 +80,9 @@ def utc_timestamp(moment: _dt.datetime | None = None) -> str:
     """
     if moment is None:
         moment = _dt.datetime.now(_dt.timezone.utc)
-    elif moment.tzinfo is not None:
-        moment = moment.astimezone(_dt.timezone.utc)
-    return moment.strftime(_TIMESTAMP_FORMAT)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    return moment.isoformat(" ", "microseconds")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -107,8 +107,13 @@ class Notification:
         payload: Any,
         *,
         publisher_id: str | None = None,
+        without: frozenset[str] = frozenset(),
     ) -> Notification:
-        """A new notification with a fresh uuid4, the current UTC time and a JSON-safe payload."""
+        """A new notification with a fresh uuid4, the current UTC time and a JSON-safe payload.
+
+        Keys named in *without* (lower case) are left out of the payload's mappings at
+        any depth, in the same pass that makes it JSON-safe.
+        """
         if priority not in PRIORITIES:
             raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, not {priority!r}")
         return cls(
@@ -117,7 +122,7 @@ class Notification:
             event_type=event_type,
             priority=priority,
             timestamp=utc_timestamp(),
-            payload=jsonable(payload),
+            payload=jsonable(payload, without),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,38 +151,64 @@ def default_publisher_id() -> str:
     return socket.gethostname()
 
 
-def jsonable(value: Any) -> Any:
+def jsonable(value: Any, without: frozenset[str] = frozenset()) -> Any:
     """Turn *value* into something :func:`json.dumps` accepts, without ever raising.
 
     Datetimes become ISO 8601 UTC with ``Z`` (naive ones are taken as UTC, Glance
     stores UTC); UUIDs, decimals, paths and enums become their string or value; sets
     and tuples become lists; dataclasses and objects with ``to_dict()``/``as_dict()``
     become dicts. Anything else is replaced by its ``repr`` and logged once per type.
+    Mapping keys in *without* (compared in lower case) are dropped at any depth.
     """
-    return _convert(value, depth=0)
+    return _convert(value, 0, without)
 
 
 _MAX_DEPTH: Final = 32
 _reported_types: set[type] = set()
+_PLAIN: Final = frozenset({str, int, bool, type(None)})
 
 
-def _convert(value: Any, depth: int) -> Any:
-    if value is None or isinstance(value, (bool, int, str)):
+def _convert(value: Any, depth: int, without: frozenset[str]) -> Any:
+    # Exact-type checks first: payloads are mostly plain dicts of str/int/None.
+    kind = type(value)
+    if kind in _PLAIN:
         return value
-    if isinstance(value, float):
-        return (
-            value if value == value and value not in (float("inf"), float("-inf")) else str(value)
-        )
     if depth > _MAX_DEPTH:
         return _unserialisable(value, "nested too deeply")
-    if isinstance(value, Mapping):
-        return {_key(k): _convert(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_convert(item, depth + 1) for item in value]
-    return _convert_scalar(value, depth)
+    if kind is dict or isinstance(value, Mapping):
+        return _convert_mapping(value, depth, without)
+    if kind is list or isinstance(value, (list, tuple, set, frozenset)):
+        return [
+            item if type(item) in _PLAIN else _convert(item, depth + 1, without) for item in value
+        ]
+    if isinstance(value, (bool, int, str)):  # subclasses (IntEnum members are enums, below)
+        return (
+            value if not isinstance(value, enum.Enum) else _convert(value.value, depth + 1, without)
+        )
+    if kind is float:
+        return value if value == value and value not in (_INF, -_INF) else str(value)
+    return _convert_scalar(value, depth, without)
 
 
-def _convert_scalar(value: Any, depth: int) -> Any:
+_INF: Final = float("inf")
+
+
+def _convert_mapping(
+    value: Mapping[Any, Any], depth: int, without: frozenset[str]
+) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, item in value.items():
+        if type(key) is not str:
+            key = _key(key)
+        if without and key.lower() in without:
+            continue
+        result[key] = item if type(item) in _PLAIN else _convert(item, depth + 1, without)
+    return result
+
+
+def _convert_scalar(value: Any, depth: int, without: frozenset[str]) -> Any:
+    if isinstance(value, float):
+        return value if value == value and value not in (_INF, -_INF) else str(value)
     if isinstance(value, _dt.datetime):
         return _iso_utc(value)
     if isinstance(value, (_dt.date, _dt.time)):
@@ -185,18 +216,18 @@ def _convert_scalar(value: Any, depth: int) -> Any:
     if isinstance(value, _dt.timedelta):
         return value.total_seconds()
     if isinstance(value, enum.Enum):
-        return _convert(value.value, depth + 1)
+        return _convert(value.value, depth + 1, without)
     if isinstance(value, (uuid.UUID, decimal.Decimal, pathlib.PurePath)):
         return str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("utf-8", errors="backslashreplace")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _convert(_dataclass_fields(value), depth + 1)
+        return _convert(_dataclass_fields(value), depth + 1, without)
     for method in ("to_dict", "as_dict"):
         converter = getattr(value, method, None)
         if callable(converter):
             try:
-                return _convert(converter(), depth + 1)
+                return _convert(converter(), depth + 1, without)
             except Exception as exc:  # a broken model must not break the request
                 return _unserialisable(value, f"{method}() raised {exc!r}")
     return _unserialisable(value, "no JSON form")
@@ -210,7 +241,7 @@ def _dataclass_fields(value: Any) -> dict[str, Any]:
 def _key(key: Any) -> str:
     if isinstance(key, str):
         return key
-    converted = _convert(key, _MAX_DEPTH)
+    converted = _convert(key, _MAX_DEPTH, frozenset())
     return converted if isinstance(converted, str) else json.dumps(converted)
 
 

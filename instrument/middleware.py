@@ -1,7 +1,363 @@
-"""(in progress) The WSGI middleware."""
+"""The WSGI middleware: image API requests in, lifecycle notifications out.
+
+Add it to a PasteDeploy pipeline::
+
+    [filter:notifications]
+    use = egg:instrument#notifications
+    notifier_strategy = rabbit
+    rabbit_host = broker.example.org
+
+    [pipeline:glance-api]
+    pipeline = ... context notifications rootapp
+
+It recognises image requests with :mod:`instrument.routes`, lets the application
+answer, and emits the events the outcome means: on success the INFO events with the
+image metadata (read from the response, or asked of the application through an
+internal subrequest, see :mod:`instrument._subrequest`); on a 4xx the event at WARN
+and on a 5xx or an exception at ERROR, with a text payload. Downloads are counted by
+:func:`instrument.iterators.count_sent` while they stream.
+
+The client always receives exactly what the application produced: the kit never
+changes a status, a header or a byte of the body, never buffers a download, and an
+exception inside the kit is logged, not raised.
+"""
 
 from __future__ import annotations
 
-from .options import Option
+import datetime as _dt
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
 
-MIDDLEWARE_OPTIONS: tuple[Option, ...] = ()
+from . import events as ev
+from ._observer import ObservedBody, Primed
+from ._subrequest import SUBREQUEST_KEY, LookupResult, lookup_image
+from .config import Settings
+from .images import image_from_body, image_from_headers
+from .iterators import count_sent, expected_length
+from .notifier import Notifier
+from .options import Option, boolean
+from .payloads import error_payload, send_payload
+from .routes import Match, RouteTable, parse_routes
+
+__all__ = ["MIDDLEWARE_OPTIONS", "NotificationMiddleware", "filter_factory"]
+
+log = logging.getLogger("instrument.middleware")
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+ROUTES_OPTION: Final = Option(
+    "routes",
+    (),
+    "Extra or overriding routes, one per line or ';'-separated: "
+    "'METHOD /path/{id}/tail KIND [v1|v2]' (see instrument.routes).",
+    parse_routes,
+)
+LOOKUP_OPTION: Final = Option(
+    "image_lookup",
+    True,
+    "Ask the application for image metadata with an internal GET when a response "
+    "does not carry it (v2 upload, delete, actions, downloads).",
+    boolean,
+)
+MIDDLEWARE_OPTIONS: Final = (ROUTES_OPTION, LOOKUP_OPTION)
+
+#: The event that fails when a request of each kind fails.
+_FAILURE_EVENT: Final = {
+    "create": ev.IMAGE_CREATE,
+    "create_with_data": ev.IMAGE_CREATE,
+    "update": ev.IMAGE_UPDATE,
+    "update_with_data": ev.IMAGE_UPDATE,
+    "upload": ev.IMAGE_UPLOAD,
+    "delete": ev.IMAGE_DELETE,
+    "send": ev.IMAGE_SEND,
+}
+#: Statuses in which an image accepts data; an upload in another one fails before
+#: the store is touched, so image.prepare is not emitted (Glance does the same).
+_UPLOADABLE: Final = frozenset({"queued", "saving", "uploading", "importing"})
+_DATA_EVENTS: Final = (ev.IMAGE_PREPARE, ev.IMAGE_UPLOAD, ev.IMAGE_ACTIVATE)
+#: Every event a kind may emit: a route whose events are all disabled is not observed.
+_KIND_EVENTS: Final = {
+    "create": (ev.IMAGE_CREATE,),
+    "create_with_data": (ev.IMAGE_CREATE, *_DATA_EVENTS),
+    "update": (ev.IMAGE_UPDATE,),
+    "update_with_data": (ev.IMAGE_UPDATE, *_DATA_EVENTS),
+    "upload": _DATA_EVENTS,
+    "delete": (ev.IMAGE_DELETE,),
+    "send": (ev.IMAGE_SEND,),
+}
+
+
+class NotificationMiddleware:
+    """Wrap *app* so that image API requests emit lifecycle notifications."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        notifier: Notifier | None = None,
+        *,
+        routes: RouteTable | None = None,
+        image_lookup: bool = True,
+    ) -> None:
+        self.app = app
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.routes = routes if routes is not None else RouteTable()
+        self.image_lookup = image_lookup
+
+    @classmethod
+    def from_settings(cls, app: WSGIApp, settings: Settings) -> NotificationMiddleware:
+        """Build the middleware and its Notifier; ConfigError for any bad option."""
+        return cls(
+            app,
+            Notifier.from_settings(settings),
+            routes=RouteTable(settings.get(ROUTES_OPTION)),
+            image_lookup=settings.get(LOOKUP_OPTION),
+        )
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        match = None if environ.get(SUBREQUEST_KEY) else self._match(environ)
+        if match is None:
+            return self.app(environ, start_response)
+        if match.kind == "send":
+            return _Download(self, match, environ).run(start_response)
+        return _Lifecycle(self, match, environ).run(start_response)
+
+    def _match(self, environ: Environ) -> Match | None:
+        try:
+            match = self.routes.match(environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/")
+        except Exception:
+            log.exception("instrument: cannot match request; passing it through")
+            return None
+        if match is None:
+            return None
+        enabled = self.notifier.is_enabled
+        return match if any(enabled(event) for event in _KIND_EVENTS[match.kind]) else None
+
+    def lookup(self, environ: Environ, match: Match) -> LookupResult | None:
+        """The image's metadata from the application, or None (logged) if it failed."""
+        if not self.image_lookup or not match.image_id:
+            return None
+        method = "HEAD" if match.route.api == 1 else "GET"
+        try:
+            result = lookup_image(self.app, environ, method, match.lookup_path())
+        except Exception:
+            log.warning(
+                "instrument: metadata lookup for image %s failed", match.image_id, exc_info=True
+            )
+            return None
+        if result.image is None and not result.not_found:
+            log.warning(
+                "instrument: metadata lookup for image %s answered %s",
+                match.image_id,
+                result.status,
+            )
+        return result
+
+    def __repr__(self) -> str:
+        return f"<NotificationMiddleware {self.notifier!r} app={self.app!r}>"
+
+
+class _Exchange:
+    """One observed request: the status and headers the application answered with."""
+
+    def __init__(self, middleware: NotificationMiddleware, match: Match, environ: Environ) -> None:
+        self.middleware = middleware
+        self.notifier = middleware.notifier
+        self.match = match
+        self.environ = environ
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] = []
+
+    def recording(self, start_response: StartResponse) -> StartResponse:
+        def record(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            self.status, self.headers = status, headers
+            if exc_info is not None:
+                return start_response(status, headers, exc_info)
+            return start_response(status, headers)
+
+        return record
+
+    def image_or_id(self) -> dict[str, Any]:
+        result = self.middleware.lookup(self.environ, self.match)
+        if result is not None and result.image is not None:
+            return result.image
+        return {"id": self.match.image_id}
+
+    def fail(self, event_type: str, problem: str, image_id: str | None, *, warn: bool) -> None:
+        payload = error_payload(event_type, image_id, problem)
+        (self.notifier.warn if warn else self.notifier.error)(event_type, payload)
+
+
+class _Lifecycle(_Exchange):
+    """create / update / upload / delete: emit after the application has answered."""
+
+    def __init__(self, middleware: NotificationMiddleware, match: Match, environ: Environ) -> None:
+        super().__init__(middleware, match, environ)
+        self.kind = match.kind
+        self.has_data = _has_data(environ)
+        self.before: dict[str, Any] | None = None
+
+    def run(self, start_response: StartResponse) -> Iterable[bytes]:
+        _guard(self.prepare)
+        try:
+            app_iter = self.middleware.app(self.environ, self.recording(start_response))
+        except Exception as exc:
+            _guard(self.finish, None, exc)
+            raise
+        return ObservedBody(app_iter, self.finish)
+
+    def prepare(self) -> None:
+        """Before the data is passed on: image.prepare; before a delete: remember the image."""
+        uploading = self.kind == "upload" or (self.kind == "update_with_data" and self.has_data)
+        if uploading and self.notifier.is_enabled(ev.IMAGE_PREPARE):
+            result = self.middleware.lookup(self.environ, self.match)
+            if result is not None and result.not_found:
+                return
+            image = (
+                result.image if result is not None and result.image else {"id": self.match.image_id}
+            )
+            if image.get("status", "queued") in _UPLOADABLE:
+                self.notifier.info(ev.IMAGE_PREPARE, image)
+        elif self.kind == "delete" and self.notifier.is_enabled(ev.IMAGE_DELETE):
+            self.before = self.image_or_id()
+
+    def finish(self, body: bytes | None, exc: BaseException | None) -> None:
+        code = _status_code(self.status) if exc is None else 500
+        if 200 <= code < 300:
+            self.succeeded(body)
+        elif code >= 400:
+            problem = self.status if exc is None else f"{type(exc).__name__}: {exc}"
+            event = _FAILURE_EVENT[self.kind]
+            if self.kind == "update_with_data" and self.has_data:
+                event = ev.IMAGE_UPLOAD
+            self.fail(event, str(problem), self.match.image_id, warn=code < 500)
+
+    def succeeded(self, body: bytes | None) -> None:
+        if self.kind == "delete":
+            self.notifier.info(
+                ev.IMAGE_DELETE, _deleted(self.before or {"id": self.match.image_id})
+            )
+            return
+        image = (body and image_from_body(body)) or image_from_headers(self.headers)
+        if image is None:
+            image = self.image_or_id()
+        for event_type in self.events_for(image):
+            self.notifier.info(event_type, image)
+
+    def events_for(self, image: Mapping[str, Any]) -> list[str]:
+        data = [ev.IMAGE_UPLOAD] + ([ev.IMAGE_ACTIVATE] if image.get("status") == "active" else [])
+        if self.kind == "create_with_data":
+            return (
+                [ev.IMAGE_CREATE, ev.IMAGE_PREPARE, *data] if self.has_data else [ev.IMAGE_CREATE]
+            )
+        if self.kind == "update_with_data":
+            return [*data, ev.IMAGE_UPDATE] if self.has_data else [ev.IMAGE_UPDATE]
+        if self.kind == "upload":
+            return data
+        return [_FAILURE_EVENT[self.kind]]
+
+
+class _Download(_Exchange):
+    """image.send: count the body while it streams; emit when it ends."""
+
+    def run(self, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            app_iter = self.middleware.app(self.environ, self.recording(start_response))
+            if self.status is None:
+                app_iter = Primed.prime(app_iter)
+        except Exception as exc:
+            _guard(self.fail_send, f"{type(exc).__name__}: {exc}", False)
+            raise
+        try:
+            return self.counted(app_iter)
+        except Exception:
+            log.exception("instrument: cannot count download of image %s", self.match.image_id)
+            return app_iter
+
+    def counted(self, app_iter: Iterable[bytes]) -> Iterable[bytes]:
+        code = _status_code(self.status)
+        if code >= 400:
+            self.fail_send(str(self.status), code < 500)
+        if not 200 <= code < 300:
+            return app_iter
+        image = image_from_headers(self.headers) if self.match.route.api == 1 else None
+        if image is None:
+            image = self.image_or_id()
+        size = image.get("size")
+        expected = expected_length(
+            str(self.status), self.headers, size if isinstance(size, int) else None
+        )
+        return count_sent(
+            app_iter,
+            self.notifier,
+            image_id=self.match.image_id,
+            owner_id=image.get("owner"),
+            expected=expected,
+            environ=self.environ,
+        )
+
+    def fail_send(self, problem: str, warn: bool) -> None:
+        environ = self.environ
+        payload = send_payload(
+            image_id=self.match.image_id,
+            owner_id=None,
+            receiver_tenant_id=environ.get("HTTP_X_TENANT_ID") or environ.get("HTTP_X_PROJECT_ID"),
+            receiver_user_id=environ.get("HTTP_X_USER_ID"),
+            destination_ip=environ.get("REMOTE_ADDR"),
+            bytes_sent=0,
+        )
+        log.info("instrument: download of image %s failed: %s", self.match.image_id, problem)
+        (self.notifier.warn if warn else self.notifier.error)(ev.IMAGE_SEND, payload)
+
+
+def filter_factory(
+    global_conf: Mapping[str, Any], **local_conf: Any
+) -> Callable[[WSGIApp], WSGIApp]:
+    """The paste.filter_factory: ``use = egg:instrument#notifications``.
+
+    Options come from the filter's own section (``local_conf``) and ``INSTRUMENT_*``
+    environment variables. Everything is validated here, at start-up: a bad option
+    stops the service from starting with a ConfigError that names it.
+    """
+    settings = Settings.load(local_conf)
+    notifier = Notifier.from_settings(settings)
+    routes = RouteTable(settings.get(ROUTES_OPTION))
+    image_lookup: bool = settings.get(LOOKUP_OPTION)
+
+    def make_filter(app: WSGIApp) -> WSGIApp:
+        return NotificationMiddleware(app, notifier, routes=routes, image_lookup=image_lookup)
+
+    return make_filter
+
+
+def _guard(function: Callable[..., None], *args: Any) -> None:
+    """Run kit code that must never disturb the request; log what it raises."""
+    try:
+        function(*args)
+    except Exception:
+        log.exception("instrument: notification handling failed; the request is unaffected")
+
+
+def _status_code(status: str | None) -> int:
+    try:
+        return int(str(status)[:3])
+    except ValueError:
+        return 0
+
+
+def _has_data(environ: Environ) -> bool:
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return True
+    if environ.get("HTTP_X_GLANCE_API_COPY_FROM") or environ.get("HTTP_X_IMAGE_META_LOCATION"):
+        return True
+    try:
+        return int(environ.get("CONTENT_LENGTH") or 0) > 0
+    except ValueError:
+        return False
+
+
+def _deleted(image: Mapping[str, Any]) -> dict[str, Any]:
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {**image, "status": "deleted", "deleted": True, "deleted_at": now}

@@ -1,0 +1,132 @@
+"""Response-iterable wrappers the middleware uses on lifecycle (non-download) routes.
+
+Both are ``__slots__`` classes, never generators: a generator's ``finally`` does not
+run when a server closes it before the first ``next()``, and PEP 3333 requires the
+application iterable's ``close()`` to be called exactly once, always.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final
+
+__all__ = ["ObservedBody", "Primed", "close_once"]
+
+log = logging.getLogger("instrument.middleware")
+
+#: Lifecycle responses are small JSON documents; keep at most this much of one.
+BODY_LIMIT: Final = 1024 * 1024
+
+Done = Callable[[bytes | None, BaseException | None], None]
+
+
+def close_once(iterable: Iterable[bytes]) -> None:
+    close = getattr(iterable, "close", None)
+    if close is not None:
+        close()
+
+
+class ObservedBody:
+    """Pass an application body through unchanged, keep a copy of its start, report once.
+
+    *on_done* is called exactly once, with the body (None when it exceeded the
+    limit) and the exception that ended iteration, if any: at exhaustion, at an
+    exception, or at ``close()``, whichever comes first. Errors inside *on_done* are
+    logged, never raised into the server.
+    """
+
+    __slots__ = ("_chunks", "_closed", "_done", "_iterable", "_iterator", "_on_done", "_size")
+
+    def __init__(self, iterable: Iterable[bytes], on_done: Done) -> None:
+        self._iterable = iterable
+        self._iterator: Iterator[bytes] | None = None
+        self._on_done: Done | None = on_done
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._closed = False
+
+    def __iter__(self) -> ObservedBody:
+        if self._iterator is None:
+            self._iterator = iter(self._iterable)
+        return self
+
+    def __next__(self) -> bytes:
+        if self._iterator is None:
+            self._iterator = iter(self._iterable)
+        try:
+            chunk = next(self._iterator)
+        except StopIteration:
+            self._report(None)
+            raise
+        except BaseException as exc:
+            self._report(exc)
+            raise
+        if self._size <= BODY_LIMIT:
+            self._chunks.append(chunk)
+            self._size += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            close_once(self._iterable)
+        finally:
+            self._report(None)
+
+    def _report(self, exc: BaseException | None) -> None:
+        on_done, self._on_done = self._on_done, None
+        if on_done is None:
+            return
+        body = b"".join(self._chunks) if self._size <= BODY_LIMIT else None
+        self._chunks = []
+        try:
+            on_done(body, exc)
+        except Exception:
+            log.exception("instrument: failed to emit notifications for a response")
+
+
+class Primed:
+    """An application iterable whose first chunk was already pulled.
+
+    Used when an application calls ``start_response`` lazily (a generator): the
+    middleware must see the status before it can decide how to count a download.
+    ``close()`` closes the original iterable exactly once.
+    """
+
+    __slots__ = ("_closed", "_first", "_iterable", "_iterator")
+
+    def __init__(self, first: bytes | None, iterator: Iterator[bytes], iterable: Iterable[bytes]):
+        self._first = first
+        self._iterator = iterator
+        self._iterable = iterable
+        self._closed = False
+
+    def __iter__(self) -> Primed:
+        return self
+
+    def __next__(self) -> bytes:
+        first, self._first = self._first, None
+        if first is not None:
+            return first
+        return next(self._iterator)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            close_once(self._iterable)
+
+    @classmethod
+    def prime(cls, iterable: Iterable[bytes]) -> Any:
+        """Pull the first chunk of *iterable* (closing it if that raises)."""
+        iterator = iter(iterable)
+        try:
+            first = next(iterator)
+        except StopIteration:
+            return cls(None, iter(()), iterable)
+        except BaseException:
+            close_once(iterable)
+            raise
+        return cls(first, iterator, iterable)

@@ -1,0 +1,117 @@
+"""Reading image metadata from image API responses, in Glance's notification shape.
+
+Consumers of Glance's notifications (Ceilometer, billing, auditing) expect the
+payload shape of Glance's own notifier, not the REST representation: core fields
+at the top, extra properties under ``properties``, ``is_public`` next to
+``visibility``, ``deleted``/``deleted_at``. :func:`notification_image` turns a v2
+JSON image or a v1 image (body or ``x-image-meta-*`` headers) into that shape.
+REST-only keys (``self``, ``file``, ``schema``) are dropped; credential-bearing keys
+are removed later by the payload builders.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+__all__ = ["CORE_FIELDS", "image_from_body", "image_from_headers", "notification_image"]
+
+#: Fields Glance's notifier puts at the top of an image payload.
+CORE_FIELDS: Final = frozenset(
+    {
+        "id",
+        "name",
+        "status",
+        "created_at",
+        "updated_at",
+        "min_disk",
+        "min_ram",
+        "protected",
+        "checksum",
+        "owner",
+        "disk_format",
+        "container_format",
+        "size",
+        "virtual_size",
+        "visibility",
+        "is_public",
+        "tags",
+        "deleted",
+        "deleted_at",
+        "os_hidden",
+        "os_hash_algo",
+        "os_hash_value",
+    }
+)
+_REST_ONLY: Final = frozenset({"self", "file", "schema", "location", "locations", "direct_url"})
+_V1_INTEGERS: Final = frozenset({"size", "min_disk", "min_ram", "virtual_size"})
+_V1_BOOLEANS: Final = frozenset({"is_public", "protected", "deleted"})
+_HEADER_PREFIX: Final = "x-image-meta-"
+
+
+def notification_image(image: Mapping[str, Any]) -> dict[str, Any]:
+    """*image* (v1 or v2 REST form) in Glance's notification shape."""
+    result: dict[str, Any] = {}
+    properties: dict[str, Any] = dict(image.get("properties") or {})
+    for key, value in image.items():
+        if key in CORE_FIELDS:
+            result[key] = value
+        elif key not in _REST_ONLY and key != "properties":
+            properties[key] = value
+    result["properties"] = properties
+    if "visibility" in result:
+        result.setdefault("is_public", result["visibility"] == "public")
+    elif "is_public" in result:
+        result["visibility"] = "public" if result["is_public"] else "private"
+    result.setdefault("deleted", False)
+    result.setdefault("deleted_at", None)
+    return result
+
+
+def image_from_body(body: bytes) -> dict[str, Any] | None:
+    """The image in a v2 JSON body or a v1 ``{"image": {...}}`` body, else None."""
+    if not body or body.lstrip()[:1] != b"{":
+        return None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(document, dict) and isinstance(document.get("image"), dict):
+        document = document["image"]
+    if isinstance(document, dict) and isinstance(document.get("id"), str):
+        return notification_image(document)
+    return None
+
+
+def image_from_headers(headers: Iterable[tuple[str, str]]) -> dict[str, Any] | None:
+    """The image described by v1 ``x-image-meta-*`` response headers, else None."""
+    image: dict[str, Any] = {}
+    properties: dict[str, Any] = {}
+    for name, value in headers:
+        lowered = name.lower()
+        if not lowered.startswith(_HEADER_PREFIX):
+            continue
+        key = lowered[len(_HEADER_PREFIX) :]
+        if key.startswith("property-"):
+            properties[key[len("property-") :]] = value
+        else:
+            key = key.replace(
+                "-", "_"
+            )  # WSGI servers turn x-image-meta-disk_format into -disk-format
+            image[key] = _v1_value(key, value)
+    if "id" not in image:
+        return None
+    image["properties"] = properties
+    return notification_image(image)
+
+
+def _v1_value(key: str, value: str) -> Any:
+    if key in _V1_INTEGERS:
+        try:
+            return int(value)
+        except ValueError:
+            return None if value in ("", "None") else value
+    if key in _V1_BOOLEANS:
+        return value.strip().lower() == "true"
+    return None if value == "None" else value

@@ -1,0 +1,365 @@
+"""The image.send byte counter: a WSGI response-iterable wrapper.
+
+:func:`count_sent` wraps the body an image API returns for a download and emits one
+``image.send`` notification per response. Decisions:
+
+- **What is counted.** The bytes handed to the server: a chunk counts when ``next()``
+  returns it. A server that pulled a chunk and then failed to write it (the client went
+  away) has that chunk counted; such a response is still ERROR, because INFO on the
+  iteration path needs the iterable to have been *exhausted* (a server only asks for
+  the next chunk after writing the previous one) and ``bytes_sent == expected``.
+- **When.** Exactly once: at exhaustion, when the application iterable raises (then the
+  same exception is re-raised), or at ``close()``, whichever comes first; also for a
+  body that is closed without ever being iterated. INFO when the response is complete
+  and ``bytes_sent == expected`` (``expected=None``: complete is enough), else ERROR.
+  The payload is :func:`~instrument.payloads.send_payload`, the same dict either way.
+- **PEP 3333.** The wrappers are ``__slots__`` classes, not generators: a generator's
+  ``finally`` does not run when it is closed before its first ``next()``, and
+  ``yield from`` plus ``close()`` closes the application iterable twice. The
+  application iterable's ``close()`` is called exactly once, even when iteration
+  raised or the wrapper is closed twice. Nothing is buffered; ``len()`` passes through
+  (servers use ``len()`` of a one-element list to set Content-Length).
+- **wsgi.file_wrapper.** When the application returned an instance of the server's
+  ``wsgi.file_wrapper`` class, the result is an instance of a subclass of that class
+  (one per class, cached) sharing the same file and block size, so the server keeps its
+  zero-copy path. What was sent there is read from the server's own bookkeeping:
+
+  - gunicorn (and anything using :meth:`socket.socket.sendfile` on ``.filelike``):
+    ``.filelike`` becomes a proxy that sees the ``seek(offset + total_sent)`` that
+    ``socket.sendfile`` always makes, on return and on error; that is what sendfile
+    reported as accepted by the kernel.
+  - waitress (``prepare()``/``remain`` buffers): ``prepare()``'s result minus ``remain``
+    at ``close()``; the connection decrements ``remain`` only by what ``send()`` took.
+
+  When neither is seen and the wrapper was not iterated, nothing is proven sent:
+  ``bytes_sent`` is 0 and the outcome ERROR (a false ERROR rather than a false INFO).
+- **Overhead.** ``iter()`` on a counter returns a tiny counting generator (see
+  :class:`SendCounter`): about 70-120 ns per chunk on the development VM, against
+  about 200 ns for a Python ``__next__``. Nothing else happens per chunk: no locks,
+  no clock reads; the notification is built once, at the end.
+- **Isolation.** Failures of the notifier or the payload are logged, never raised into
+  the server; the application's own exceptions pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Final
+
+from .events import IMAGE_SEND
+from .notifier import Notifier
+from .payloads import send_payload
+
+__all__ = ["SendCounter", "SizedSendCounter", "count_sent", "expected_length"]
+
+log = logging.getLogger("instrument.iterators")
+
+_CONTENT_RANGE: Final = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+
+
+def expected_length(
+    status: str, headers: list[tuple[str, str]], image_size: int | None
+) -> int | None:
+    """The body length a response promises: Content-Length, a 206's range, or *image_size*.
+
+    A 206 without Content-Length and without a single ``bytes a-b/N`` Content-Range
+    (a multipart/byteranges body) promises an unknown length: None.
+    """
+    fields = {name.lower(): value for name, value in headers}
+    length = _non_negative_int(fields.get("content-length"))
+    if length is not None:
+        return length
+    if not status.startswith("206"):
+        return image_size
+    match = _CONTENT_RANGE.match(fields.get("content-range", ""))
+    if match is None:
+        return None
+    first, last = int(match[1]), int(match[2])
+    return last - first + 1 if last >= first else None
+
+
+def _non_negative_int(value: str | None) -> int | None:
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)
+
+
+class _Report:
+    """What the one image.send of a response needs, and the once-only guards."""
+
+    __slots__ = ("_closed", "_done", "_lock", "expected", "fields", "notifier")
+
+    def __init__(self, notifier: Notifier, expected: int | None, fields: dict[str, Any]) -> None:
+        self.notifier = notifier
+        self.expected = expected
+        self.fields = fields
+        self._lock = threading.Lock()
+        self._done = False
+        self._closed = False
+
+    def finish(self, bytes_sent: int, complete: bool) -> None:
+        """Emit image.send unless already emitted; never raises."""
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        try:
+            ok = complete and (self.expected is None or bytes_sent == self.expected)
+            payload = send_payload(bytes_sent=bytes_sent, **self.fields)
+            (self.notifier.info if ok else self.notifier.error)(IMAGE_SEND, payload)
+        except Exception:
+            log.exception("cannot emit image.send for image %s", self.fields.get("image_id"))
+
+    def claim_close(self) -> bool:
+        """True exactly once: for the caller that must close the application iterable."""
+        with self._lock:
+            first, self._closed = not self._closed, True
+            return first
+
+
+class SendCounter:
+    """Iterate the application iterable, counting bytes; emit image.send once.
+
+    ``bytes_sent`` is the running count. ``close()`` is idempotent and closes the
+    application iterable exactly once. ``iter()`` returns a small counting generator
+    over the shared application iterator: CPython resumes a generator frame about
+    twice as fast as it calls a Python ``__next__``, and that is the whole per-chunk
+    cost. The generator never owns the close or the emission at close (it holds no
+    ``finally``), so its own lifecycle cannot lose or repeat either; ``next()`` on the
+    counter itself works too, through the slower ``__next__``.
+    """
+
+    __slots__ = ("_iterable", "_iterator", "_report", "bytes_sent")
+
+    def __init__(self, iterable: Iterable[bytes], report: _Report) -> None:
+        self._iterable = iterable
+        self._report = report
+        self.bytes_sent = 0
+        try:
+            self._iterator = iter(iterable)
+        except BaseException:
+            self._fail_and_close()
+            raise
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._count()
+
+    def _count(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._iterator:
+                self.bytes_sent += len(chunk)
+                yield chunk
+        except GeneratorExit:
+            raise
+        except BaseException:
+            self._report.finish(self.bytes_sent, False)
+            raise
+        self._report.finish(self.bytes_sent, True)
+
+    def __next__(self) -> bytes:
+        try:
+            chunk = next(self._iterator)
+        except StopIteration:
+            self._report.finish(self.bytes_sent, True)
+            raise
+        except BaseException:
+            self._report.finish(self.bytes_sent, False)
+            raise
+        self.bytes_sent += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        """Emit (if not yet done) as an incomplete response, then close the app's iterable."""
+        self._report.finish(self.bytes_sent, False)
+        if self._report.claim_close():
+            close = getattr(self._iterable, "close", None)
+            if close is not None:
+                close()
+
+    def _fail_and_close(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            log.exception("closing the application iterable failed after iter() raised")
+
+
+class SizedSendCounter(SendCounter):
+    """A :class:`SendCounter` whose ``len()`` is the application iterable's."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._iterable)  # type: ignore[arg-type]
+
+
+class _SendfileWatch:
+    """Stands in for a file wrapper's ``.filelike``; remembers absolute seeks.
+
+    :meth:`socket.socket.sendfile` ends, on return and on error, with
+    ``file.seek(offset + total_sent)`` when it sent anything: that is the progress.
+    """
+
+    __slots__ = ("end", "file", "start")
+
+    def __init__(self, file: Any, start: int) -> None:
+        self.file = file
+        self.start = start
+        self.end: int | None = None
+
+    def fileno(self) -> int:
+        return int(self.file.fileno())
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_SET:
+            self.end = offset
+        return int(self.file.seek(offset, whence))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+    def progress(self) -> tuple[int, bool] | None:
+        """(bytes sent, reached end of file), or None when sendfile was never seen."""
+        if self.end is None:
+            return None
+        try:
+            at_eof = self.end >= os.fstat(self.fileno()).st_size
+        except (OSError, ValueError):
+            at_eof = False
+        return max(self.end - self.start, 0), at_eof
+
+
+class _CountedFileWrapper:
+    """Mixin placed before a server's ``wsgi.file_wrapper`` class (see the module doc)."""
+
+    _instrument_counter: SendCounter
+    _instrument_watch: _SendfileWatch | None
+    _instrument_prepared: int | None
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._instrument_counter)
+
+    def __next__(self) -> bytes:
+        return self._instrument_counter.__next__()
+
+    def close(self) -> None:
+        counter = self._instrument_counter
+        zero_copy = self._instrument_zero_copy()
+        if zero_copy is not None:
+            sent, complete = zero_copy
+            report = counter._report
+            complete = complete or report.expected == sent
+            report.finish(counter.bytes_sent + sent, complete)
+        elif counter._report.expected == 0 and counter.bytes_sent == 0:
+            counter._report.finish(0, True)  # nothing promised, nothing to send
+        counter.close()
+
+    def _instrument_zero_copy(self) -> tuple[int, bool] | None:
+        prepared = self._instrument_prepared
+        if prepared is not None:
+            remain = getattr(self, "remain", None)
+            if not isinstance(remain, int):
+                return 0, False
+            return max(prepared - remain, 0), remain == 0
+        watch = self._instrument_watch
+        return None if watch is None else watch.progress()
+
+
+_counted_classes: weakref.WeakKeyDictionary[type, type] = weakref.WeakKeyDictionary()
+_class_lock = threading.Lock()
+
+
+def _counted_class(base: type) -> type:
+    with _class_lock:
+        counted = _counted_classes.get(base)
+        if counted is None:
+            namespace: dict[str, Any] = {"__module__": __name__}
+            prepare = getattr(base, "prepare", None)
+            if callable(prepare):
+                namespace["prepare"] = _recording_prepare(prepare)
+            counted = type(f"Counted{base.__name__}", (_CountedFileWrapper, base), namespace)
+            _counted_classes[base] = counted
+        return counted
+
+
+def _recording_prepare(prepare: Any) -> Any:
+    """waitress calls ``prepare(content_length)`` before handing the buffer over."""
+
+    def recording_prepare(self: Any, *args: Any, **kwargs: Any) -> Any:
+        prepared = prepare(self, *args, **kwargs)
+        self._instrument_prepared = prepared if isinstance(prepared, int) else None
+        return prepared
+
+    return recording_prepare
+
+
+def _wrap_file_wrapper(wrapper: Any, report: _Report) -> Any:
+    """An instance of a counting subclass of ``type(wrapper)`` sharing its state."""
+    state = dict(vars(wrapper))
+    state.pop("close", None)  # PEP 333's FileWrapper binds filelike.close per instance
+    counted: Any = object.__new__(_counted_class(type(wrapper)))
+    counted.__dict__.update(state)
+    counted._instrument_prepared = None
+    counted._instrument_watch = _watch(state.get("filelike"))
+    if counted._instrument_watch is not None:
+        counted.filelike = counted._instrument_watch
+    counted._instrument_counter = SendCounter(wrapper, report)
+    return counted
+
+
+def _watch(filelike: Any) -> _SendfileWatch | None:
+    try:
+        start = os.lseek(filelike.fileno(), 0, os.SEEK_CUR)
+    except Exception:  # no real file: the server cannot sendfile it either
+        return None
+    return _SendfileWatch(filelike, start)
+
+
+def _identity(
+    environ: Mapping[str, Any] | None,
+    tenant: str | None,
+    user: str | None,
+    ip: str | None,
+) -> dict[str, str | None]:
+    env: Mapping[str, Any] = environ or {}
+    return {
+        "receiver_tenant_id": tenant or env.get("HTTP_X_TENANT_ID") or env.get("HTTP_X_PROJECT_ID"),
+        "receiver_user_id": user or env.get("HTTP_X_USER_ID"),
+        "destination_ip": ip or env.get("REMOTE_ADDR"),
+    }
+
+
+def count_sent(
+    iterable: Iterable[bytes],
+    notifier: Notifier,
+    *,
+    image_id: str | None,
+    owner_id: str | None = None,
+    expected: int | None = None,
+    environ: Mapping[str, Any] | None = None,
+    receiver_tenant_id: str | None = None,
+    receiver_user_id: str | None = None,
+    destination_ip: str | None = None,
+) -> Iterable[bytes]:
+    """Wrap a response body so that one image.send reports the bytes handed to the server.
+
+    *expected* is the body length the response promised (see :func:`expected_length`);
+    None means unknown. Explicit receiver values override what *environ* gives
+    (``HTTP_X_TENANT_ID``/``HTTP_X_PROJECT_ID``, ``HTTP_X_USER_ID``, ``REMOTE_ADDR``).
+    """
+    fields: dict[str, Any] = {"image_id": image_id, "owner_id": owner_id}
+    fields.update(_identity(environ, receiver_tenant_id, receiver_user_id, destination_ip))
+    report = _Report(notifier, expected, fields)
+    file_wrapper = environ.get("wsgi.file_wrapper") if environ else None
+    if isinstance(file_wrapper, type) and isinstance(iterable, file_wrapper):
+        try:
+            return _wrap_file_wrapper(iterable, report)  # type: ignore[no-any-return]
+        except Exception:
+            log.warning("cannot subclass %r; counting without zero-copy", type(iterable))
+    if hasattr(iterable, "__len__"):
+        return SizedSendCounter(iterable, report)
+    return SendCounter(iterable, report)

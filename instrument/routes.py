@@ -1,0 +1,168 @@
+"""The image API route table: which lifecycle events a request means.
+
+A request is matched on its method and ``PATH_INFO``. Any prefix before the version
+segment is accepted (an API mounted under ``/image``), as are trailing slashes and
+minor-version aliases (``/v2.1/images``). A path without ``/images`` is rejected by one
+substring test, so requests that are not image requests cost next to nothing.
+
+Each route has a *kind* that says what the middleware does:
+
+================  =============================================================
+kind              events on success (in order)
+================  =============================================================
+create            image.create
+create_with_data  image.create, and when the request carries data,
+                  image.prepare, image.upload, image.activate (v1 ``POST``)
+update            image.update
+update_with_data  image.update, and with data image.prepare (before the data is
+                  passed on), image.upload, image.activate first (v1 ``PUT``)
+upload            image.prepare (before), image.upload, image.activate (when the
+                  image became active)
+delete            image.delete
+send              image.send (counted while the body streams)
+ignore            nothing (to switch a built-in route off)
+================  =============================================================
+
+Operators add or override routes with the ``routes`` option, one per line (or
+separated by ``;``)::
+
+    routes =
+        PUT /v2/images/{id}/stage upload
+        POST /v3/artifacts create
+
+Configured routes are tried before the built-in ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Final
+
+from .exceptions import ConfigError
+
+__all__ = ["KINDS", "Match", "Route", "RouteTable", "parse_routes"]
+
+KINDS: Final = (
+    "create",
+    "create_with_data",
+    "update",
+    "update_with_data",
+    "upload",
+    "delete",
+    "send",
+    "ignore",
+)
+
+_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+_PREFIX: Final = r"^(?P<prefix>(?:/[^/]+)*?)"
+_VERSION: Final = r"/(?P<version>v(?P<major>\d+)(?:\.\d+)?)"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Route:
+    """One route: *method* plus a path regex, and the *kind* of lifecycle step it is.
+
+    *api* is 1 or 2 and says how image metadata is read (v1 ``x-image-meta-*``
+    headers and ``{"image": {...}}`` bodies, or v2 JSON).
+    """
+
+    method: str
+    pattern: re.Pattern[str]
+    kind: str
+    api: int = 2
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Match:
+    """A matched request: its route, the image id (if any) and where the API lives."""
+
+    route: Route
+    image_id: str | None
+    prefix: str
+    version: str
+
+    @property
+    def kind(self) -> str:
+        return self.route.kind
+
+    def lookup_path(self) -> str:
+        """The path that returns this image's metadata (v1 HEAD, v2 GET)."""
+        return f"{self.prefix}/{self.version}/images/{self.image_id}"
+
+
+def _builtin(method: str, tail: str, kind: str, api: int) -> Route:
+    version = _VERSION.replace(r"\d+", str(api), 1)
+    return Route(method, re.compile(f"{_PREFIX}{version}/images{tail}/?$"), kind, api)
+
+
+_ID: Final = r"/(?P<id>[^/]+)"
+_V1_ID: Final = r"/(?P<id>(?!detail/?$)[^/]+)"
+
+BUILTIN_ROUTES: Final = (
+    _builtin("POST", "", "create_with_data", 1),
+    _builtin("PUT", _V1_ID, "update_with_data", 1),
+    _builtin("DELETE", _V1_ID, "delete", 1),
+    _builtin("GET", _V1_ID, "send", 1),
+    _builtin("POST", "", "create", 2),
+    _builtin("PATCH", _ID, "update", 2),
+    _builtin("PUT", f"{_ID}/file", "upload", 2),
+    _builtin("GET", f"{_ID}/file", "send", 2),
+    _builtin("DELETE", _ID, "delete", 2),
+    _builtin("POST", f"{_ID}/actions/(?:deactivate|reactivate)", "update", 2),
+)
+
+
+class RouteTable:
+    """Match requests against configured routes first, then the built-in table."""
+
+    __slots__ = ("_by_method", "_needle")
+
+    def __init__(self, extra: tuple[Route, ...] = (), *, builtin: bool = True) -> None:
+        routes = (*extra, *(BUILTIN_ROUTES if builtin else ()))
+        self._by_method: dict[str, tuple[Route, ...]] = {}
+        for route in routes:
+            self._by_method[route.method] = (*self._by_method.get(route.method, ()), route)
+        # Every built-in path contains "/images"; custom routes may not.
+        self._needle = "/images" if not extra else "/"
+
+    def match(self, method: str, path: str) -> Match | None:
+        """The first route matching *method* and *path*, or None (also for ``ignore``)."""
+        if self._needle not in path:
+            return None
+        for route in self._by_method.get(method, ()):
+            found = route.pattern.match(path)
+            if found is not None:
+                if route.kind == "ignore":
+                    return None
+                groups = found.groupdict()
+                return Match(
+                    route,
+                    groups.get("id"),
+                    groups.get("prefix") or "",
+                    groups.get("version") or f"v{route.api}",
+                )
+        return None
+
+
+def parse_routes(name: str, text: str) -> tuple[Route, ...]:
+    """Parse the ``routes`` option: ``METHOD /path/{id}/tail KIND [v1|v2]`` per entry."""
+    routes = []
+    for entry in re.split(r"[;\n]", text):
+        if entry.strip():
+            routes.append(_parse_route(name, entry.strip()))
+    return tuple(routes)
+
+
+def _parse_route(name: str, entry: str) -> Route:
+    parts = entry.split()
+    accepted = "entries 'METHOD /path/{id}/... KIND [v1|v2]', KIND one of " + ", ".join(KINDS)
+    if len(parts) not in (3, 4) or parts[0].upper() not in _METHODS or not parts[1].startswith("/"):
+        raise ConfigError(name, entry, accepted)
+    method, template, kind = parts[0].upper(), parts[1], parts[2].lower()
+    api = parts[3].lower() if len(parts) == 4 else "v2"
+    if kind not in KINDS or api not in ("v1", "v2"):
+        raise ConfigError(name, entry, accepted)
+    escaped = re.escape(template.rstrip("/")).replace(re.escape("{id}"), "(?P<id>[^/]+)")
+    escaped = escaped.replace(re.escape("{version}"), r"(?P<version>v\d+(?:\.\d+)?)")
+    return Route(method, re.compile(f"{_PREFIX}{escaped}/?$"), kind, int(api[1]))

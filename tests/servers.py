@@ -1,0 +1,92 @@
+"""Real WSGI servers on 127.0.0.1 for tests: waitress in a thread, gunicorn in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@contextmanager
+def waitress_server(app: Any, **adjustments: Any) -> Iterator[int]:
+    """Serve *app* with waitress in a thread; yields the port.
+
+    The loop runs in short slices so the server is closed by its own thread: closing it
+    from another thread while it sits in select() fails with EBADF.
+    """
+    from waitress.server import create_server
+
+    server: Any = create_server(app, host="127.0.0.1", port=0, threads=4, **adjustments)
+    stopping = threading.Event()
+
+    def serve() -> None:
+        while not stopping.is_set():
+            server.asyncore.loop(timeout=0.05, map=server._map, count=1)
+        server.close()
+        server.task_dispatcher.shutdown()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        wait_for_port(server.effective_port)
+        yield int(server.effective_port)
+    finally:
+        stopping.set()
+        thread.join(timeout=10)
+
+
+@contextmanager
+def gunicorn_server(app_spec: str, env: dict[str, str], *extra: str) -> Iterator[int]:
+    """Serve ``module:callable`` with gunicorn (sync worker, sendfile on); yields the port."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "--log-level",
+        "warning",
+        *extra,
+        app_spec,
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env})
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

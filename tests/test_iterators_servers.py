@@ -1,0 +1,378 @@
+"""The image.send byte counter behind real servers (waitress, gunicorn sync and gthread).
+
+Each server runs in its own process, serving :func:`server_app` (this module) on
+127.0.0.1; the app writes notifications as JSON lines (logging strategy, ``log_file``)
+and one line per response saying what it returned. For gunicorn a config file wraps
+``os.sendfile`` in the worker to log each call, which proves the zero-copy path.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from instrument import Notifier
+from instrument.iterators import count_sent, expected_length
+
+pytestmark = pytest.mark.servers
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZE = 64 * 1024 * 1024
+DEADLINE = 30.0
+
+# The WSGI app the servers run --------------------------------------------------
+
+_notifier: Notifier | None = None
+
+
+def server_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """GET /gen or /file ?id=<image id>, with optional ``Range: bytes=a-b``; counted."""
+    global _notifier
+    if _notifier is None:  # built in the worker, after any fork
+        _notifier = Notifier.from_config(strategy="logging", log_file=os.environ["TEST_NOTIFY_LOG"])
+    path = os.environ["TEST_IMAGE"]
+    size = os.path.getsize(path)
+    first, last = _requested_range(environ.get("HTTP_RANGE"), size)
+    status = "206 Partial Content" if environ.get("HTTP_RANGE") else "200 OK"
+    headers = [
+        ("Content-Type", "application/octet-stream"),
+        ("Content-Length", str(last - first + 1)),
+    ]
+    if status.startswith("206"):
+        headers.append(("Content-Range", f"bytes {first}-{last}/{size}"))
+    start_response(status, headers)
+    body = _body(environ, path, first, last)
+    counted = count_sent(
+        body,
+        _notifier,
+        image_id=environ["QUERY_STRING"].removeprefix("id="),
+        expected=expected_length(status, headers, size),
+        environ=environ,
+    )
+    _mark(environ, counted)
+    return counted
+
+
+def _requested_range(header: str | None, size: int) -> tuple[int, int]:
+    if not header:
+        return 0, size - 1
+    first, last = header.removeprefix("bytes=").split("-")
+    return int(first), min(int(last), size - 1)
+
+
+def _body(environ: dict[str, Any], path: str, first: int, last: int) -> Iterable[bytes]:
+    file = open(path, "rb")  # noqa: SIM115 - closed by the server through close()
+    file.seek(first)
+    if environ["PATH_INFO"] == "/file":
+        return environ["wsgi.file_wrapper"](file, 256 * 1024)  # type: ignore[no-any-return]
+    return _generate(file, last - first + 1)
+
+
+def _generate(file: Any, remaining: int) -> Iterator[bytes]:
+    with file:
+        while remaining > 0:
+            chunk = file.read(min(remaining, 65536))
+            if not chunk:
+                return
+            remaining -= len(chunk)
+            yield chunk
+
+
+def _mark(environ: dict[str, Any], counted: Iterable[bytes]) -> None:
+    wrapper = environ["wsgi.file_wrapper"]
+    line = {
+        "id": environ["QUERY_STRING"].removeprefix("id="),
+        "type": type(counted).__name__,
+        "is_server_wrapper": isinstance(wrapper, type) and isinstance(counted, wrapper),
+    }
+    with open(os.environ["TEST_MARKS"], "a", encoding="utf-8") as marks:
+        marks.write(json.dumps(line) + "\n")
+
+
+# Servers -----------------------------------------------------------------------
+
+GUNICORN_CONF = """
+import os
+
+_sendfile = os.sendfile
+_log = os.environ["TEST_SENDFILE_LOG"]
+
+
+def _logged_sendfile(*args, **kwargs):
+    sent = _sendfile(*args, **kwargs)
+    with open(_log, "a") as log:
+        log.write(f"{sent}\\n")
+    return sent
+
+
+os.sendfile = _logged_sendfile
+"""
+
+WAITRESS = (
+    "import sys, waitress\n"
+    "from tests.test_iterators_servers import server_app\n"
+    "server = waitress.create_server(server_app, host='127.0.0.1', port=0, threads=4)\n"
+    "open(sys.argv[1] + '.tmp', 'w').write(str(server.effective_port))\n"
+    "import os; os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n"
+    "server.run()\n"
+)
+
+
+class Server:
+    def __init__(self, kind: str, workdir: Path, image: Path) -> None:
+        self.kind = kind
+        self.workdir = workdir
+        self.notify_log = workdir / "notifications.jsonl"
+        self.marks = workdir / "marks.jsonl"
+        self.sendfile_log = workdir / "sendfile.log"
+        self.env = dict(
+            os.environ,
+            TEST_IMAGE=str(image),
+            TEST_NOTIFY_LOG=str(self.notify_log),
+            TEST_MARKS=str(self.marks),
+            TEST_SENDFILE_LOG=str(self.sendfile_log),
+            PYTHONPATH=str(ROOT),
+        )
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        output = open(self.workdir / "server.out", "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.command(), cwd=ROOT, env=self.env, stdout=output, stderr=subprocess.STDOUT
+        )
+        output.close()
+        self.port = self._wait_for_port()
+
+    def command(self) -> list[str]:
+        if self.kind == "waitress":
+            return [sys.executable, "-c", WAITRESS, str(self.workdir / "port")]
+        conf = self.workdir / "gunicorn_conf.py"
+        conf.write_text(GUNICORN_CONF)
+        worker = (
+            ["-k", "sync"] if self.kind == "gunicorn-sync" else ["-k", "gthread", "--threads", "4"]
+        )
+        return [
+            sys.executable, "-m", "gunicorn", "-c", str(conf), "-w", "1", *worker,
+            "--bind", "127.0.0.1:0", "--error-logfile", str(self.workdir / "gunicorn.log"),
+            "tests.test_iterators_servers:server_app",
+        ]  # fmt: skip
+
+    def _wait_for_port(self) -> int:
+        return int(poll(self._port_if_known, f"{self.kind} to listen", self))
+
+    def _port_if_known(self) -> str | None:
+        if self.kind == "waitress":
+            port_file = self.workdir / "port"
+            return port_file.read_text() if port_file.exists() else None
+        log = self.workdir / "gunicorn.log"
+        for line in log.read_text().splitlines() if log.exists() else []:
+            if "Listening at: http://127.0.0.1:" in line:
+                return line.split("127.0.0.1:")[1].split()[0]
+        return None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def output(self) -> str:
+        files = ("server.out", "gunicorn.log")
+        return "\n".join(
+            (self.workdir / f).read_text(errors="replace")
+            for f in files
+            if (self.workdir / f).exists()
+        )
+
+    def send_event(self, image_id: str) -> dict[str, Any]:
+        """The one image.send of *image_id*, waited for."""
+        found = poll(
+            lambda: _lines_for(self.notify_log, image_id), f"image.send of {image_id}", self
+        )
+        assert len(found) == 1, found
+        return found[0]
+
+    def mark(self, image_id: str) -> dict[str, Any]:
+        [line] = [m for m in _read_jsonl(self.marks) if m["id"] == image_id]
+        return line
+
+    def sendfile_calls(self) -> list[int]:
+        if not self.sendfile_log.exists():
+            return []
+        return [int(line) for line in self.sendfile_log.read_text().split()]
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def _lines_for(path: Path, image_id: str) -> list[dict[str, Any]] | None:
+    found = [
+        n
+        for n in _read_jsonl(path)
+        if n["event_type"] == "image.send" and n["payload"]["image_id"] == image_id
+    ]
+    return found or None
+
+
+def poll(probe: Callable[[], Any], what: str, server: Server) -> Any:
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        result = probe()
+        if result:
+            return result
+        if server.process is not None and server.process.poll() is not None:
+            pytest.fail(f"{server.kind} exited while waiting for {what}:\n{server.output()}")
+        time.sleep(0.02)
+    pytest.fail(f"timed out waiting for {what}:\n{server.output()}")
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("image") / "image.bin"
+    block = bytes(range(256)) * 4096
+    with open(path, "wb") as file:
+        for _ in range(SIZE // len(block)):
+            file.write(block)
+    return path
+
+
+@pytest.fixture(scope="module", params=["waitress", "gunicorn-sync", "gunicorn-gthread"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, image: Path
+) -> Iterator[Server]:
+    running = Server(request.param, tmp_path_factory.mktemp(request.param), image)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+# Clients -----------------------------------------------------------------------
+
+
+def download(port: int, target: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    try:
+        connection.request("GET", target, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def read_partially(port: int, target: str, stop_after: int) -> int:
+    """Read about *stop_after* bytes of the response, then reset the connection."""
+    client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    client.settimeout(DEADLINE)
+    client.connect(("127.0.0.1", port))
+    client.sendall(f"GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
+    received = 0
+    while received < stop_after:
+        data = client.recv(65536)
+        if not data:
+            break
+        received += len(data)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+    return received
+
+
+# Tests -------------------------------------------------------------------------
+
+BODIES = ["/gen", "/file"]
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_complete_download_is_info_with_the_full_size(
+    server: Server, image: Path, body: str
+) -> None:
+    image_id = new_id()
+    status, data = download(server.port, f"{body}?id={image_id}")
+    assert status == 200
+    assert len(data) == SIZE
+    sent = server.send_event(image_id)
+    assert (sent["priority"], sent["payload"]["bytes_sent"]) == ("INFO", SIZE)
+    assert sent["payload"]["destination_ip"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_client_disconnect_midway_is_error_with_partial_count(server: Server, body: str) -> None:
+    image_id = new_id()
+    received = read_partially(server.port, f"{body}?id={image_id}", SIZE // 2)
+    assert received >= SIZE // 2
+    sent = server.send_event(image_id)
+    assert sent["priority"] == "ERROR"
+    assert SIZE // 2 - 4096 <= sent["payload"]["bytes_sent"] < SIZE
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_range_request_is_info_with_the_range_length(
+    server: Server, image: Path, body: str
+) -> None:
+    image_id = new_id()
+    first, last = 1000, 5 * 1024 * 1024 + 7
+    status, data = download(
+        server.port, f"{body}?id={image_id}", {"Range": f"bytes={first}-{last}"}
+    )
+    assert status == 206
+    with open(image, "rb") as file:
+        file.seek(first)
+        assert data == file.read(last - first + 1)
+    sent = server.send_event(image_id)
+    assert (sent["priority"], sent["payload"]["bytes_sent"]) == ("INFO", last - first + 1)
+
+
+def test_file_wrapper_keeps_the_servers_class(server: Server) -> None:
+    image_id = new_id()
+    download(server.port, f"/file?id={image_id}")
+    server.send_event(image_id)
+    assert server.mark(image_id)["is_server_wrapper"] is True
+
+
+@pytest.mark.parametrize("server", ["gunicorn-sync", "gunicorn-gthread"], indirect=True)
+def test_gunicorn_file_wrapper_goes_through_sendfile_and_is_counted(server: Server) -> None:
+    # sendfile is gunicorn's zero-copy path; waitress has its own (tested above).
+    before = len(server.sendfile_calls())
+    image_id = new_id()
+    status, data = download(server.port, f"/file?id={image_id}")
+    sent = server.send_event(image_id)
+    calls = server.sendfile_calls()[before:]
+    assert status == 200 and len(data) == SIZE
+    assert calls, "os.sendfile was not called"
+    assert sum(calls) == SIZE == sent["payload"]["bytes_sent"]
+
+
+@pytest.mark.parametrize("server", ["gunicorn-sync", "gunicorn-gthread"], indirect=True)
+def test_generator_body_does_not_use_sendfile(server: Server) -> None:
+    # sendfile is gunicorn's zero-copy path; waitress has its own (tested above).
+    before = len(server.sendfile_calls())
+    image_id = new_id()
+    download(server.port, f"/gen?id={image_id}")
+    server.send_event(image_id)
+    assert server.sendfile_calls()[before:] == []
+    assert server.mark(image_id)["type"] == "SendCounter"

@@ -1,0 +1,364 @@
+"""The middleware on Glance's v2 routes, in process, under wsgiref.validate."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from examples.image_api import ImageAPI
+from instrument import Notifier
+from instrument.middleware import NotificationMiddleware
+from instrument.strategies.memory import MemoryStrategy
+from instrument.testing import CapturedNotifications
+
+from .wsgi import call
+
+PATCH = {"Content-Type": "application/openstack-images-v2.1-json-patch"}
+IDENTITY = {"X-Project-Id": "tenant-9", "X-User-Id": "alice", "X-Auth-Token": "t0k"}
+
+
+class Counting:
+    """Wraps the app and records every environ it sees (subrequests included)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.seen: list[dict[str, Any]] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        self.seen.append(dict(environ))
+        return self.app(environ, start_response)
+
+
+@pytest.fixture
+def api(tmp_path: Any) -> ImageAPI:
+    return ImageAPI(tmp_path)
+
+
+@pytest.fixture
+def app(api: ImageAPI) -> NotificationMiddleware:
+    return NotificationMiddleware(api, Notifier(MemoryStrategy()))
+
+
+def create(app: Any, **fields: Any) -> str:
+    body = {"name": "cirros", "disk_format": "qcow2", "container_format": "bare", **fields}
+    reply = call(app, "POST", "/v2/images", body, IDENTITY)
+    assert reply.code == 201, reply.body
+    image_id: str = reply.json()["id"]
+    return image_id
+
+
+def test_create_emits_image_create_with_metadata_from_the_body(
+    app: NotificationMiddleware, notifications: CapturedNotifications
+) -> None:
+    image_id = create(app, tags=["x"])
+    assert notifications.events == [("image.create", "INFO")]
+    payload = notifications[0].payload
+    assert payload["id"] == image_id and payload["name"] == "cirros"
+    assert payload["status"] == "queued" and payload["owner"] == "tenant-9"
+    assert payload["visibility"] == "shared" and payload["is_public"] is False
+    assert payload["tags"] == ["x"] and payload["deleted"] is False
+    assert "self" not in payload and "file" not in payload
+
+
+def test_upload_emits_prepare_before_the_data_then_upload_and_activate(
+    api: ImageAPI, notifications: CapturedNotifications
+) -> None:
+    statuses_when_prepared: list[str] = []
+
+    class Watching(MemoryStrategy):
+        def emit(self, notification: Any) -> None:
+            if notification.event_type == "image.prepare":
+                statuses_when_prepared.append(api.images[notification.payload["id"]]["status"])
+            super().emit(notification)
+
+    app = NotificationMiddleware(api, Notifier(Watching()))
+    image_id = create(app)
+    notifications.clear()
+    reply = call(
+        app,
+        "PUT",
+        f"/v2/images/{image_id}/file",
+        b"x" * 1000,
+        {"Content-Type": "application/octet-stream", **IDENTITY},
+    )
+    assert reply.code == 204
+    assert notifications.events == [
+        ("image.prepare", "INFO"),
+        ("image.upload", "INFO"),
+        ("image.activate", "INFO"),
+    ]
+    assert statuses_when_prepared == ["queued"], "prepare is emitted before the app sees the data"
+    prepare, upload, activate = notifications
+    assert prepare.payload["status"] == "queued"
+    assert upload.payload["status"] == "active" and upload.payload["size"] == 1000
+    assert activate.payload == upload.payload
+
+
+def test_upload_to_an_image_that_is_not_active_afterwards_emits_no_activate(
+    notifications: CapturedNotifications,
+) -> None:
+    def saving_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["REQUEST_METHOD"] == "GET":
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [b'{"id": "i1", "status": "saving"}']
+        start_response("204 No Content", [])
+        return []
+
+    app = NotificationMiddleware(saving_app, Notifier())
+    call(app, "PUT", "/v2/images/i1/file", b"data")
+    assert notifications.event_types == ["image.prepare", "image.upload"]
+
+
+def test_upload_of_an_unknown_image_warns_upload_and_skips_prepare(
+    app: NotificationMiddleware, notifications: CapturedNotifications
+) -> None:
+    reply = call(app, "PUT", "/v2/images/nope/file", b"data")
+    assert reply.code == 404
+    assert notifications.events == [("image.upload", "WARN")]
+    assert notifications[0].payload == "image.upload failed for image nope: 404 Not Found"
+
+
+def test_upload_conflict_warns_with_text_naming_event_image_and_status(
+    app: NotificationMiddleware, notifications: CapturedNotifications
+) -> None:
+    image_id = create(app)
+    call(app, "PUT", f"/v2/images/{image_id}/file", b"once")
+    notifications.clear()
+    reply = call(app, "PUT", f"/v2/images/{image_id}/file", b"twice")
+    assert reply.code == 409
+    assert notifications.events == [("image.upload", "WARN")]
+    assert notifications[0].payload == f"image.upload failed for image {image_id}: 409 Conflict"
+
+
+def test_patch_emits_update_with_the_new_metadata(
+    app: NotificationMiddleware, notifications: CapturedNotifications
+) -> None:
+    image_id = create(app)
+    notifications.clear()
+    changes = [
+        {"op": "replace", "path": "/name", "value": "cirros-0.6"},
+        {"op": "add", "path": "/hw_disk_bus", "value": "scsi"},
+    ]
+    call(app, "PATCH", f"/v2/images/{image_id}", _json_bytes(changes), PATCH)
+    assert notifications.events == [("image.update", "INFO")]
+    assert notifications[0].payload["name"] == "cirros-0.6"
+    assert notifications[0].payload["properties"] == {"hw_disk_bus": "scsi"}
+
+
+@pytest.mark.parametrize(
+    ("action", "status"), [("deactivate", "deactivated"), ("reactivate", "active")]
+)
+def test_actions_emit_update_with_metadata_looked_up_after(
+    app: NotificationMiddleware, notifications: CapturedNotifications, action: str, status: str
+) -> None:
+    image_id = create(app)
+    call(app, "PUT", f"/v2/images/{image_id}/file", b"data")
+    if action == "reactivate":
+        call(app, "POST", f"/v2/images/{image_id}/actions/deactivate")
+    notifications.clear()
+    reply = call(app, "POST", f"/v2/images/{image_id}/actions/{action}")
+    assert reply.code == 204
+    assert notifications.events == [("image.update", "INFO")]
+    assert notifications[0].payload["status"] == status
+
+
+def test_delete_emits_the_metadata_looked_up_before_the_delete(
+    app: NotificationMiddleware, notifications: CapturedNotifications
+) -> None:
+    image_id = create(app, name="doomed")
+    notifications.clear()
+    assert call(app, "DELETE", f"/v2/images/{image_id}").code == 204
+    assert notifications.events == [("image.delete", "INFO")]
+    payload = notifications[0].payload
+    assert payload["id"] == image_id and payload["name"] == "doomed"
+    assert payload["status"] == "deleted" and payload["deleted"] is True and payload["deleted_at"]
+
+
+def test_delete_of_a_protected_image_warns(
+    app: NotificationMiddleware, notifications: CapturedNotifications
+) -> None:
+    image_id = create(app, protected=True)
+    notifications.clear()
+    assert call(app, "DELETE", f"/v2/images/{image_id}").code == 403
+    assert notifications.events == [("image.delete", "WARN")]
+    assert "403 Forbidden" in notifications[0].payload
+
+
+def test_download_emits_send_with_owner_receiver_and_bytes(
+    app: NotificationMiddleware, notifications: CapturedNotifications
+) -> None:
+    image_id = create(app)
+    call(app, "PUT", f"/v2/images/{image_id}/file", b"y" * 5000)
+    notifications.clear()
+    reply = call(
+        app, "GET", f"/v2/images/{image_id}/file", headers={"X-Tenant-Id": "t2", "X-User-Id": "bob"}
+    )
+    assert reply.body == b"y" * 5000
+    assert notifications.events == [("image.send", "INFO")]
+    assert notifications[0].payload == {
+        "image_id": image_id,
+        "owner_id": "tenant-9",
+        "receiver_tenant_id": "t2",
+        "receiver_user_id": "bob",
+        "destination_ip": "192.0.2.10",
+        "bytes_sent": 5000,
+    }
+
+
+def test_ranged_download_is_info_with_the_range_length(
+    app: NotificationMiddleware, notifications: CapturedNotifications
+) -> None:
+    image_id = create(app)
+    call(app, "PUT", f"/v2/images/{image_id}/file", bytes(range(256)) * 10)
+    notifications.clear()
+    reply = call(app, "GET", f"/v2/images/{image_id}/file", headers={"Range": "bytes=100-199"})
+    assert reply.code == 206 and reply.body == (bytes(range(256)) * 10)[100:200]
+    assert notifications.events == [("image.send", "INFO")]
+    assert notifications[0].payload["bytes_sent"] == 100
+
+
+def test_download_of_a_missing_image_warns_send_with_zero_bytes(
+    app: NotificationMiddleware, notifications: CapturedNotifications
+) -> None:
+    assert call(app, "GET", "/v2/images/missing/file").code == 404
+    assert notifications.events == [("image.send", "WARN")]
+    assert notifications[0].payload["bytes_sent"] == 0
+
+
+def test_locations_and_direct_url_never_reach_a_payload(
+    notifications: CapturedNotifications,
+) -> None:
+    def leaky(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("201 Created", [("Content-Type", "application/json")])
+        return [
+            b'{"id": "i", "direct_url": "rbd://key@pool/i", "locations": [{"url": "s3://k"}],'
+            b' "location": "swift://k"}'
+        ]
+
+    call(NotificationMiddleware(leaky, Notifier()), "POST", "/v2/images", {})
+    assert notifications[0].payload == {
+        "id": "i",
+        "properties": {},
+        "deleted": False,
+        "deleted_at": None,
+    }
+
+
+def test_read_only_requests_emit_nothing_and_pass_straight_through(
+    api: ImageAPI, notifications: CapturedNotifications
+) -> None:
+    counting = Counting(api)
+    app = NotificationMiddleware(counting, Notifier())
+    image_id = create(app)
+    notifications.clear()
+    counting.seen.clear()
+    for path in ["/versions", "/v2/images", f"/v2/images/{image_id}", "/v2/schemas/image"]:
+        call(app, "GET", path)
+    call(app, "HEAD", f"/v2/images/{image_id}/file")
+    assert list(notifications) == []
+    assert len(counting.seen) == 5, "no subrequests for requests that are not events"
+
+
+def test_disabled_events_cost_no_subrequest(
+    api: ImageAPI, notifications: CapturedNotifications
+) -> None:
+    counting = Counting(api)
+    app = NotificationMiddleware(counting, Notifier(disabled_notifications=["image.delete"]))
+    image_id = create(app)
+    counting.seen.clear()
+    call(app, "DELETE", f"/v2/images/{image_id}")
+    assert len(counting.seen) == 1
+    assert notifications.event_types == ["image.create"]
+
+
+def test_subrequest_keeps_identity_and_is_never_sent_to_the_client(
+    api: ImageAPI, notifications: CapturedNotifications
+) -> None:
+    counting = Counting(api)
+    app = NotificationMiddleware(counting, Notifier())
+    image_id = create(app)
+    counting.seen.clear()
+    reply = call(app, "DELETE", f"/v2/images/{image_id}", headers=IDENTITY)
+    assert reply.body == b"" and reply.code == 204
+    lookup, delete = counting.seen
+    assert (lookup["REQUEST_METHOD"], lookup["PATH_INFO"]) == ("GET", f"/v2/images/{image_id}")
+    assert lookup["HTTP_X_AUTH_TOKEN"] == "t0k" and lookup["HTTP_X_PROJECT_ID"] == "tenant-9"
+    assert lookup["wsgi.input"] is not delete["wsgi.input"]
+    assert delete["REQUEST_METHOD"] == "DELETE", "the original environ is not modified"
+
+
+def test_a_failing_lookup_degrades_to_the_id_and_is_logged(
+    caplog: pytest.LogCaptureFixture, notifications: CapturedNotifications
+) -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["REQUEST_METHOD"] == "GET":
+            raise RuntimeError("database gone")
+        start_response("204 No Content", [])
+        return []
+
+    with caplog.at_level(logging.WARNING, logger="instrument.middleware"):
+        call(NotificationMiddleware(app, Notifier()), "DELETE", "/v2/images/i7")
+    assert notifications.events == [("image.delete", "INFO")]
+    assert (
+        notifications[0].payload["id"] == "i7" and notifications[0].payload["status"] == "deleted"
+    )
+    assert "metadata lookup for image i7 failed" in caplog.text
+
+
+def test_server_error_is_error_and_an_exception_is_error_and_reraised_unchanged(
+    notifications: CapturedNotifications,
+) -> None:
+    boom = ValueError("store exploded")
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["REQUEST_METHOD"] == "PATCH":
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"busy"]
+        raise boom
+
+    middleware = NotificationMiddleware(app, Notifier())
+    reply = call(middleware, "PATCH", "/v2/images/i1", b"[]", PATCH)
+    assert (reply.code, reply.body) == (503, b"busy")
+    with pytest.raises(ValueError) as caught:
+        call(middleware, "POST", "/v2/images", {}, validate=False)
+    assert caught.value is boom
+    assert notifications.events == [("image.update", "ERROR"), ("image.create", "ERROR")]
+    assert notifications[0].payload == "image.update failed for image i1: 503 Service Unavailable"
+    assert notifications[1].payload == (
+        "image.create failed for an unidentified image: ValueError: store exploded"
+    )
+
+
+@pytest.mark.parametrize(
+    ("script_name", "path"),
+    [("/image", "/v2/images"), ("", "/image/v2/images"), ("", "/v2/images/"), ("", "/v2.1/images")],
+)
+def test_mounted_prefixes_trailing_slashes_and_version_aliases(
+    notifications: CapturedNotifications, script_name: str, path: str
+) -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("201 Created", [("Content-Type", "application/json")])
+        return [b'{"id": "i1", "status": "queued"}']
+
+    call(NotificationMiddleware(app, Notifier()), "POST", path, {}, script_name=script_name)
+    assert notifications.events == [("image.create", "INFO")]
+
+
+def test_lookup_goes_to_the_same_prefix_and_version(notifications: CapturedNotifications) -> None:
+    seen: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}")
+        start_response("204 No Content", [])
+        return []
+
+    call(NotificationMiddleware(app, Notifier()), "DELETE", "/image/v2.1/images/i1")
+    assert seen == ["GET /image/v2.1/images/i1", "DELETE /image/v2.1/images/i1"]
+
+
+def _json_bytes(document: Any) -> bytes:
+    import json
+
+    return json.dumps(document).encode()
