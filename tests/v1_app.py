@@ -112,5 +112,4 @@ def _json(document: Any, status: int = 200) -> Response:
         body=json.dumps(document).encode(),
         status=status,
         content_type="application/json",
-        charset=None,
     )

@@ -70,7 +70,8 @@ class ImageAPI:
             response = self.dispatch(request)
         except http.HTTPException as error:
             response = error
-        return response(environ, start_response)
+        body: Iterable[bytes] = response(environ, start_response)
+        return body
 
     def dispatch(self, request: Request) -> Any:
         path = request.path_info
@@ -312,7 +313,6 @@ def _json(document: Any, status: int = 200) -> Response:
         body=json.dumps(document).encode(),
         status=status,
         content_type="application/json",
-        charset=None,
     )
 
 

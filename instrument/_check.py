@@ -1,0 +1,100 @@
+"""``instrument check``: prove the configured strategy can deliver, or say precisely why not.
+
+Options come from a paste.ini filter section (the one that uses our filter, or the one
+named with ``--filter``) and/or ``-o name=value``. The strategies' start-up checks run
+first (connection refused, authentication failed, TLS failure, unknown vhost …), then
+one test notification (event type ``instrument.check``) is sent and flushed.
+
+Exit codes: 0 delivered, 1 the strategy cannot deliver, 2 the configuration is wrong.
+"""
+
+from __future__ import annotations
+
+import configparser
+import sys
+from collections.abc import Sequence
+
+from .config import Settings
+from .exceptions import ConfigError, StrategyError
+from .notifier import Notifier
+
+__all__ = ["CHECK_EVENT", "filter_options", "run_check"]
+
+CHECK_EVENT = "instrument.check"
+_OUR_FACTORIES = ("egg:instrument#notifications", "instrument.middleware:filter_factory")
+_PASTE_KEYS = ("use", "paste.filter_factory")
+
+
+def filter_options(path: str, name: str | None = None) -> dict[str, str]:
+    """The options of our filter's section in the paste.ini at *path*."""
+    parser = configparser.ConfigParser(default_section="\0none", interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    if not parser.read(path):
+        raise ConfigError("paste-ini", path, "a readable paste.ini file")
+    sections = [s for s in parser.sections() if s.startswith("filter:")]
+    if name is not None:
+        chosen = [s for s in sections if s == f"filter:{name}"]
+    else:
+        chosen = [
+            s for s in sections if any(parser[s].get(k, "") in _OUR_FACTORIES for k in _PASTE_KEYS)
+        ]
+    if len(chosen) != 1:
+        found = ", ".join(sections) or "no filter sections"
+        raise ConfigError(
+            "filter", name, f"one filter section that uses instrument (found: {found})"
+        )
+    return {k: v for k, v in parser[chosen[0]].items() if k not in _PASTE_KEYS}
+
+
+def run_check(
+    paste_ini: str | None, filter_name: str | None, options: Sequence[str], timeout: float
+) -> int:
+    try:
+        mapping = filter_options(paste_ini, filter_name) if paste_ini else {}
+        mapping.update(_pairs(options))
+        notifier = Notifier.from_settings(Settings.load(mapping))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    names = ", ".join(strategy.name for strategy in notifier.strategies)
+    try:
+        notifier.check(timeout)
+        return _send_probe(notifier, names, timeout)
+    except StrategyError as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        notifier.close()
+
+
+def _send_probe(notifier: Notifier, names: str, timeout: float) -> int:
+    sent = notifier.info(CHECK_EVENT, {"message": "instrument check: test notification"})
+    if sent is None:
+        print(
+            f"FAILED: event type {CHECK_EVENT} is disabled by disabled_notifications",
+            file=sys.stderr,
+        )
+        return 1
+    delivered = notifier.flush(timeout)
+    stats = {name: row for name, row in notifier.stats().items() if name != "notifier"}
+    failed = [name for name, row in stats.items() if row.get("failed") or row.get("dropped")]
+    if not delivered or failed:
+        culprits = ", ".join(failed) or names
+        print(
+            f"FAILED: test notification {sent.message_id} not delivered by {culprits}"
+            f" within {timeout:g}s: {stats}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"OK: test notification {sent.message_id} delivered through {names}")
+    return 0
+
+
+def _pairs(options: Sequence[str]) -> dict[str, str]:
+    pairs = {}
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not sep:
+            raise ConfigError("option", option, "NAME=VALUE")
+        pairs[name.strip()] = value.strip()
+    return pairs

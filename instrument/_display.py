@@ -1,0 +1,73 @@
+"""How the command line shows notifications: a readable table row or one JSON line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+__all__ = ["Printer", "summary_of"]
+
+_COLOURS = {"INFO": "\033[32m", "WARN": "\033[33m", "ERROR": "\033[31m"}
+_RESET = "\033[0m"
+
+
+def summary_of(payload: Any) -> str:
+    """A short human description of a payload."""
+    if isinstance(payload, str):
+        return payload
+    if not isinstance(payload, Mapping):
+        return json.dumps(payload)
+    if "bytes_sent" in payload:
+        return f"bytes_sent={payload['bytes_sent']:,} to {payload.get('destination_ip')}"
+    parts = [
+        f"{key}={payload[key]}"
+        for key in ("name", "status", "size")
+        if payload.get(key) is not None
+    ]
+    return " ".join(parts)
+
+
+class Printer:
+    """Print notifications (dicts in wire form) as a table or as JSON lines."""
+
+    def __init__(
+        self, stream: TextIO | None = None, *, as_json: bool = False, event: str | None = None
+    ):
+        self.stream = stream or sys.stdout
+        self.as_json = as_json
+        self.event = event
+        self.count = 0
+        self._colour = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def header(self) -> None:
+        if not self.as_json:
+            self._write(
+                f"{'time (UTC)':<15} {'priority':<8} {'event_type':<15} {'image':<10} detail"
+            )
+
+    def show(self, notification: Mapping[str, Any]) -> None:
+        if self.event and notification.get("event_type") != self.event:
+            return
+        self.count += 1
+        if self.as_json:
+            self._write(json.dumps(notification, sort_keys=False))
+            return
+        payload = notification.get("payload")
+        image_id = ""
+        if isinstance(payload, Mapping):
+            image_id = str(payload.get("id") or payload.get("image_id") or "")[:8]
+        priority = str(notification.get("priority"))
+        shown = (
+            f"{_COLOURS.get(priority, '')}{priority:<8}{_RESET}"
+            if self._colour
+            else f"{priority:<8}"
+        )
+        stamp = str(notification.get("timestamp", ""))[11:26]
+        event_type = str(notification.get("event_type", ""))
+        self._write(f"{stamp:<15} {shown} {event_type:<15} {image_id:<10} {summary_of(payload)}")
+
+    def _write(self, line: str) -> None:
+        self.stream.write(line + "\n")
+        self.stream.flush()

@@ -1,0 +1,136 @@
+"""The ``instrument`` command: ``demo``, ``listen`` and ``check``.
+
+instrument demo                      # a whole image lifecycle, notifications printed
+instrument listen --url amqp://…     # print the notifications a broker carries
+instrument check --paste-ini glance-api-paste.ini
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from ._display import Printer
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``instrument`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        result: int = args.run(args)
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="instrument", description="Image lifecycle notifications."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser(
+        "demo", help="run an image lifecycle through the kit and show the notifications"
+    )
+    demo.add_argument("--strategy", default="logging", choices=["logging", "rabbit", "qpid"])
+    demo.add_argument("--url", help="broker URL for --strategy rabbit|qpid")
+    demo.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    demo.add_argument(
+        "--size", type=int, default=48, metavar="MIB", help="image size in MiB (default 48)"
+    )
+    demo.set_defaults(run=_demo)
+
+    listen = commands.add_parser("listen", help="print the notifications a broker carries")
+    listen.add_argument(
+        "--url", required=True, help="kombu URL (amqp://, filesystem://, …) or AMQP 1.0 URL"
+    )
+    listen.add_argument(
+        "--amqp1", action="store_true", help="consume over AMQP 1.0 (python-qpid-proton)"
+    )
+    listen.add_argument("--exchange", default="glance")
+    listen.add_argument("--topic", default="notifications")
+    listen.add_argument(
+        "--durable", action="store_true", help="the exchange is durable (rabbit_durable_queues)"
+    )
+    listen.add_argument("--event", help="show only this event type, e.g. image.send")
+    listen.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    listen.add_argument("--count", type=int, help="exit after this many notifications")
+    listen.add_argument("--timeout", type=float, help="exit after this many seconds")
+    listen.add_argument(
+        "--folder", help="filesystem:// transport: the data folder (data_folder_in/out)"
+    )
+    listen.set_defaults(run=_listen)
+
+    check = commands.add_parser(
+        "check", help="send one test notification through the configured strategy"
+    )
+    check.add_argument("--paste-ini", help="read the options of a paste filter section")
+    check.add_argument(
+        "--filter", default=None, help="the filter's name in the paste.ini (default: ours)"
+    )
+    check.add_argument("-o", "--option", action="append", default=[], metavar="NAME=VALUE")
+    check.add_argument("--timeout", type=float, default=10.0)
+    check.set_defaults(run=_check)
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return run_demo(strategy=args.strategy, url=args.url, as_json=args.json, size_mib=args.size)
+
+
+def _listen(args: argparse.Namespace) -> int:
+    from ._listen import listen_amqp1, listen_kombu
+
+    printer = Printer(as_json=args.json, event=args.event)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if args.timeout:
+        threading.Timer(args.timeout, stop.set).start()
+
+    def show(notification: dict[str, Any]) -> None:
+        printer.show(notification)
+        if args.count and printer.count >= args.count:
+            stop.set()
+
+    printer.header()
+    options: dict[str, Any] = {"exchange": args.exchange, "topic": args.topic, "stop": stop}
+    try:
+        if args.amqp1:
+            listen_amqp1(args.url, show, **options)
+        else:
+            folder = (
+                {"data_folder_in": args.folder, "data_folder_out": args.folder}
+                if args.folder
+                else None
+            )
+            listen_kombu(args.url, show, durable=args.durable, transport_options=folder, **options)
+    except Exception as exc:
+        print(f"instrument listen: {_masked(str(exc))}", file=sys.stderr)
+        return 2
+    finally:
+        stop.set()
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from ._check import run_check
+
+    return run_check(args.paste_ini, args.filter, args.option, args.timeout)
+
+
+def _masked(text: str) -> str:
+    import re
+
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1****@", text)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""The `instrument` command: the demo (the README's first command), check and listen."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from instrument._check import filter_options
+from instrument.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_readme_demo_command_runs_the_whole_lifecycle() -> None:
+    """`make demo` runs scripts/demo: install, then `instrument demo`."""
+    result = subprocess.run(
+        ["bash", "scripts/demo", "--json", "--size", "24"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    notes = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(n["event_type"], n["priority"]) for n in notes] == [
+        ("image.create", "INFO"),
+        ("image.prepare", "INFO"),
+        ("image.upload", "INFO"),
+        ("image.activate", "INFO"),
+        ("image.send", "INFO"),
+        ("image.send", "INFO"),
+        ("image.send", "ERROR"),
+        ("image.update", "INFO"),
+        ("image.delete", "INFO"),
+    ]
+    full, ranged, aborted = (
+        n["payload"]["bytes_sent"] for n in notes if n["event_type"] == "image.send"
+    )
+    assert full == 24 * 1024 * 1024 and ranged == 1024 * 1024 and 0 <= aborted < full
+    assert "9 notifications delivered" in result.stderr
+
+
+def test_demo_table_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--size", "20"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[:4] == ["time", "(UTC)", "priority", "event_type"]
+    assert "ERROR    image.send" in out and "INFO     image.activate" in out
+
+
+def test_check_reports_success_for_a_working_strategy(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-o", "strategy=logging"]) == 0
+    assert capsys.readouterr().out.startswith("OK: test notification")
+
+
+def test_check_reads_the_filter_section_of_a_paste_ini(tmp_path: Path) -> None:
+    ini = tmp_path / "api-paste.ini"
+    ini.write_text(
+        "[DEFAULT]\nunrelated = 1\n\n[filter:context]\npaste.filter_factory = x:y\n\n"
+        "[filter:notify]\nuse = egg:instrument#notifications\n"
+        "notifier_strategy = memory\nmemory_max = 5\n"
+    )
+    assert filter_options(str(ini)) == {"notifier_strategy": "memory", "memory_max": "5"}
+    assert main(["check", "--paste-ini", str(ini)]) == 0
+
+
+def test_check_config_error_exits_2_with_the_option_named(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["check", "-o", "notifier_strategy=smoke-signals"]) == 2
+    assert "invalid value 'smoke-signals' for option 'strategy'" in capsys.readouterr().err
+
+
+def test_check_without_our_filter_in_the_paste_ini(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ini = tmp_path / "api-paste.ini"
+    ini.write_text("[filter:context]\npaste.filter_factory = x:y\n")
+    assert main(["check", "--paste-ini", str(ini)]) == 2
+    assert (
+        "one filter section that uses instrument (found: filter:context)" in capsys.readouterr().err
+    )
+
+
+def test_console_script_is_installed() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "instrument.cli", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "demo" in result.stdout and "listen" in result.stdout
