@@ -6,6 +6,7 @@ The public API is re-exported here; everything else is an implementation detail.
 from __future__ import annotations
 
 from .config import Settings
+from .decorators import Instrumentation, instrument_class
 from .events import (
     ERROR,
     EVENT_TYPES,
@@ -46,6 +47,7 @@ __all__ = [
     "ConfigError",
     "DeliveryError",
     "InstrumentError",
+    "Instrumentation",
     "Notification",
     "NotificationMiddleware",
     "Notifier",
@@ -55,5 +57,6 @@ __all__ = [
     "count_sent",
     "error_payload",
     "image_payload",
+    "instrument_class",
     "send_payload",
 ]

@@ -11,11 +11,19 @@ are removed later by the payload builders.
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-__all__ = ["CORE_FIELDS", "image_from_body", "image_from_headers", "notification_image"]
+__all__ = [
+    "CORE_FIELDS",
+    "UPLOADABLE_STATUSES",
+    "deleted_image",
+    "image_from_body",
+    "image_from_headers",
+    "notification_image",
+]
 
 #: Fields Glance's notifier puts at the top of an image payload.
 CORE_FIELDS: Final = frozenset(
@@ -44,6 +52,9 @@ CORE_FIELDS: Final = frozenset(
         "os_hash_value",
     }
 )
+#: Statuses in which an image accepts data. An upload in another status fails before
+#: the store is touched, so image.prepare is not emitted for it (Glance does the same).
+UPLOADABLE_STATUSES: Final = frozenset({"queued", "saving", "uploading", "importing"})
 _REST_ONLY: Final = frozenset({"self", "file", "schema", "location", "locations", "direct_url"})
 _V1_INTEGERS: Final = frozenset({"size", "min_disk", "min_ram", "virtual_size"})
 _V1_BOOLEANS: Final = frozenset({"is_public", "protected", "deleted"})
@@ -67,6 +78,12 @@ def notification_image(image: Mapping[str, Any]) -> dict[str, Any]:
     result.setdefault("deleted", False)
     result.setdefault("deleted_at", None)
     return result
+
+
+def deleted_image(image: Mapping[str, Any]) -> dict[str, Any]:
+    """*image* as Glance's image.delete payload shows it: deleted now."""
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {**image, "status": "deleted", "deleted": True, "deleted_at": now}
 
 
 def image_from_body(body: bytes) -> dict[str, Any] | None:

@@ -24,7 +24,6 @@ exception inside the kit is logged, not raised.
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
@@ -33,7 +32,7 @@ from . import events as ev
 from ._observer import ObservedBody, Primed
 from ._subrequest import SUBREQUEST_KEY, LookupResult, lookup_image
 from .config import Settings
-from .images import image_from_body, image_from_headers
+from .images import UPLOADABLE_STATUSES, deleted_image, image_from_body, image_from_headers
 from .iterators import count_sent, expected_length
 from .notifier import Notifier
 from .options import Option, boolean
@@ -74,9 +73,6 @@ _FAILURE_EVENT: Final = {
     "delete": ev.IMAGE_DELETE,
     "send": ev.IMAGE_SEND,
 }
-#: Statuses in which an image accepts data; an upload in another one fails before
-#: the store is touched, so image.prepare is not emitted (Glance does the same).
-_UPLOADABLE: Final = frozenset({"queued", "saving", "uploading", "importing"})
 _DATA_EVENTS: Final = (ev.IMAGE_PREPARE, ev.IMAGE_UPLOAD, ev.IMAGE_ACTIVATE)
 #: Every event a kind may emit: a route whose events are all disabled is not observed.
 _KIND_EVENTS: Final = {
@@ -218,7 +214,7 @@ class _Lifecycle(_Exchange):
             image = (
                 result.image if result is not None and result.image else {"id": self.match.image_id}
             )
-            if image.get("status", "queued") in _UPLOADABLE:
+            if image.get("status", "queued") in UPLOADABLE_STATUSES:
                 self.notifier.info(ev.IMAGE_PREPARE, image)
         elif self.kind == "delete" and self.notifier.is_enabled(ev.IMAGE_DELETE):
             self.before = self.image_or_id()
@@ -237,7 +233,7 @@ class _Lifecycle(_Exchange):
     def succeeded(self, body: bytes | None) -> None:
         if self.kind == "delete":
             self.notifier.info(
-                ev.IMAGE_DELETE, _deleted(self.before or {"id": self.match.image_id})
+                ev.IMAGE_DELETE, deleted_image(self.before or {"id": self.match.image_id})
             )
             return
         image = (body and image_from_body(body)) or image_from_headers(self.headers)
@@ -356,8 +352,3 @@ def _has_data(environ: Environ) -> bool:
         return int(environ.get("CONTENT_LENGTH") or 0) > 0
     except ValueError:
         return False
-
-
-def _deleted(image: Mapping[str, Any]) -> dict[str, Any]:
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {**image, "status": "deleted", "deleted": True, "deleted_at": now}

@@ -1,0 +1,565 @@
+"""Decorators that make image-API handler functions emit lifecycle notifications.
+
+For applications that would rather instrument their own handlers than add the filter::
+
+    on = Instrumentation(notifier)
+
+    @on.create                                          # image.create
+    def create_image(request): ...
+
+    @on.upload(image="image_id", lookup=db.find_image)  # prepare, upload, activate
+    def upload_image(request, image_id): ...
+
+    @on.send(image="image_id", lookup=db.find_image)    # image.send, counted
+    def download(request, image_id): ...
+
+    @instrument_class(notifier, {"create": "create", "delete": "delete"}, image="id")
+    class Images: ...
+
+Decisions:
+
+- **API.** :class:`Instrumentation` binds ``create``, ``update``, ``delete``, ``upload``,
+  ``send`` and ``emits(event_type)`` to one Notifier; they are used bare or with
+  keyword-only ``payload=``, ``image=``, ``lookup=``, ``enabled=``.
+  :func:`instrument_class` applies ``{method name: step or event type}`` in one line.
+- **INFO payload**: ``payload(result)`` if given; else the result when it is an image (a
+  mapping, dataclass, ``to_dict()``/``as_dict()`` object, WebOb response with a v2 JSON
+  or v1 ``{"image": ...}`` body or ``x-image-meta-*`` headers); else the ``image=``
+  argument (an image, or an id that ``lookup`` - a callable ``lookup(id)`` or the name of
+  a method of the handler's instance - resolves; None means unknown); else ``{"id": id}``.
+  Image metadata takes Glance's notification shape (:func:`.images.notification_image`)
+  and the Notifier's redaction, as in the middleware; other event types (``emits``) are
+  sent as given, redacted. image.prepare and the image.delete payload are read from the
+  argument *before* the handler runs; prepare is skipped for an unknown image or one
+  not in an uploadable status, and image.activate follows image.upload when the image
+  is active, as in the middleware.
+- **Outcome.** A returned WebOb response: 2xx success, 4xx the step's event at WARN,
+  5xx at ERROR (text from :func:`.payloads.error_payload`), 3xx nothing. A raised webob
+  ``HTTPException`` counts by its status, any other ``Exception`` is ERROR
+  (``"Type: message"``); it is re-raised (same object, traceback untouched). image.send
+  failures carry the send dict with ``bytes_sent`` 0. Other ``BaseException`` types
+  (cancellation, generator close) emit nothing: the step neither completed nor failed.
+- **send.** A WSGI application result (a WebOb response, a file app) comes back behind
+  a transparent :class:`wrapt.ObjectProxy` that counts its body with
+  :func:`.iterators.count_sent` when called; an iterable of bytes is wrapped directly.
+  The receiver comes from the request argument's ``environ``; HEAD is not counted.
+- **Callable kinds**: functions, methods, class and static methods (either decorator
+  order), ``async def`` (``inspect.iscoroutinefunction`` stays true), generators (event
+  at exhaustion, payload from ``return``), async generators (not for ``send``). wrapt
+  keeps ``__name__``, ``__doc__``, ``__wrapped__`` and the signature.
+- **Enabling.** ``enabled=False`` returns the handler itself (zero overhead); a
+  callable is asked on every call. Kit failures are logged, never raised.
+- **Not the middleware.** Decorators see handler calls, not HTTP exchanges: statuses
+  made outside a handler (an unrouted 404, a 405) emit nothing, and metadata comes from
+  ``lookup`` rather than a GET subrequest; payloads match when ``lookup`` returns the
+  record the API's GET renders (``tests/test_decorators_parity.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, Union, cast, overload
+
+import wrapt
+from webob import Response
+from webob.exc import HTTPException
+
+from . import events as ev
+from ._observer import Primed
+from .images import (
+    UPLOADABLE_STATUSES,
+    deleted_image,
+    image_from_body,
+    image_from_headers,
+    notification_image,
+)
+from .iterators import count_sent, expected_length
+from .notifier import Notifier
+from .payloads import error_payload, image_id_of, send_payload
+
+__all__ = ["Instrumentation", "instrument_class"]
+
+log = logging.getLogger("instrument.decorators")
+
+F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
+Enabled = Union[bool, Callable[[], bool], None]  # noqa: UP007 - a runtime alias on 3.10
+Lookup = Union[str, Callable[[Any], Any], None]  # noqa: UP007
+PayloadFn = Callable[[Any], Any]
+if TYPE_CHECKING:
+    _Proxy = wrapt.ObjectProxy[Any]
+else:
+    _Proxy = wrapt.ObjectProxy
+_METADATA_EVENTS = frozenset(ev.EVENT_TYPES) - {ev.IMAGE_SEND}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Options:
+    payload: PayloadFn | None = None
+    image: str | None = None
+    lookup: Lookup = None
+
+
+class _Call:
+    """One handler call: what the steps read its arguments from."""
+
+    __slots__ = ("args", "before", "instance", "kwargs")
+
+    def __init__(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.instance, self.args, self.kwargs = instance, args, kwargs
+        self.before: Any = None
+
+
+class _Argument:
+    """Where the ``image=`` argument sits in a call (keyword, position or default)."""
+
+    __slots__ = ("default", "name", "position", "shift")
+
+    def __init__(self, wrapped: Any, name: str | None) -> None:
+        self.name, self.position, self.default, self.shift = name, None, None, 1
+        if name is None:
+            return
+        function = getattr(wrapped, "__func__", wrapped)
+        self.shift = 0 if isinstance(wrapped, staticmethod) or inspect.ismethod(wrapped) else 1
+        parameters = inspect.signature(function).parameters
+        parameter = parameters.get(name)
+        if parameter is None:
+            if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+                return
+            raise TypeError(f"{function.__qualname__}() has no argument {name!r}")
+        if parameter.default is not parameter.empty:
+            self.default = parameter.default
+        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            self.position = list(parameters).index(name)
+
+    def value(self, call: _Call) -> Any:
+        if self.name is None:
+            return None
+        if self.name in call.kwargs:
+            return call.kwargs[self.name]
+        if self.position is None:
+            return self.default
+        position = self.position - (self.shift if call.instance is not None else 0)
+        return call.args[position] if position < len(call.args) else self.default
+
+
+class _Step:
+    """A lifecycle step: what happens before the handler, after success, after failure."""
+
+    def __init__(self, notifier: Notifier, event: str, options: _Options, wrapped: Any) -> None:
+        self.notifier, self.event, self.options = notifier, event, options
+        self.argument = _Argument(wrapped, options.image)
+        self.shape = event in _METADATA_EVENTS
+        self.reads_before = type(self).before is not _Step.before
+
+    def begin(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call:
+        call = _Call(instance, args, kwargs)
+        if self.reads_before:
+            _guard(self.before, call)
+        return call
+
+    def end(self, call: _Call, result: Any) -> Any:
+        try:
+            return self.after(call, result)
+        except Exception:
+            log.exception("instrument: cannot notify %s; the handler is unaffected", self.event)
+            return result
+
+    def fail(self, call: _Call, exc: Exception) -> None:
+        if isinstance(exc, HTTPException):
+            _guard(self.outcome, call, exc.wsgi_response, None)
+        else:
+            _guard(self.failed, call, f"{type(exc).__name__}: {exc}", False)
+
+    def before(self, call: _Call) -> None:
+        """Nothing, unless the step reads the image before the handler runs."""
+
+    def after(self, call: _Call, result: Any) -> Any:
+        self.outcome(call, result, result)
+        return result
+
+    def outcome(self, call: _Call, response: Any, result: Any) -> None:
+        code = response.status_code if isinstance(response, Response) else 200
+        if 200 <= code < 300:
+            self.succeeded(call, result)
+        elif code >= 400:
+            self.failed(call, str(response.status), code < 500)
+
+    def succeeded(self, call: _Call, result: Any) -> None:
+        if self.notifier.is_enabled(self.event):
+            self.notifier.info(self.event, self.payload(call, result))
+
+    def failed(self, call: _Call, problem: str, warn: bool) -> None:
+        payload = error_payload(self.event, self.image_id(call), problem)
+        (self.notifier.warn if warn else self.notifier.error)(self.event, payload)
+
+    def payload(self, call: _Call, result: Any) -> Any:
+        if self.options.payload is not None:
+            return self.shaped(self.options.payload(result))
+        image = self.result_image(result)
+        if image is None:
+            image = self.argument_image(call)
+        return image if image is not None else {"id": self.image_id(call)}
+
+    def result_image(self, result: Any) -> Any:
+        if isinstance(result, Response):
+            return _response_image(result)
+        mapping = result if type(result) is dict else _mapping(result)
+        if mapping is None:
+            return None
+        inner = mapping.get("image")  # v1 {"image": {...}}
+        if isinstance(inner, Mapping):
+            mapping = inner
+        return notification_image(mapping) if self.shape else mapping
+
+    def argument_image(self, call: _Call) -> Any:
+        """The ``image=`` argument as an image; None when absent or unknown to ``lookup``."""
+        value = self.argument.value(call)
+        if value is None or not isinstance(value, (str, bytes, int)):
+            return None if value is None else self.shaped(value)
+        if self.options.lookup is None:
+            return {"id": self.image_id(call)}
+        try:
+            found = self.lookup(call, value)
+        except Exception:
+            log.warning("instrument: lookup of image %s failed", value, exc_info=True)
+            return {"id": self.image_id(call)}
+        return None if found is None else self.shaped(found)
+
+    def lookup(self, call: _Call, image_id: Any) -> Any:
+        lookup = self.options.lookup
+        if isinstance(lookup, str):
+            return getattr(call.instance, lookup)(image_id)
+        return cast(Callable[[Any], Any], lookup)(image_id)
+
+    def image_id(self, call: _Call) -> str | None:
+        value = self.argument.value(call)
+        return str(value) if isinstance(value, int) else image_id_of(value)
+
+    def shaped(self, value: Any) -> Any:
+        mapping = _mapping(value)
+        if mapping is None or not self.shape:
+            return value if mapping is None else mapping
+        return notification_image(mapping)
+
+
+class _Delete(_Step):
+    """image.delete: the image is read before the handler removes it."""
+
+    def before(self, call: _Call) -> None:
+        if self.notifier.is_enabled(self.event) and self.options.payload is None:
+            call.before = self.argument_image(call)
+
+    def payload(self, call: _Call, result: Any) -> Any:
+        image = call.before if call.before is not None else super().payload(call, result)
+        return deleted_image(image) if isinstance(image, Mapping) else image
+
+
+class _Upload(_Step):
+    """image.prepare before the handler; image.upload, then image.activate if active."""
+
+    def before(self, call: _Call) -> None:
+        if not self.notifier.is_enabled(ev.IMAGE_PREPARE):
+            return
+        image = self.argument_image(call)
+        if image is None and self.options.lookup is not None and self.image_id(call):
+            return  # unknown image: the upload will fail before the store is touched
+        image = image if isinstance(image, Mapping) else {"id": self.image_id(call)}
+        if image.get("status", "queued") in UPLOADABLE_STATUSES:
+            self.notifier.info(ev.IMAGE_PREPARE, image)
+
+    def succeeded(self, call: _Call, result: Any) -> None:
+        if not any(map(self.notifier.is_enabled, (ev.IMAGE_UPLOAD, ev.IMAGE_ACTIVATE))):
+            return
+        image = self.payload(call, result)
+        self.notifier.info(ev.IMAGE_UPLOAD, image)
+        if isinstance(image, Mapping) and image.get("status") == "active":
+            self.notifier.info(ev.IMAGE_ACTIVATE, image)
+
+
+class _Send(_Step):
+    """image.send: count the body the handler returns while it is sent."""
+
+    def after(self, call: _Call, result: Any) -> Any:
+        environ = _environ_of(call)
+        if _is_head(environ) or not self.notifier.is_enabled(ev.IMAGE_SEND):
+            return result
+        if isinstance(result, Response) and not 200 <= result.status_code < 300:
+            self.outcome(call, result, result)
+            return result
+        image = self.argument_image(call) or {}
+        fields = {
+            "image_id": self.image_id(call) or image.get("id"),
+            "owner_id": image.get("owner"),
+        }
+        size = image.get("size") if isinstance(image.get("size"), int) else None
+        if callable(result):
+            return _CountedApp(result, self.notifier, fields, size)
+        return count_sent(result, self.notifier, expected=size, environ=environ, **fields)
+
+    def succeeded(self, call: _Call, result: Any) -> None:
+        """Nothing: the counter reports what was sent."""
+
+    def failed(self, call: _Call, problem: str, warn: bool) -> None:
+        environ = _environ_of(call)
+        if not _is_head(environ):
+            _send_failure(self.notifier, self.image_id(call), environ, warn)
+
+
+class _CountedApp(_Proxy):
+    """A WSGI application result, unchanged but for counting the body it produces."""
+
+    def __init__(
+        self, app: Any, notifier: Notifier, fields: dict[str, Any], size: int | None
+    ) -> None:
+        super().__init__(app)
+        self._self_notifier, self._self_fields, self._self_size = notifier, fields, size
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        seen: list[Any] = []
+
+        def record(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            seen[:] = [status, headers]
+            return start_response(status, headers, *([exc_info] if exc_info else []))
+
+        try:
+            app_iter = self.__wrapped__(environ, record)
+            app_iter = app_iter if seen else Primed.prime(app_iter)
+        except Exception:
+            _guard(
+                _send_failure, self._self_notifier, self._self_fields["image_id"], environ, False
+            )
+            raise
+        try:
+            return self._self_count(app_iter, environ, *seen)
+        except Exception:
+            log.exception("instrument: cannot count download of %s", self._self_fields["image_id"])
+            return app_iter
+
+    def _self_count(
+        self, app_iter: Iterable[bytes], environ: Any, status: str, headers: Any
+    ) -> Iterable[bytes]:
+        code = int(status[:3])
+        if code >= 400:
+            _send_failure(self._self_notifier, self._self_fields["image_id"], environ, code < 500)
+        if not 200 <= code < 300:
+            return app_iter
+        expected = expected_length(status, headers, self._self_size)
+        fields = self._self_fields
+        return count_sent(
+            app_iter, self._self_notifier, expected=expected, environ=environ, **fields
+        )
+
+
+class _StepDecorator:
+    """``@hooks.create`` or ``@hooks.create(image="id", ...)``."""
+
+    __slots__ = ("_event", "_hooks", "_kind")
+
+    def __init__(self, hooks: Instrumentation, kind: type[_Step], event: str) -> None:
+        self._hooks, self._kind, self._event = hooks, kind, event
+
+    @overload
+    def __call__(self, wrapped: F, /) -> F: ...
+    @overload
+    def __call__(
+        self,
+        wrapped: None = None,
+        /,
+        *,
+        payload: PayloadFn | None = None,
+        image: str | None = None,
+        lookup: Lookup = None,
+        enabled: Enabled = None,
+    ) -> Callable[[F], F]: ...
+    def __call__(self, wrapped: Any = None, /, *, enabled: Enabled = None, **options: Any) -> Any:
+        decorate = self._hooks.decorator(self._kind, self._event, _Options(**options), enabled)
+        return decorate if wrapped is None else decorate(wrapped)
+
+
+class Instrumentation:
+    """Decorators bound to *notifier*; *enabled* is the default of their ``enabled=``."""
+
+    def __init__(self, notifier: Notifier, *, enabled: Enabled = None) -> None:
+        self.notifier, self.enabled = notifier, enabled
+        self.create = _StepDecorator(self, _Step, ev.IMAGE_CREATE)
+        self.update = _StepDecorator(self, _Step, ev.IMAGE_UPDATE)
+        self.delete = _StepDecorator(self, _Delete, ev.IMAGE_DELETE)
+        self.upload = _StepDecorator(self, _Upload, ev.IMAGE_UPLOAD)
+        self.send = _StepDecorator(self, _Send, ev.IMAGE_SEND)
+
+    def emits(
+        self,
+        event_type: str,
+        /,
+        *,
+        payload: PayloadFn | None = None,
+        image: str | None = None,
+        lookup: Lookup = None,
+        enabled: Enabled = None,
+    ) -> Callable[[F], F]:
+        """Emit *event_type* after the handler (INFO, or WARN/ERROR when it fails)."""
+        return self.decorator(_Step, event_type, _Options(payload, image, lookup), enabled)
+
+    def step(self, name: str) -> _StepDecorator:
+        """The decorator of a step name (``"upload"``) or an event type (``"image.foo"``)."""
+        found = getattr(self, name, None) if name in _STEPS else None
+        return found if isinstance(found, _StepDecorator) else _StepDecorator(self, _Step, name)
+
+    def decorator(
+        self, kind: type[_Step], event: str, options: _Options, enabled: Enabled
+    ) -> Callable[[F], F]:
+        flag = self.enabled if enabled is None else enabled
+
+        def decorate(wrapped: F) -> F:
+            step = kind(self.notifier, event, options, wrapped)
+            return cast(F, wrapt.decorator(enabled=flag)(_runner(step, wrapped))(wrapped))
+
+        return decorate
+
+
+_STEPS = frozenset({"create", "update", "delete", "upload", "send"})
+
+
+def instrument_class(
+    target: Notifier | Instrumentation, steps: Mapping[str, str], **options: Any
+) -> Callable[[C], C]:
+    """Decorate the methods named in *steps* (``{"upload": "upload", "show": "image.x"}``).
+
+    *options* go to every step; ``image=`` only to the methods that have that argument.
+    """
+    hooks = target if isinstance(target, Instrumentation) else Instrumentation(target)
+
+    def decorate(cls: C) -> C:
+        for name, step in steps.items():
+            method = inspect.getattr_static(cls, name)
+            kwargs = dict(options)
+            if "image" in kwargs and not _has_argument(method, kwargs["image"]):
+                del kwargs["image"]
+            setattr(cls, name, hooks.step(step)(**kwargs)(method))
+        return cls
+
+    return decorate
+
+
+def _runner(step: _Step, wrapped: Any) -> Callable[..., Any]:
+    function = getattr(wrapped, "__func__", wrapped)
+    if inspect.isasyncgenfunction(function) and isinstance(step, _Send):
+        raise TypeError("send cannot count an async generator; return an iterable of bytes")
+    for test, runner in _RUNNERS:
+        if test(function) and not (runner is _iterated and isinstance(step, _Send)):
+            return functools.partial(runner, step)
+    return functools.partial(_called, step)
+
+
+def _called(step: _Step, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    record = step.begin(instance, args, kwargs)
+    try:
+        result = wrapped(*args, **kwargs)
+    except Exception as exc:
+        step.fail(record, exc)
+        raise
+    return step.end(record, result)
+
+
+async def _awaited(step: _Step, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    record = step.begin(instance, args, kwargs)
+    try:
+        result = await wrapped(*args, **kwargs)
+    except Exception as exc:
+        step.fail(record, exc)
+        raise
+    return step.end(record, result)
+
+
+def _iterated(
+    step: _Step, wrapped: Any, instance: Any, args: Any, kwargs: Any
+) -> Generator[Any, Any, Any]:
+    record = step.begin(instance, args, kwargs)
+    try:
+        result = yield from wrapped(*args, **kwargs)
+    except Exception as exc:
+        step.fail(record, exc)
+        raise
+    step.end(record, result)
+    return result
+
+
+async def _aiterated(
+    step: _Step, wrapped: Any, instance: Any, args: Any, kwargs: Any
+) -> AsyncIterator[Any]:
+    record = step.begin(instance, args, kwargs)
+    try:
+        async for item in wrapped(*args, **kwargs):
+            yield item
+    except Exception as exc:
+        step.fail(record, exc)
+        raise
+    step.end(record, None)
+
+
+_RUNNERS: tuple[tuple[Callable[[Any], bool], Callable[..., Any]], ...] = (
+    (inspect.iscoroutinefunction, _awaited),
+    (inspect.isasyncgenfunction, _aiterated),
+    (inspect.isgeneratorfunction, _iterated),
+)
+
+
+def _send_failure(notifier: Notifier, image_id: str | None, environ: Any, warn: bool) -> None:
+    env: Mapping[str, Any] = environ or {}
+    payload = send_payload(
+        image_id=image_id,
+        owner_id=None,
+        receiver_tenant_id=env.get("HTTP_X_TENANT_ID") or env.get("HTTP_X_PROJECT_ID"),
+        receiver_user_id=env.get("HTTP_X_USER_ID"),
+        destination_ip=env.get("REMOTE_ADDR"),
+        bytes_sent=0,
+    )
+    (notifier.warn if warn else notifier.error)(ev.IMAGE_SEND, payload)
+
+
+def _response_image(response: Response) -> Any:
+    if "json" in (response.content_type or ""):
+        return image_from_body(response.body)
+    return image_from_headers(response.headerlist)
+
+
+def _mapping(value: Any) -> Mapping[str, Any] | None:
+    if isinstance(value, Mapping):
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+    for method in ("to_dict", "as_dict"):
+        converter = getattr(value, method, None)
+        if callable(converter):
+            result = converter()
+            return result if isinstance(result, Mapping) else None
+    return None
+
+
+def _environ_of(call: _Call) -> dict[str, Any] | None:
+    for value in (*call.args, *call.kwargs.values()):
+        environ = getattr(value, "environ", None)
+        if isinstance(environ, dict):
+            return environ
+    return None
+
+
+def _is_head(environ: Mapping[str, Any] | None) -> bool:
+    return environ is not None and environ.get("REQUEST_METHOD") == "HEAD"
+
+
+def _has_argument(method: Any, name: str) -> bool:
+    function = getattr(method, "__func__", method)
+    return name in inspect.signature(function).parameters
+
+
+def _guard(function: Callable[..., None], *args: Any) -> None:
+    try:
+        function(*args)
+    except Exception:
+        log.exception("instrument: notification failed; the handler is unaffected")
