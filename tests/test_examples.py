@@ -20,7 +20,7 @@ def run(script: str) -> str:
 
 def test_quickstart_prints_the_lifecycle_without_locations() -> None:
     lines = run("examples/quickstart.py").splitlines()
-    notes = [json.loads(line.split(" ", 2)[2]) for line in lines]
+    notes = [json.loads(line.split(None, 2)[2]) for line in lines]
     assert [n["event_type"] for n in notes] == [
         "image.create",
         "image.prepare",
