@@ -78,7 +78,13 @@ def lookup_image(app: WSGIApp, environ: Mapping[str, Any], method: str, path: st
 
 def subrequest_environ(environ: Mapping[str, Any], method: str, path: str) -> dict[str, Any]:
     """A copy of *environ* for ``method path`` with no body, for the same identity."""
+    # WebOb caches the parsed request under webob.* keys; they describe the original
+    # request and must go. Except adhoc_attrs: that is where frameworks keep request
+    # attributes (Glance's context middleware stores req.context there).
     sub = {key: value for key, value in environ.items() if not key.startswith("webob.")}
+    adhoc = environ.get("webob.adhoc_attrs")
+    if isinstance(adhoc, dict):
+        sub["webob.adhoc_attrs"] = dict(adhoc)
     for key in _DROPPED_HEADERS:
         sub.pop(key, None)
     sub.update(

@@ -71,11 +71,11 @@ from webob.exc import HTTPException
 from . import events as ev
 from ._observer import Primed
 from .images import (
-    UPLOADABLE_STATUSES,
     deleted_image,
     image_from_body,
     image_from_headers,
     notification_image,
+    prepared_image,
 )
 from .iterators import count_sent, expected_length
 from .notifier import Notifier
@@ -107,11 +107,12 @@ class _Options:
 class _Call:
     """One handler call: what the steps read its arguments from."""
 
-    __slots__ = ("args", "before", "instance", "kwargs")
+    __slots__ = ("args", "before", "instance", "kwargs", "prepared")
 
     def __init__(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.instance, self.args, self.kwargs = instance, args, kwargs
         self.before: Any = None
+        self.prepared = False
 
 
 class _Argument:
@@ -269,8 +270,14 @@ class _Upload(_Step):
         if image is None and self.options.lookup is not None and self.image_id(call):
             return  # unknown image: the upload will fail before the store is touched
         image = image if isinstance(image, Mapping) else {"id": self.image_id(call)}
-        if image.get("status", "queued") in UPLOADABLE_STATUSES:
-            self.notifier.info(ev.IMAGE_PREPARE, image)
+        prepared = prepared_image(image)
+        if prepared is not None:
+            self.notifier.info(ev.IMAGE_PREPARE, prepared)
+            call.prepared = True
+
+    def failed(self, call: _Call, problem: str, warn: bool) -> None:
+        # After image.prepare the store was touched: any failure is an ERROR upload.
+        super().failed(call, problem, warn and not call.prepared)
 
     def succeeded(self, call: _Call, result: Any) -> None:
         if not any(map(self.notifier.is_enabled, (ev.IMAGE_UPLOAD, ev.IMAGE_ACTIVATE))):

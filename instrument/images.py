@@ -23,6 +23,7 @@ __all__ = [
     "image_from_body",
     "image_from_headers",
     "notification_image",
+    "prepared_image",
 ]
 
 #: Fields Glance's notifier puts at the top of an image payload.
@@ -55,7 +56,10 @@ CORE_FIELDS: Final = frozenset(
 #: Statuses in which an image accepts data. An upload in another status fails before
 #: the store is touched, so image.prepare is not emitted for it (Glance does the same).
 UPLOADABLE_STATUSES: Final = frozenset({"queued", "saving", "uploading", "importing"})
-_REST_ONLY: Final = frozenset({"self", "file", "schema", "location", "locations", "direct_url"})
+# "stores" is computed by Glance's multi-store API; its notifier never sends it.
+_REST_ONLY: Final = frozenset(
+    {"self", "file", "schema", "stores", "location", "locations", "direct_url"}
+)
 _V1_INTEGERS: Final = frozenset({"size", "min_disk", "min_ram", "virtual_size"})
 _V1_BOOLEANS: Final = frozenset({"is_public", "protected", "deleted"})
 _HEADER_PREFIX: Final = "x-image-meta-"
@@ -84,6 +88,18 @@ def deleted_image(image: Mapping[str, Any]) -> dict[str, Any]:
     """*image* as Glance's image.delete payload shows it: deleted now."""
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {**image, "status": "deleted", "deleted": True, "deleted_at": now}
+
+
+def prepared_image(image: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The image.prepare payload for *image*, or None when it cannot take data.
+
+    Glance moves a queued image to ``saving`` before it emits image.prepare, so a
+    queued image is reported as saving.
+    """
+    status = image.get("status", "queued")
+    if status not in UPLOADABLE_STATUSES:
+        return None
+    return {**image, "status": "saving"} if status == "queued" else dict(image)
 
 
 def image_from_body(body: bytes) -> dict[str, Any] | None:

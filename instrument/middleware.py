@@ -32,7 +32,7 @@ from . import events as ev
 from ._observer import ObservedBody, Primed
 from ._subrequest import SUBREQUEST_KEY, LookupResult, lookup_image
 from .config import Settings
-from .images import UPLOADABLE_STATUSES, deleted_image, image_from_body, image_from_headers
+from .images import deleted_image, image_from_body, image_from_headers, prepared_image
 from .iterators import count_sent, expected_length
 from .notifier import Notifier
 from .options import Option, boolean
@@ -194,6 +194,7 @@ class _Lifecycle(_Exchange):
         self.kind = match.kind
         self.has_data = _has_data(environ)
         self.before: dict[str, Any] | None = None
+        self.prepared = False
 
     def run(self, start_response: StartResponse) -> Iterable[bytes]:
         _guard(self.prepare)
@@ -214,8 +215,10 @@ class _Lifecycle(_Exchange):
             image = (
                 result.image if result is not None and result.image else {"id": self.match.image_id}
             )
-            if image.get("status", "queued") in UPLOADABLE_STATUSES:
-                self.notifier.info(ev.IMAGE_PREPARE, image)
+            prepared = prepared_image(image)
+            if prepared is not None:
+                self.notifier.info(ev.IMAGE_PREPARE, prepared)
+                self.prepared = True
         elif self.kind == "delete" and self.notifier.is_enabled(ev.IMAGE_DELETE):
             self.before = self.image_or_id()
 
@@ -228,7 +231,10 @@ class _Lifecycle(_Exchange):
             event = _FAILURE_EVENT[self.kind]
             if self.kind == "update_with_data" and self.has_data:
                 event = ev.IMAGE_UPLOAD
-            self.fail(event, str(problem), self.match.image_id, warn=code < 500)
+            # Once image.prepare went out the store was touched: Glance reports any
+            # failure after it as an ERROR image.upload, whatever the HTTP status.
+            warn = code < 500 and not (self.prepared and event == ev.IMAGE_UPLOAD)
+            self.fail(event, str(problem), self.match.image_id, warn=warn)
 
     def succeeded(self, body: bytes | None) -> None:
         if self.kind == "delete":

@@ -215,7 +215,7 @@ def test_upload_emits_prepare_before_the_handler_then_upload_and_activate(
     upload("i1", b"abc")
     assert seen_during == [["image.prepare"]]
     assert notifications.event_types == ["image.prepare", "image.upload", "image.activate"]
-    assert notifications[0].payload["status"] == "queued"
+    assert notifications[0].payload["status"] == "saving"  # queued, reported as saving
     assert notifications[2].payload["size"] == 3
 
 

@@ -123,7 +123,7 @@ def test_the_sequence_covers_every_event_and_priority_the_issue_asks_for(tmp_pat
         ("image.upload", "WARN"),  # 409, no prepare: the image is active
         ("image.create", "INFO"),
         ("image.prepare", "INFO"),
-        ("image.upload", "WARN"),  # 400: short body
+        ("image.upload", "ERROR"),  # 400 after prepare: the store was touched
         ("image.upload", "WARN"),  # 404, no prepare: unknown image
         ("image.send", "WARN"),  # 404
         ("image.delete", "WARN"),  # 403: protected

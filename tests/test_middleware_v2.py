@@ -91,7 +91,7 @@ def test_upload_emits_prepare_before_the_data_then_upload_and_activate(
     ]
     assert statuses_when_prepared == ["queued"], "prepare is emitted before the app sees the data"
     prepare, upload, activate = notifications
-    assert prepare.payload["status"] == "queued"
+    assert prepare.payload["status"] == "saving", "Glance reports the image as saving at prepare"
     assert upload.payload["status"] == "active" and upload.payload["size"] == 1000
     assert activate.payload == upload.payload
 
@@ -362,3 +362,20 @@ def _json_bytes(document: Any) -> bytes:
     import json
 
     return json.dumps(document).encode()
+
+
+def test_a_failure_after_prepare_is_an_error_upload_whatever_the_status(
+    notifications: CapturedNotifications,
+) -> None:
+    """Glance emits image.upload at ERROR once the store was touched, even for a 400."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["REQUEST_METHOD"] == "GET":
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [b'{"id": "i1", "status": "queued"}']
+        start_response("400 Bad Request", [("Content-Type", "text/plain")])
+        return [b"short body"]
+
+    call(NotificationMiddleware(app, Notifier()), "PUT", "/v2/images/i1/file", b"data")
+    assert notifications.events == [("image.prepare", "INFO"), ("image.upload", "ERROR")]
+    assert notifications[1].payload == "image.upload failed for image i1: 400 Bad Request"
