@@ -1,0 +1,404 @@
+"""The worker behind :class:`instrument.delivery.Delivery`: one thread, one publisher.
+
+Everything that can block (the broker, SQLite) happens here, never in ``submit()``.
+The loop, once per step: move new notifications to the outbox (if any), adopt rows of
+dead processes (every few seconds), take a batch (the one that failed last time, else
+the oldest waiting), wait out a backoff, publish. A failed batch is retried unchanged,
+so ``<prefix>_max_retries`` counts attempts per notification exactly.
+
+Only this thread touches the publisher and the outbox; other threads read counters
+(plain ints, written by this thread only) and wait on ``_done``.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from ._outbox import Outbox
+from ._ratelimit import RateLimitedLog
+from .events import Notification
+
+if TYPE_CHECKING:
+    from .delivery import Publisher
+
+log = logging.getLogger("instrument.delivery")
+
+_ADOPT_INTERVAL: Final = 5.0
+_IDLE_INTERVAL: Final = 1.0  # deep sleep; also how often publisher.idle() runs
+_POLL_INTERVAL: Final = 0.01  # while busy: look at the queue this often, unasked
+_BUSY_FOR: Final = 1.0  # stay busy this long after the last work
+_MIN_BACKOFF: Final = 0.01
+_ABSORB_CHUNK: Final = 1000
+
+# Publishers inherited over fork: they share the parent's sockets, so the child never
+# closes them (or lets the garbage collector do so).
+_abandoned: list[object] = []
+
+Batch = list[tuple[int | None, Notification]]
+
+
+class Worker:
+    """Publishes what :class:`~instrument.delivery.Delivery` queued. See module docstring."""
+
+    def __init__(
+        self,
+        queue: collections.deque[Notification],
+        *,
+        publisher_factory: Callable[[], Publisher],
+        name: str,
+        batch_size: int,
+        outbox_path: str | None,
+        max_retries: int,
+        retry_backoff: float,
+        retry_max_backoff: float,
+    ) -> None:
+        self.name = name
+        self._queue = queue
+        self._factory = publisher_factory
+        self._batch_size = batch_size
+        self._outbox = Outbox(outbox_path, name) if outbox_path else None
+        self._max_retries = max_retries
+        self._initial_backoff = max(retry_backoff, _MIN_BACKOFF)
+        self._max_backoff = max(retry_max_backoff, self._initial_backoff)
+        self._backoff = self._initial_backoff
+        self._publisher: Publisher | None = None
+        self._connected = False
+        self._inflight: Batch = []
+        self._attempts = 0
+        self._retry_at = 0.0
+        self._next_adopt = 0.0
+        self._next_idle_call = 0.0
+        self._last_work = 0.0
+        self._wake = threading.Event()
+        self._sleeping = False
+        self._take_lock = threading.Lock()  # makes taken + len(queue) a consistent sum
+        self._taken = 0
+        self._stop = threading.Event()
+        self._done = threading.Condition()
+        self._ready = threading.Event()
+        self._failure_log = RateLimitedLog(log)
+        self._counts = dict.fromkeys(
+            ("sent", "expired", "abandoned", "retried", "failures", "adopted", "stored", "outbox"),
+            0,
+        )
+        self._last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name=f"instrument-{name}", daemon=True)
+
+    # ------------------------------------------------------------ other threads
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        """After an append: wake the worker if it waits for work (cheap otherwise).
+
+        The worker sets ``_sleeping`` before it looks at the queue, submit() appends
+        before it looks at ``_sleeping``: one of the two always sees the other.
+        """
+        if self._sleeping and not self._wake.is_set():
+            self._wake.set()
+
+    def accepted(self) -> int:
+        """How many notifications submit() queued so far (taken or still waiting)."""
+        with self._take_lock:
+            return self._taken + len(self._queue)
+
+    def wait_finished(self, timeout: float | None) -> bool:
+        """Wait until what was accepted (plus adopted rows) is confirmed or dropped."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._ready.wait(timeout):  # rows found at start-up count too
+            return False
+        target = self.accepted() + self._counts["adopted"]
+        self._wake.set()
+        with self._done:
+            while self._counts["sent"] + self._counts["expired"] < target:
+                if not self._thread.is_alive():
+                    return False
+                remaining = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+                if remaining <= 0:
+                    return False
+                self._done.wait(remaining)
+        return True
+
+    def stop(self, join_timeout: float) -> int:
+        """Stop the thread; return how many notifications are lost (memory only)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(join_timeout)
+        if self._thread.is_alive():
+            log.warning("%s: worker still busy with the broker; left to finish", self.name)
+            return len(self._queue) + self._memory_inflight()
+        return self._counts["abandoned"]
+
+    def abandon(self) -> None:
+        """In a forked child: never touch this worker's publisher or outbox again."""
+        _abandoned.append(self._publisher)
+        self._publisher = None
+        if self._outbox is not None:
+            self._outbox.abandon()
+
+    def stats(self) -> dict[str, Any]:
+        counts: dict[str, Any] = dict(self._counts)
+        counts["connected"] = self._connected
+        counts["last_error"] = self._last_error
+        return counts
+
+    # ------------------------------------------------------------ worker thread
+
+    def _run(self) -> None:
+        try:
+            self._open_outbox()
+            self._maybe_adopt()
+        finally:
+            self._ready.set()
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._step()
+                except Exception:  # a bug here must not end delivery for good
+                    log.exception("%s: delivery worker error", self.name)
+                    self._stop.wait(_IDLE_INTERVAL)
+        finally:
+            self._finish()
+
+    def _step(self) -> None:
+        self._absorb()
+        self._maybe_adopt()
+        if not self._inflight:
+            self._inflight = self._take()
+        if not self._inflight:
+            self._idle()
+            return
+        self._last_work = time.monotonic()
+        delay = self._retry_at - time.monotonic()
+        if delay > 0:
+            self._sleep(delay)
+            return
+        self._attempt()
+
+    def _open_outbox(self) -> None:
+        if self._outbox is None:
+            return
+        try:
+            self._outbox.open()
+            left = self._outbox.count()  # by an earlier engine of this very process
+            self._counts["outbox"] = self._counts["adopted"] = left
+        except Exception as exc:
+            self._outbox_failed("cannot open", exc)
+
+    def _outbox_failed(self, what: str, exc: Exception) -> None:
+        log.error(
+            "%s: %s the outbox %s (%s); continuing in memory only",
+            self.name,
+            what,
+            self._outbox.path if self._outbox else "",
+            exc,
+        )
+        self._outbox = None
+
+    def _absorb(self) -> None:
+        """Move what submit() queued to the outbox, in one transaction per chunk."""
+        while self._outbox is not None and self._queue:
+            chunk = self._pop(_ABSORB_CHUNK)
+            try:
+                self._outbox.add([notification.to_json() for notification in chunk])
+            except Exception as exc:
+                with self._take_lock:
+                    self._queue.extendleft(reversed(chunk))
+                    self._taken -= len(chunk)
+                self._outbox_failed("cannot write to", exc)
+                return
+            self._counts["stored"] += len(chunk)
+            self._counts["outbox"] += len(chunk)
+
+    def _maybe_adopt(self) -> None:
+        now = time.monotonic()
+        if self._outbox is None or now < self._next_adopt:
+            return
+        self._next_adopt = now + _ADOPT_INTERVAL
+        try:
+            adopted = self._outbox.adopt()
+        except Exception as exc:
+            log.warning("%s: cannot adopt outbox rows of dead processes: %s", self.name, exc)
+            return
+        if adopted:
+            log.info("%s: adopted %d notifications left in the outbox", self.name, adopted)
+            self._counts["adopted"] += adopted
+            self._counts["outbox"] += adopted
+
+    def _take(self) -> Batch:
+        if self._outbox is None:
+            return [(None, notification) for notification in self._pop(self._batch_size)]
+        try:
+            rows = self._outbox.load(self._batch_size)
+        except Exception as exc:
+            self._outbox_failed("cannot read", exc)
+            return []
+        batch: Batch = []
+        for row_id, body in rows:
+            try:
+                batch.append((row_id, _parse(body)))
+            except Exception as exc:  # a row no process can ever send
+                log.error("%s: dropping unreadable outbox row %d: %s", self.name, row_id, exc)
+                self._forget([(row_id, _UNREADABLE)])
+                self._counts["expired"] += 1
+        return batch
+
+    def _idle(self) -> None:
+        now = time.monotonic()
+        if self._connected and self._publisher is not None and now >= self._next_idle_call:
+            self._next_idle_call = now + _IDLE_INTERVAL
+            try:
+                self._publisher.idle()
+            except Exception as exc:
+                self._last_error = str(exc)
+                self._disconnect()
+        if now - self._last_work < _BUSY_FOR:
+            self._wait(_POLL_INTERVAL, wakeable=False)
+        else:
+            self._wait(_IDLE_INTERVAL, wakeable=True)
+
+    def _sleep(self, delay: float) -> None:
+        if self._outbox is None:  # nothing to do until the backoff ends
+            self._stop.wait(delay)
+        else:  # new notifications still go to disk within a poll interval
+            self._wait(min(delay, _POLL_INTERVAL), wakeable=False)
+
+    def _wait(self, timeout: float, *, wakeable: bool) -> None:
+        """Wait for *timeout*; with *wakeable*, submit() may cut it short.
+
+        Busy, the worker polls and submit() never pays for waking a thread (a futex
+        wake-up is most of an emit's cost); idle, the first submit() wakes it.
+        flush() and stop() always wake it.
+        """
+        self._sleeping = wakeable
+        if not (wakeable and self._queue):
+            self._wake.wait(timeout)
+        self._sleeping = False
+        self._wake.clear()
+
+    def _pop(self, limit: int) -> list[Notification]:
+        with self._take_lock:
+            chunk = [self._queue.popleft() for _ in range(min(len(self._queue), limit))]
+            self._taken += len(chunk)
+        return chunk
+
+    def _attempt(self) -> None:
+        batch = self._inflight
+        try:
+            if self._publisher is None:
+                self._publisher = self._factory()
+            if not self._connected:
+                self._publisher.connect()
+                self._connected = True
+            self._publisher.publish_batch([notification for _, notification in batch])
+        except Exception as exc:
+            self._failed(batch, exc)
+        else:
+            self._succeeded(batch)
+
+    def _succeeded(self, batch: Batch) -> None:
+        if self._attempts:
+            log.info("%s: delivering again after %d failed attempts", self.name, self._attempts)
+        self._forget(batch)
+        self._counts["sent"] += len(batch)
+        self._attempts = 0
+        self._backoff = self._initial_backoff
+        self._retry_at = 0.0
+        self._notify()
+
+    def _failed(self, batch: Batch, exc: Exception) -> None:
+        self._disconnect()
+        self._last_error = str(exc) or type(exc).__name__
+        self._counts["failures"] += 1
+        self._attempts += 1
+        self._retry_at = time.monotonic() + self._backoff
+        if self._max_retries and self._attempts >= self._max_retries:
+            self._give_up(batch)
+        else:
+            self._counts["retried"] += len(batch)
+            self._failure_log.log(
+                f"fail:{self._last_error}",
+                logging.WARNING,
+                "%s: cannot deliver %d notifications (attempt %d, retrying in %.2f s): %s",
+                self.name,
+                len(batch),
+                self._attempts,
+                self._backoff,
+                self._last_error,
+            )
+        self._backoff = min(self._backoff * 2, self._max_backoff)
+
+    def _give_up(self, batch: Batch) -> None:
+        log.error(
+            "%s: dropping %d notifications after %d failed attempts (%s_max_retries): %s; "
+            "message ids %s",
+            self.name,
+            len(batch),
+            self._attempts,
+            self.name,
+            self._last_error,
+            ", ".join(notification.message_id for _, notification in batch[:5])
+            + (", ..." if len(batch) > 5 else ""),
+        )
+        self._forget(batch)
+        self._counts["expired"] += len(batch)
+        self._attempts = 0
+        self._notify()
+
+    def _forget(self, batch: Batch) -> None:
+        """The batch is done with (confirmed or given up): delete its outbox rows."""
+        self._inflight = []
+        ids = [row_id for row_id, _ in batch if row_id is not None]
+        if not ids or self._outbox is None:
+            return
+        try:
+            self._outbox.delete(ids)
+            self._counts["outbox"] -= len(ids)
+        except Exception as exc:  # they will be sent again: duplicates, not losses
+            log.error(
+                "%s: cannot delete %d sent rows from the outbox: %s", self.name, len(ids), exc
+            )
+
+    def _disconnect(self) -> None:
+        self._connected = False
+        if self._publisher is not None:
+            try:
+                self._publisher.close()
+            except Exception:
+                log.debug("%s: publisher close failed", self.name, exc_info=True)
+
+    def _notify(self) -> None:
+        with self._done:
+            self._done.notify_all()
+
+    def _memory_inflight(self) -> int:
+        return sum(1 for row_id, _ in self._inflight if row_id is None)
+
+    def _finish(self) -> None:
+        """Thread exit: keep what can be kept in the outbox, count the rest, close."""
+        self._absorb()
+        lost = len(self._pop(len(self._queue))) + self._memory_inflight()
+        self._inflight = []
+        self._counts["abandoned"] += lost
+        self._disconnect()
+        if self._outbox is not None:
+            try:
+                self._outbox.close()
+            except Exception as exc:
+                log.warning("%s: closing the outbox failed: %s", self.name, exc)
+        self._notify()
+
+
+_UNREADABLE: Final = Notification("", "", "", "", "", None)
+
+
+def _parse(body: str) -> Notification:
+    return Notification.from_dict(json.loads(body))

@@ -1,0 +1,189 @@
+"""The durable outbox: notifications kept in SQLite until the broker confirmed them.
+
+Decisions:
+
+* **SQLite in WAL mode, standard library only.** ``synchronous=FULL``: a committed row
+  survives a SIGKILL of the process and a power loss. The cost (one fsync per batch)
+  is paid by the delivery worker, never by the request that emitted.
+* **A row is deleted only after the broker confirmed it**, so a crash between publish
+  and delete means the row is sent again by the next process (at-least-once; consumers
+  deduplicate on ``message_id``).
+* **Every row has an owner**, ``<pid>:<process start time>``, and a ``channel`` (the
+  strategy name, so a rabbit and a qpid strategy may share one file). A process sends
+  only the rows it owns. Rows of an owner that is gone (its pid no longer runs, or runs
+  a newer process: the start time in ``/proc`` differs) are *adopted* with one
+  ``UPDATE ... WHERE owner = ?`` inside a write transaction, so two live processes
+  never adopt, and never send, the same row. Adoption runs at start-up and then every
+  few seconds, so the rows of a gunicorn worker that crashed are delivered by a sibling.
+* Processes sharing an outbox must share a host and a pid namespace: SQLite's WAL does
+  not work over network file systems anyway.
+* **Fork**: the child must neither use nor close a connection it inherited (closing it
+  could release the parent's locks or checkpoint under it). :meth:`Outbox.abandon`
+  keeps the object alive forever and forgets it; the child opens its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Final
+
+__all__ = ["Outbox", "process_owner"]
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    created REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_owner ON outbox (channel, owner, id);
+"""
+
+# Connections inherited over fork: never closed, never collected (see module docstring).
+_abandoned: list[sqlite3.Connection] = []
+
+
+def _start_time(pid: int) -> str:
+    """The process start time in clock ticks since boot (Linux), or "" elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return ""
+    return fields[19].decode() if len(fields) > 19 else ""
+
+
+def process_owner(pid: int | None = None) -> str:
+    """The owner id of a process: its pid and start time, so a reused pid differs."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}:{_start_time(pid)}"
+
+
+def _owner_alive(owner: str) -> bool:
+    pid_text, _, started = owner.partition(":")
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, belongs to someone else
+    return _start_time(pid) == started
+
+
+class Outbox:
+    """Rows of one channel in one SQLite file, used by one thread of one process."""
+
+    def __init__(self, path: str | os.PathLike[str], channel: str) -> None:
+        self.path = os.fspath(path)
+        self.channel = channel
+        self.owner = process_owner()
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        """Open (and create) the database; idempotent."""
+        if self._db is not None:
+            return
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+        self._db = db
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.open()
+        assert self._db is not None
+        return self._db
+
+    def add(self, bodies: Sequence[str]) -> None:
+        """Store *bodies* (JSON envelopes) as rows owned by this process, in one commit."""
+        now = time.time()
+        rows = [(self.channel, self.owner, now, body) for body in bodies]
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO outbox (channel, owner, created, body) VALUES (?, ?, ?, ?)", rows
+            )
+
+    def load(self, limit: int) -> list[tuple[int, str]]:
+        """The oldest *limit* rows this process owns, as ``(id, body)``."""
+        cursor = self.db.execute(
+            "SELECT id, body FROM outbox WHERE channel = ? AND owner = ? ORDER BY id LIMIT ?",
+            (self.channel, self.owner, limit),
+        )
+        return [(int(row_id), str(body)) for row_id, body in cursor]
+
+    def delete(self, ids: Sequence[int]) -> None:
+        """Remove confirmed (or given up) rows."""
+        with self._transaction() as db:
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(row_id,) for row_id in ids])
+
+    def count(self) -> int:
+        """How many rows this process owns."""
+        cursor = self.db.execute(
+            "SELECT COUNT(*) FROM outbox WHERE channel = ? AND owner = ?",
+            (self.channel, self.owner),
+        )
+        return int(cursor.fetchone()[0])
+
+    def adopt(self) -> int:
+        """Take over the rows of owners that no longer run; return how many rows."""
+        owners = [
+            str(owner)
+            for (owner,) in self.db.execute(
+                "SELECT DISTINCT owner FROM outbox WHERE channel = ? AND owner != ?",
+                (self.channel, self.owner),
+            )
+        ]
+        adopted = 0
+        for owner in owners:
+            if _owner_alive(owner):
+                continue
+            with self._transaction() as db:
+                cursor = db.execute(
+                    "UPDATE outbox SET owner = ? WHERE channel = ? AND owner = ?",
+                    (self.owner, self.channel, owner),
+                )
+                adopted += cursor.rowcount
+        return adopted
+
+    def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
+
+    def abandon(self) -> None:
+        """After fork, in the child: forget the inherited connection without closing it."""
+        if self._db is not None:
+            _abandoned.append(self._db)
+        self._db = None
+        self.owner = process_owner()
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self.db)
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error): the write lock up front."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._db.execute("BEGIN IMMEDIATE")
+        return self._db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")

@@ -1,0 +1,493 @@
+"""The delivery engine on its own, with a scripted in-process publisher.
+
+The publisher here is a real object implementing :class:`instrument.delivery.Publisher`
+(it records batches, can be held, can fail on cue); the broker strategies' own tests
+run the same engine against a real RabbitMQ.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from instrument.delivery import DELIVERY_OPTIONS, Delivery, retry_options
+from instrument.events import Notification
+from instrument.exceptions import DeliveryError, StrategyError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ScriptedPublisher:
+    """Records what it publishes; fails while ``failing``; blocks while ``hold`` is clear."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.attempt_times: list[float] = []
+        self.failing = 0  # fail this many more attempts (-1: forever)
+        self.hold = threading.Event()
+        self.hold.set()
+        self.connects = 0
+        self.idles = 0
+
+    def connect(self) -> None:
+        self.connects += 1
+
+    def publish_batch(self, batch: Sequence[Notification]) -> None:
+        self.attempt_times.append(time.monotonic())
+        self.hold.wait()
+        if self.failing:
+            self.failing -= 1 if self.failing > 0 else 0
+            raise DeliveryError("broker says no")
+        self.batches.append([n.message_id for n in batch])
+
+    def idle(self) -> None:
+        self.idles += 1
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def sent(self) -> list[str]:
+        return [message_id for batch in self.batches for message_id in batch]
+
+
+def make(n: int = 1, priority: str = "INFO") -> list[Notification]:
+    return [Notification.create("image.send", priority, {"i": i}) for i in range(n)]
+
+
+@pytest.fixture
+def publisher() -> ScriptedPublisher:
+    return ScriptedPublisher()
+
+
+@pytest.fixture
+def engine(publisher: ScriptedPublisher) -> Iterator[Delivery]:
+    delivery = Delivery(lambda: publisher, name="test", retry_backoff=0.01, close_timeout=1.0)
+    yield delivery
+    publisher.hold.set()
+    delivery.close()
+
+
+def test_delivers_everything_in_order_and_counts_it(
+    engine: Delivery, publisher: ScriptedPublisher
+) -> None:
+    notes = make(500)
+    for note in notes:
+        assert engine.submit(note)
+    assert engine.flush(5)
+    assert publisher.sent == [n.message_id for n in notes]
+    stats = engine.stats()
+    assert (stats["accepted"], stats["sent"], stats["dropped"], stats["queued"]) == (500, 500, 0, 0)
+
+
+def test_batches_are_at_most_batch_size(publisher: ScriptedPublisher) -> None:
+    publisher.hold.clear()
+    with_batches = Delivery(lambda: publisher, name="batches", batch_size=7)
+    try:
+        for note in make(50):
+            with_batches.submit(note)
+        publisher.hold.set()
+        assert with_batches.flush(5)
+    finally:
+        with_batches.close()
+    assert max(len(batch) for batch in publisher.batches) == 7
+    assert len(publisher.sent) == 50
+
+
+def test_submit_does_not_wait_for_a_blocked_broker(
+    engine: Delivery, publisher: ScriptedPublisher
+) -> None:
+    publisher.hold.clear()
+    engine.submit(make()[0])
+    time.sleep(0.05)  # the worker is now stuck inside publish_batch
+    started = time.perf_counter()
+    for note in make(1000):
+        engine.submit(note)
+    elapsed = time.perf_counter() - started
+    assert elapsed < 0.5  # about a microsecond each; generous for slow CI machines
+    assert not engine.flush(0.05)
+    publisher.hold.set()
+    assert engine.flush(5)
+    assert len(set(publisher.sent)) == 1001
+
+
+def test_failed_batches_are_retried_unchanged_with_exponential_backoff(
+    publisher: ScriptedPublisher,
+) -> None:
+    publisher.failing = 4
+    delivery = Delivery(
+        lambda: publisher, name="backoff", retry_backoff=0.02, retry_max_backoff=0.08
+    )
+    notes = make(3)
+    try:
+        for note in notes:
+            delivery.submit(note)
+        assert delivery.flush(5)
+    finally:
+        delivery.close()
+    assert publisher.sent == [n.message_id for n in notes]
+    gaps = [
+        b - a for a, b in zip(publisher.attempt_times, publisher.attempt_times[1:], strict=False)
+    ]
+    assert gaps[1] >= 0.035 and gaps[2] >= 0.07 and gaps[3] < 0.5  # doubled, then capped
+    stats = delivery.stats()
+    assert stats["failures"] == 4 and stats["retried"] == 12 and stats["sent"] == 3
+    assert stats["last_error"] == "broker says no"
+
+
+def test_finite_max_retries_drops_logs_and_counts(
+    publisher: ScriptedPublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    publisher.failing = -1
+    delivery = Delivery(lambda: publisher, name="giveup", max_retries=3, retry_backoff=0.01)
+    notes = make(2)
+    try:
+        with caplog.at_level(logging.ERROR, logger="instrument.delivery"):
+            for note in notes:
+                delivery.submit(note)
+            assert delivery.flush(5)
+    finally:
+        delivery.close()
+    stats = delivery.stats()
+    assert stats["expired"] == 2 and stats["dropped"] == 2 and stats["sent"] == 0
+    assert stats["failures"] == 3
+    assert "dropping 2 notifications after 3 failed attempts" in caplog.text
+    assert notes[0].message_id in caplog.text
+
+
+def test_zero_max_retries_retries_until_the_broker_is_back(publisher: ScriptedPublisher) -> None:
+    publisher.failing = 25
+    delivery = Delivery(
+        lambda: publisher,
+        name="forever",
+        max_retries=0,
+        retry_backoff=0.001,
+        retry_max_backoff=0.01,
+    )
+    try:
+        delivery.submit(make()[0])
+        assert delivery.flush(5)
+    finally:
+        delivery.close()
+    assert delivery.stats()["failures"] == 25 and delivery.stats()["sent"] == 1
+
+
+def test_overflow_refuses_the_newest_and_counts_it(
+    publisher: ScriptedPublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    publisher.hold.clear()
+    delivery = Delivery(lambda: publisher, name="small", queue_size=10, batch_size=1)
+    notes = make(30)
+    try:
+        delivery.submit(notes[0])
+        time.sleep(0.05)  # notes[0] is in flight, the queue is empty
+        with caplog.at_level(logging.ERROR, logger="instrument.delivery"):
+            results = [delivery.submit(note) for note in notes[1:]]
+        publisher.hold.set()
+        assert delivery.flush(5)
+    finally:
+        delivery.close()
+    assert results == [True] * 10 + [False] * 19
+    assert publisher.sent == [n.message_id for n in notes[:11]]
+    stats = delivery.stats()
+    assert stats["overflow"] == 19 and stats["dropped"] == 19 and stats["accepted"] == 11
+    assert caplog.text.count("dropping new ones") == 1  # rate-limited
+
+
+def test_close_counts_what_memory_could_not_deliver(
+    publisher: ScriptedPublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    publisher.failing = -1
+    delivery = Delivery(lambda: publisher, name="closing", retry_backoff=10)
+    for note in make(5):
+        delivery.submit(note)
+    with caplog.at_level(logging.ERROR, logger="instrument.delivery"):
+        started = time.monotonic()
+        delivery.close(timeout=0.2)
+    assert time.monotonic() - started < 3
+    assert delivery.stats()["abandoned"] == 5 and delivery.stats()["dropped"] == 5
+    assert "5 notifications were not delivered" in caplog.text
+    with pytest.raises(StrategyError):
+        delivery.submit(make()[0])
+    delivery.close()  # idempotent
+
+
+def test_idle_publisher_is_kept_alive(engine: Delivery, publisher: ScriptedPublisher) -> None:
+    engine.submit(make()[0])
+    assert engine.flush(5)
+    time.sleep(1.3)
+    assert publisher.idles >= 1
+
+
+def test_outbox_keeps_notifications_across_an_outage_and_a_new_engine(
+    tmp_path: Path, publisher: ScriptedPublisher
+) -> None:
+    outbox = str(tmp_path / "outbox.sqlite")
+    publisher.failing = -1
+    first = Delivery(lambda: publisher, name="box", outbox_path=outbox, retry_backoff=0.01)
+    notes = make(20)
+    for note in notes:
+        first.submit(note)
+    _wait(lambda: first.stats()["stored"] == 20)
+    first.close(timeout=0.1)
+    assert first.stats()["abandoned"] == 0 and first.stats()["outbox"] == 20
+
+    publisher.failing = 0
+    second = Delivery(lambda: publisher, name="box", outbox_path=outbox)
+    try:
+        assert second.flush(5)
+        assert second.stats()["outbox"] == 0
+    finally:
+        second.close()
+    assert sorted(publisher.sent) == sorted(n.message_id for n in notes)
+
+
+def test_outbox_of_a_killed_process_is_delivered_by_the_next_one(
+    tmp_path: Path, publisher: ScriptedPublisher
+) -> None:
+    outbox = str(tmp_path / "outbox.sqlite")
+    child = _python(
+        f"""
+        from instrument.delivery import Delivery
+        from instrument.events import Notification
+        from instrument.exceptions import DeliveryError
+        class Down:
+            def connect(self): raise DeliveryError("down")
+            def publish_batch(self, batch): raise DeliveryError("down")
+            def idle(self): pass
+            def close(self): pass
+        d = Delivery(Down, name="box", outbox_path={outbox!r}, retry_backoff=0.01)
+        for i in range(300):
+            n = Notification.create("image.send", "INFO", {{"i": i}})
+            d.submit(n)
+            print(n.message_id)
+        while d.stats()["stored"] < 300:
+            time.sleep(0.01)
+        print("STORED", flush=True)
+        time.sleep(60)
+        """
+    )
+    ids = [line.strip() for line in _read_until(child, "STORED")]
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    delivery = Delivery(lambda: publisher, name="box", outbox_path=outbox)
+    try:
+        assert delivery.flush(10)
+        assert delivery.stats()["adopted"] == 300
+    finally:
+        delivery.close()
+    assert sorted(publisher.sent) == sorted(ids)
+
+
+def test_a_live_process_keeps_its_outbox_rows(tmp_path: Path) -> None:
+    outbox = str(tmp_path / "outbox.sqlite")
+    blocked = ScriptedPublisher()
+    blocked.failing = -1
+    owner = Delivery(lambda: blocked, name="box", outbox_path=outbox, retry_backoff=0.01)
+    other = ScriptedPublisher()
+    try:
+        owner.submit(make()[0])
+        _wait(lambda: owner.stats()["stored"] == 1)
+        pid = os.fork()
+        if pid == 0:  # child: a sibling worker sharing the outbox must not take the row
+            code = 1
+            try:
+                sibling = Delivery(lambda: other, name="box", outbox_path=outbox)
+                time.sleep(0.3)
+                sibling.close()
+                code = 0 if (other.sent, sibling.stats()["adopted"]) == ([], 0) else 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        owner.close(timeout=0.1)
+
+
+def test_forked_child_sends_only_its_own_notifications(tmp_path: Path) -> None:
+    log_dir = tmp_path
+    code = f"""
+        import os, json
+        from instrument.delivery import Delivery
+        from instrument.events import Notification
+        class ToFile:
+            def connect(self): pass
+            def publish_batch(self, batch):
+                with open(os.path.join({str(log_dir)!r}, str(os.getpid())), "a") as f:
+                    f.writelines(n.message_id + "\\n" for n in batch)
+            def idle(self): pass
+            def close(self): pass
+        import threading
+        gate = threading.Event()
+        class Held(ToFile):
+            def publish_batch(self, batch):
+                gate.wait()
+                super().publish_batch(batch)
+        d = Delivery(Held, name="fork")
+        parent_ids = []
+        for i in range(100):
+            n = Notification.create("image.send", "INFO", {{"i": i}})
+            d.submit(n); parent_ids.append(n.message_id)
+        time.sleep(0.1)
+        pid = os.fork()
+        if pid == 0:
+            gate.set()   # a copied queue would now be sent by the child
+            child_ids = []
+            for i in range(10):
+                n = Notification.create("image.send", "INFO", {{"child": i}})
+                d.submit(n); child_ids.append(n.message_id)
+            ok = d.flush(5)
+            print(json.dumps({{"child": child_ids, "pid": os.getpid(), "ok": ok}}), flush=True)
+            d.close()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        gate.set()
+        print(json.dumps({{"parent": parent_ids, "pid": os.getpid(), "ok": d.flush(5)}}))
+    """
+    child = _python(code)
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    by_role = {("child" if "child" in line else "parent"): line for line in lines}
+    assert by_role["child"]["ok"] and by_role["parent"]["ok"]
+    for role in ("child", "parent"):
+        sent = (log_dir / str(by_role[role]["pid"])).read_text().split()
+        assert sent == by_role[role][role], role
+
+
+def test_interpreter_exit_flushes(tmp_path: Path) -> None:
+    sink = tmp_path / "sent"
+    child = _python(
+        f"""
+        from instrument.delivery import Delivery
+        from instrument.events import Notification
+        class Slow:
+            def connect(self): pass
+            def publish_batch(self, batch):
+                time.sleep(0.05)
+                with open({str(sink)!r}, "a") as f:
+                    f.writelines(n.message_id + "\\n" for n in batch)
+            def idle(self): pass
+            def close(self): pass
+        d = Delivery(Slow, name="exit", batch_size=10)
+        for i in range(50):
+            d.submit(Notification.create("image.send", "INFO", {{"i": i}}))
+        """
+    )
+    child.communicate(timeout=30)
+    assert child.returncode == 0
+    assert len(sink.read_text().split()) == 50
+
+
+@pytest.mark.parametrize("library", ["gevent", "eventlet"])
+def test_works_under_monkey_patching(library: str) -> None:
+    pytest.importorskip(library)
+    patch = {
+        "gevent": "from gevent import monkey; monkey.patch_all()",
+        "eventlet": "import eventlet; eventlet.monkey_patch()",
+    }[library]
+    spawn = {"gevent": "gevent.spawn", "eventlet": "eventlet.spawn"}[library]
+    child = _python(
+        f"""
+        {patch}
+        import {library}, time, json
+        from instrument.delivery import Delivery
+        from instrument.events import Notification
+        sent = []
+        class Sleepy:
+            def connect(self): pass
+            def publish_batch(self, batch):
+                time.sleep(0.02)   # cooperative: other greenlets run meanwhile
+                sent.extend(n.message_id for n in batch)
+            def idle(self): pass
+            def close(self): pass
+        d = Delivery(Sleepy, name="green", batch_size=50)
+        worst = 0.0
+        def request(k):
+            global worst
+            for i in range(100):
+                t = time.perf_counter()
+                d.submit(Notification.create("image.send", "INFO", {{"k": k, "i": i}}))
+                worst = max(worst, time.perf_counter() - t)
+                time.sleep(0)
+        threads = [{spawn}(request, k) for k in range(10)]
+        for t in threads:
+            t.wait() if hasattr(t, "wait") else t.join()
+        ok = d.flush(10)
+        print(json.dumps({{"ok": ok, "sent": len(set(sent)), "worst": worst}}))
+        d.close()
+        """,
+        preamble=False,
+    )
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["ok"] and result["sent"] == 1000
+    assert result["worst"] < 0.01  # never waited on the 20 ms publish
+
+
+def test_options_are_declared_for_strategies() -> None:
+    names = [option.name for option in (*DELIVERY_OPTIONS, *retry_options("rabbit"))]
+    assert names == [
+        "queue_size",
+        "batch_size",
+        "outbox_path",
+        "close_timeout",
+        "rabbit_max_retries",
+        "rabbit_retry_backoff",
+        "rabbit_retry_max_backoff",
+    ]
+    assert {o.name: o.default for o in retry_options("rabbit")} == {
+        "rabbit_max_retries": 0,
+        "rabbit_retry_backoff": 2.0,
+        "rabbit_retry_max_backoff": 30.0,
+    }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _python(code: str, *, preamble: bool = True) -> subprocess.Popen[str]:
+    body = textwrap.dedent(code)
+    if preamble:
+        body = "import time\n" + body
+    return subprocess.Popen(
+        [sys.executable, "-c", body],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def _read_until(child: subprocess.Popen[str], marker: str, timeout: float = 30) -> list[str]:
+    assert child.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    for line in child.stdout:
+        if line.strip() == marker:
+            return lines
+        lines.append(line)
+        assert time.monotonic() < deadline, "child too slow"
+    raise AssertionError(
+        f"child ended before {marker}: {child.stderr.read() if child.stderr else ''}"
+    )
+
+
+def _wait(condition: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
