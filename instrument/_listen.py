@@ -9,6 +9,7 @@ declares. Bodies in the oslo.messaging ``messagingv2`` wrapper are unwrapped.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import threading
@@ -75,7 +76,10 @@ def listen_kombu(
 def _queues(
     connection: Any, exchange_cls: Any, queue_cls: Any, name: str, topic: str, durable: bool
 ) -> list[Any]:
-    exchange = exchange_cls(name, type="topic", durable=durable)
+    # An exchange that exists already is used as it is, whatever its durability: a
+    # listener must never fail on (or change) the publisher's declaration.
+    exists = _exchange_exists(connection, exchange_cls, name)
+    exchange = exchange_cls(name, type="topic", durable=durable, no_declare=exists)
     if connection.transport.driver_type in _SHARED_QUEUE_TRANSPORTS:
         return [
             queue_cls(f"{topic}.{level}", exchange, routing_key=f"{topic}.{level}", durable=durable)
@@ -86,6 +90,20 @@ def _queues(
             "", exchange, routing_key=f"{topic}.#", exclusive=True, auto_delete=True, durable=False
         )
     ]
+
+
+def _exchange_exists(connection: Any, exchange_cls: Any, name: str) -> bool:
+    if connection.transport.driver_type in _SHARED_QUEUE_TRANSPORTS:
+        return False
+    channel = connection.channel()
+    try:
+        exchange_cls(name, type="topic", passive=True)(channel).declare()
+    except Exception:  # NotFound: the broker closed the channel
+        return False
+    finally:
+        with contextlib.suppress(Exception):  # already closed by the broker after NotFound
+            channel.close()
+    return True
 
 
 def listen_amqp1(

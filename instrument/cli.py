@@ -93,7 +93,9 @@ def _listen(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if args.timeout:
-        threading.Timer(args.timeout, stop.set).start()
+        timer = threading.Timer(args.timeout, stop.set)
+        timer.daemon = True  # must not keep the process alive once --count is reached
+        timer.start()
 
     def show(notification: dict[str, Any]) -> None:
         printer.show(notification)
@@ -101,7 +103,14 @@ def _listen(args: argparse.Namespace) -> int:
             stop.set()
 
     printer.header()
-    options: dict[str, Any] = {"exchange": args.exchange, "topic": args.topic, "stop": stop}
+    ready = threading.Event()
+    threading.Thread(target=_announce, args=(ready, stop, args), daemon=True).start()
+    options: dict[str, Any] = {
+        "exchange": args.exchange,
+        "topic": args.topic,
+        "stop": stop,
+        "ready": ready,
+    }
     try:
         if args.amqp1:
             listen_amqp1(args.url, show, **options)
@@ -118,6 +127,14 @@ def _listen(args: argparse.Namespace) -> int:
     finally:
         stop.set()
     return 0
+
+
+def _announce(ready: threading.Event, stop: threading.Event, args: argparse.Namespace) -> None:
+    while not (ready.wait(0.2) or stop.is_set()):
+        pass
+    if ready.is_set():
+        where = f"exchange {args.exchange!r}, keys {args.topic}.*"
+        print(f"# listening on {_masked(args.url)} ({where})", file=sys.stderr, flush=True)
 
 
 def _check(args: argparse.Namespace) -> int:

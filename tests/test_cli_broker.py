@@ -1,0 +1,152 @@
+"""The command line against the real RabbitMQ node the suite starts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from instrument.cli import main
+
+if TYPE_CHECKING:
+    from tests.support.rabbitmq import RabbitNode
+
+pytestmark = pytest.mark.broker
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_listener(url: str, *extra: str) -> subprocess.Popen[str]:
+    listener = subprocess.Popen(
+        [sys.executable, "-m", "instrument.cli", "listen", "--url", url, "--json", *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert listener.stderr is not None
+    line = listener.stderr.readline()  # the listener says when its queue is bound
+    assert line.startswith("# listening on"), line + listener.stderr.read()
+    assert "guest:guest" not in line, "the password is masked"
+    return listener
+
+
+def test_listen_shows_a_demo_run_through_rabbitmq(rabbit_node: RabbitNode) -> None:
+    listener = start_listener(rabbit_node.url, "--count", "9", "--timeout", "90")
+    demo = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "instrument.cli",
+            "demo",
+            "--strategy",
+            "rabbit",
+            "--url",
+            rabbit_node.url,
+            "--json",
+            "--size",
+            "16",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert demo.returncode == 0, demo.stderr
+    out, err = listener.communicate(timeout=60)
+    heard = [json.loads(line) for line in out.splitlines()]
+    shown = [json.loads(line) for line in demo.stdout.splitlines()]
+    assert [(n["event_type"], n["priority"]) for n in heard] == [
+        (n["event_type"], n["priority"]) for n in shown
+    ]
+    assert {n["message_id"] for n in heard} == {n["message_id"] for n in shown}
+    assert ("image.send", "ERROR") in [(n["event_type"], n["priority"]) for n in heard]
+
+
+def test_listen_filters_by_event_type(rabbit_node: RabbitNode) -> None:
+    listener = start_listener(
+        rabbit_node.url, "--event", "image.send", "--count", "3", "--timeout", "90"
+    )
+    demo = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "instrument.cli",
+            "demo",
+            "--strategy",
+            "rabbit",
+            "--url",
+            rabbit_node.url,
+            "--json",
+            "--size",
+            "16",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert demo.returncode == 0, demo.stderr
+    out, _ = listener.communicate(timeout=60)
+    heard = [json.loads(line) for line in out.splitlines()]
+    assert [(n["event_type"], n["priority"]) for n in heard] == [
+        ("image.send", "INFO"),
+        ("image.send", "INFO"),
+        ("image.send", "ERROR"),
+    ]
+
+
+def test_check_delivers_through_rabbitmq(
+    rabbit_node: RabbitNode, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", "-o", "strategy=rabbit", "-o", f"transport_url={rabbit_node.url}"]) == 0
+    assert "OK: test notification" in capsys.readouterr().out
+
+
+def test_check_against_a_stopped_broker(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.support.rabbitmq import free_port
+
+    started = time.monotonic()
+    code = main(
+        [
+            "check",
+            "-o",
+            "strategy=rabbit",
+            "-o",
+            f"rabbit_port={free_port()}",
+            "-o",
+            "rabbit_host=127.0.0.1",
+            "--timeout",
+            "5",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("FAILED: strategy 'rabbit'") and "connection refused" in err.lower()
+    assert time.monotonic() - started < 20
+
+
+def test_check_with_wrong_credentials(
+    rabbit_node: RabbitNode, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "check",
+            "-o",
+            "strategy=rabbit",
+            "-o",
+            "rabbit_host=127.0.0.1",
+            "-o",
+            f"rabbit_port={rabbit_node.port}",
+            "-o",
+            "rabbit_password=not-the-password",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "authentication failed" in err.lower()
+    assert "not-the-password" not in err
