@@ -1,0 +1,209 @@
+"""Where and how the qpid strategy publishes: brokers, TLS, SASL, addresses (no proton here).
+
+Decisions:
+
+* ``qpid_transport_url`` (alias ``transport_url``) wins over ``qpid_hostname`` & co. It
+  may list several brokers for failover, ``;``-separated
+  (``amqp://u:p@h1:5672;amqps://h2:5671``) or in oslo.messaging's comma form
+  (``amqp://u:p@h1:5672,u:p@h2:5672/``). ``amqp``/``qpid`` mean plain TCP,
+  ``amqps`` TLS. Credentials given in a URL win over ``qpid_username``/``qpid_password``.
+* **TLS is never silently ignored**: ``qpid_protocol = ssl`` makes every broker TLS
+  (an ``amqp://`` URL included), and TLS files given while no broker uses TLS are a
+  :class:`~instrument.exceptions.ConfigError`. The broker certificate is always
+  verified, host name included (``qpid_ssl_server_name`` overrides the name checked
+  and sent as SNI, e.g. ``localhost`` for a broker reached by IP address).
+* **Addresses.** The routing key ``<topic>.<priority lowercased>`` always travels as
+  the message subject. The target address is ``qpid_address`` (a template with
+  ``{exchange}``, ``{topic}``, ``{routing_key}``) or, when empty, the preset of
+  ``qpid_broker``: ``rabbitmq`` → ``/exchange/{exchange}`` (RabbitMQ's AMQP 1.0
+  plugin routes on the subject), ``qpid`` → ``{exchange}`` (Qpid Broker-J, Dispatch
+  Router, Artemis), ``auto`` → decided per connection from the broker's ``product``
+  connection property (``RabbitMQ`` → rabbitmq, anything else → qpid).
+* **Glance's reconnect options** map onto the delivery engine's retry:
+  ``qpid_reconnect_interval`` fixes the wait between attempts, else it starts at
+  ``qpid_reconnect_interval_min`` (0: 1 s) and doubles up to
+  ``qpid_reconnect_interval_max`` (0: 30 s); ``qpid_reconnect_limit`` is the number of
+  attempts per batch (0: forever); ``qpid_reconnect_timeout`` (with no limit) becomes
+  as many attempts as that backoff schedule fits into those seconds.
+* Passwords never reach a URL that proton prints: they are passed separately, and
+  :meth:`QpidTarget.scrub` removes them from any message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import unquote, urlsplit
+
+from ..exceptions import ConfigError
+
+__all__ = ["BROKERS", "PRESETS", "Broker", "QpidTarget", "parse_brokers", "retry_schedule"]
+
+BROKERS: Final = ("auto", "rabbitmq", "qpid")
+PRESETS: Final = {"rabbitmq": "/exchange/{exchange}", "qpid": "{exchange}"}
+PRIORITY_KEYS: Final = ("info", "warn", "error")
+_SCHEMES: Final = {"amqp": False, "qpid": False, "amqps": True}
+_MASK: Final = "****"
+
+
+@dataclasses.dataclass(frozen=True)
+class Broker:
+    """One broker to try: where, whether TLS, and whose credentials."""
+
+    host: str
+    port: int
+    tls: bool
+    user: str
+    password: str
+
+    @property
+    def url(self) -> str:
+        """The URL handed to proton: no credentials in it."""
+        return f"{'amqps' if self.tls else 'amqp'}://{self.host}:{self.port}"
+
+    @property
+    def masked(self) -> str:
+        user = f"{self.user}:{_MASK}@" if self.password else (f"{self.user}@" if self.user else "")
+        return f"{'amqps' if self.tls else 'amqp'}://{user}{self.host}:{self.port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class QpidTarget:
+    """Everything the publisher needs, resolved from the strategy's options."""
+
+    brokers: tuple[Broker, ...]
+    sasl_mechanisms: str
+    exchange: str
+    topic: str
+    broker_kind: str
+    address: str
+    declare: bool
+    durable_queues: bool
+    heartbeat: float
+    connect_timeout: float
+    settle_timeout: float
+    ssl_ca_file: str | None = None
+    ssl_cert_file: str | None = None
+    ssl_key_file: str | None = None
+    ssl_server_name: str | None = None
+
+    def template(self, product: str) -> str:
+        """The address template for a broker announcing *product*."""
+        if self.address:
+            return self.address
+        kind = self.broker_kind
+        if kind == "auto":
+            kind = "rabbitmq" if product.lower().startswith("rabbitmq") else "qpid"
+        return PRESETS[kind]
+
+    def is_rabbitmq(self, product: str) -> bool:
+        if self.broker_kind != "auto":
+            return self.broker_kind == "rabbitmq"
+        return product.lower().startswith("rabbitmq")
+
+    def routing_key(self, priority: str) -> str:
+        return f"{self.topic}.{priority.lower()}"
+
+    def addresses(self, product: str) -> dict[str, str]:
+        """Target address by routing key, for every priority."""
+        template = self.template(product)
+        keys = [self.routing_key(p) for p in PRIORITY_KEYS]
+        return {
+            key: template.format(exchange=self.exchange, topic=self.topic, routing_key=key)
+            for key in keys
+        }
+
+    def scrub(self, text: str) -> str:
+        for secret in sorted({b.password for b in self.brokers if b.password}, key=len)[::-1]:
+            text = text.replace(secret, _MASK)
+        return text
+
+    @property
+    def masked_urls(self) -> str:
+        return ";".join(broker.masked for broker in self.brokers)
+
+
+def check_template(template: str) -> str:
+    """Validate an address template now, not at the first publish."""
+    try:
+        template.format(exchange="x", topic="t", routing_key="t.info")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            "qpid_address",
+            template,
+            f"a template using only {{exchange}}, {{topic}}, "
+            f"{{routing_key}} ({type(exc).__name__}: {exc})",
+        ) from None
+    return template
+
+
+def parse_brokers(config: Mapping[str, Any]) -> tuple[Broker, ...]:
+    """The brokers of ``qpid_transport_url``, else of ``qpid_hostname``/``qpid_port``."""
+    force_tls = config["qpid_protocol"] == "ssl"
+    user, password = config["qpid_username"], config["qpid_password"]
+    url = config["qpid_transport_url"]
+    if not url:
+        host, port = config["qpid_hostname"], config["qpid_port"]
+        brokers: tuple[Broker, ...] = (Broker(host, port, force_tls, user, password),)
+    else:
+        brokers = tuple(_from_url(piece, force_tls, user, password) for piece in _split(url))
+        if not brokers:
+            raise ConfigError("qpid_transport_url", _MASK, "at least one amqp:// URL")
+    tls_files = [config[f"qpid_ssl_{n}_file"] for n in ("ca", "cert", "key")]
+    if any(tls_files) and not any(b.tls for b in brokers):
+        raise ConfigError(
+            "qpid_protocol",
+            config["qpid_protocol"],
+            "ssl (or amqps:// URLs): TLS files are set, but no broker would be reached over TLS",
+        )
+    return brokers
+
+
+def _split(url: str) -> list[str]:
+    pieces = []
+    for piece in (p.strip() for p in url.split(";")):
+        scheme, sep, rest = piece.partition("://")
+        netloc, slash, path = rest.partition("/")
+        pieces += [f"{scheme}{sep}{host}{slash}{path}" for host in netloc.split(",") if host]
+    return pieces
+
+
+def _from_url(url: str, force_tls: bool, user: str, password: str) -> Broker:
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES or not parts.hostname:
+        raise ConfigError("qpid_transport_url", _masked_url(url), "amqp://, amqps:// URLs")
+    tls = force_tls or _SCHEMES[parts.scheme]
+    try:
+        port = parts.port or (5671 if tls else 5672)
+    except ValueError:
+        raise ConfigError("qpid_transport_url", _masked_url(url), "a valid port") from None
+    return Broker(
+        host=parts.hostname,
+        port=port,
+        tls=tls,
+        user=unquote(parts.username) if parts.username else user,
+        password=unquote(parts.password) if parts.password else password,
+    )
+
+
+def _masked_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    return parts._replace(netloc=f"{userinfo.partition(':')[0]}:{_MASK}@{hostinfo}").geturl()
+
+
+def retry_schedule(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Glance's ``qpid_reconnect*`` options as the engine's retry keyword arguments."""
+    fixed = config["qpid_reconnect_interval"]
+    first = fixed or config["qpid_reconnect_interval_min"] or 1.0
+    longest = max(first, fixed or config["qpid_reconnect_interval_max"] or 30.0)
+    limit = config["qpid_reconnect_limit"]
+    timeout = config["qpid_reconnect_timeout"]
+    if not limit and timeout:
+        limit, waited, backoff = 1, 0.0, first
+        while waited + backoff <= timeout:
+            waited, limit, backoff = waited + backoff, limit + 1, min(backoff * 2, longest)
+    return {"max_retries": limit, "retry_backoff": first, "retry_max_backoff": longest}

@@ -1,0 +1,97 @@
+"""Declaring Glance's exchange and queues on RabbitMQ for the qpid strategy (via kombu).
+
+RabbitMQ's AMQP 1.0 plugin (3.x) routes ``/exchange/<name>`` targets but cannot create
+exchanges, queues or bindings: a missing exchange ends the session with
+``amqp:not-found``, and a message to an exchange with no bound queue is *accepted and
+dropped*. Glance's qpid strategy had its broker create the exchange (``create:
+always``) and Glance's wire contract has the queues ``<topic>.info|warn|error``
+exist so nothing is lost before a consumer starts. So, on every new connection to a
+RabbitMQ broker (``qpid_declare``, on by default), the topic exchange and those queues
+are declared over AMQP 0-9-1 on the same host and port (the plugin shares it), with
+the same credentials and TLS settings (without ``qpid_username``, RabbitMQ's AMQP 1.0
+default user ``guest`` is assumed). Durability follows ``qpid_durable_queues``.
+
+kombu is optional here: without it the declaration is skipped with one warning, and
+the exchange (and queues) must exist; a missing exchange is then reported precisely.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import ssl
+from typing import Any, Final
+from urllib.parse import quote
+
+from ..exceptions import StrategyError
+from ._qpid_config import PRIORITY_KEYS, Broker, QpidTarget
+
+__all__ = ["declare_on_rabbitmq"]
+
+log = logging.getLogger("instrument.strategies.qpid")
+_warned: list[bool] = []
+_DEFAULT_USER: Final = "guest"
+
+
+def declare_on_rabbitmq(target: QpidTarget, broker: Broker) -> None:
+    """Declare the exchange and queues; StrategyError saying what failed."""
+    try:
+        kombu: Any = importlib.import_module("kombu")
+    except ImportError:
+        if not _warned:
+            _warned.append(True)
+            log.warning(
+                "qpid: kombu is not installed, so exchange %r is not declared on RabbitMQ; "
+                "it (and queues bound to it) must exist (pip install 'instrument[rabbit]')",
+                target.exchange,
+            )
+        return
+    try:
+        with kombu.Connection(
+            _url(broker), ssl=_ssl_options(target, broker), connect_timeout=target.connect_timeout
+        ) as conn:
+            conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
+            _declare(kombu, conn.channel(), target)
+    except Exception as exc:
+        raise StrategyError(target.scrub(_explain(exc, target))) from None
+
+
+def _declare(kombu: Any, channel: Any, target: QpidTarget) -> None:
+    exchange = kombu.Exchange(target.exchange, "topic", durable=target.durable_queues)
+    exchange(channel).declare()
+    for key in PRIORITY_KEYS:
+        name = target.routing_key(key)
+        queue = kombu.Queue(name, exchange, routing_key=name, durable=target.durable_queues)
+        queue(channel).declare()
+
+
+def _url(broker: Broker) -> str:
+    user = quote(broker.user or _DEFAULT_USER, safe="")
+    password = quote(broker.password or (_DEFAULT_USER if not broker.user else ""), safe="")
+    return f"{'amqps' if broker.tls else 'amqp'}://{user}:{password}@{broker.host}:{broker.port}//"
+
+
+def _ssl_options(target: QpidTarget, broker: Broker) -> dict[str, object] | bool:
+    if not broker.tls:
+        return False
+    options: dict[str, object] = {
+        "cert_reqs": ssl.CERT_REQUIRED,
+        "server_hostname": target.ssl_server_name or broker.host,
+    }
+    if target.ssl_ca_file:
+        options["ca_certs"] = target.ssl_ca_file
+    if target.ssl_cert_file:
+        options.update(certfile=target.ssl_cert_file, keyfile=target.ssl_key_file)
+    return options
+
+
+def _explain(exc: BaseException, target: QpidTarget) -> str:
+    text = str(getattr(exc, "reply_text", "") or exc)
+    where = f"declaring exchange {target.exchange!r} and its queues over AMQP 0-9-1 failed"
+    if "PRECONDITION_FAILED" in text or "inequivalent" in text:
+        flag = "false" if target.durable_queues else "true"
+        return (
+            f"{where}: they exist with another durability ({text}); delete them or set "
+            f"qpid_durable_queues = {flag}"
+        )
+    return f"{where}: {type(exc).__name__}: {text} (or set qpid_declare = false)"

@@ -1,0 +1,260 @@
+"""The proton side of the qpid strategy: connect, attach, send a batch with credit, settle.
+
+Imported only by :mod:`instrument.strategies.qpid` inside its methods, so that
+``import instrument.strategies.qpid`` works without proton.
+
+Decisions:
+
+* **Everything runs on the delivery worker's thread** through
+  :class:`proton.utils.BlockingConnection`, used only as an event loop: no second
+  thread, nothing to hand over between threads, and after ``fork()`` the engine simply
+  never touches the inherited publisher again.
+* **Asynchronous sends with credit, settlement as the confirm.** A batch is written
+  with ``Sender.send`` as long as the link has credit (waiting for more when it has
+  none), then the loop runs until the broker settled every delivery. One round trip
+  per batch, not per message. Anything but ``accepted`` (rejected, released,
+  modified) fails the whole batch; the engine resends it (duplicates possible, never
+  losses; consumers deduplicate on ``message_id``).
+* **No reliance on proton's reconnect** (it is off): RabbitMQ ends the *session* on
+  shutdown (``amqp:internal-error``) and for a missing exchange (``amqp:not-found``)
+  without closing the connection, and proton then leaves unsettled deliveries
+  waiting forever. Every wait here also watches the connection, the session and the
+  links for a remote close, and is bounded by ``qpid_settle_timeout``; any of these
+  raises, the engine drops this connection and builds a new one (links included).
+* **Failover by hand**, as for rabbit: ``connect()`` tries every broker once, starting
+  with the one that worked last, and says for each why it failed.
+* **Message**: the JSON envelope as bytes in a Data section (``inferred=True``), so
+  AMQP 0-9-1 consumers of RabbitMQ get plain JSON; content type ``application/json``;
+  ``durable``; ``id`` = the notification's ``message_id``; subject = routing key.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import importlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..events import Notification
+from ..exceptions import DeliveryError, StrategyError
+from ._qpid_config import Broker, QpidTarget
+from ._qpid_declare import declare_on_rabbitmq
+
+__all__ = ["QpidPublisher", "explain"]
+
+# proton's annotations are partial; we use it as an untyped library.
+proton: Any = importlib.import_module("proton")
+proton_utils: Any = importlib.import_module("proton.utils")
+
+log = logging.getLogger("instrument.strategies.qpid")
+
+
+class QpidPublisher:
+    """Implements :class:`instrument.delivery.Publisher` with python-qpid-proton."""
+
+    def __init__(self, target: QpidTarget) -> None:
+        self.target = target
+        self.product = ""
+        self._index = 0
+        self._conn: Any = None
+        self._senders: dict[str, Any] = {}  # routing key -> proton Sender
+        self._reusable: Any = None  # one Message, refilled per notification (cheaper)
+
+    # ------------------------------------------------------------ Publisher
+
+    def connect(self) -> None:
+        reasons = []
+        brokers = self.target.brokers
+        for step in range(len(brokers)):
+            index = (self._index + step) % len(brokers)
+            try:
+                self._open(brokers[index])
+            except Exception as exc:
+                self.close()
+                reasons.append(f"{brokers[index].masked}: {explain(exc, self.target)}")
+                continue
+            self._index = index
+            return
+        raise StrategyError("; ".join(reasons))
+
+    def publish_batch(self, batch: Sequence[Notification]) -> None:
+        pending: collections.deque[Any] = collections.deque()
+        refused: list[str] = []
+        try:
+            for notification in batch:
+                sender = self._senders[self.target.routing_key(notification.priority)]
+                if sender.credit <= 0:
+                    self._wait(functools.partial(_has_credit, sender), "waiting for link credit")
+                pending.append(sender.send(self._message(notification)))
+            self._wait(lambda: _drain_settled(pending, refused), "waiting for settlement")
+        except StrategyError:
+            raise
+        except Exception as exc:
+            broker = self.target.brokers[self._index]
+            raise DeliveryError(f"{broker.masked}: {explain(exc, self.target)}") from exc
+        if refused:
+            raise DeliveryError(
+                f"the broker did not accept {len(refused)} of {len(batch)} messages "
+                f"({', '.join(sorted(set(refused)))})"
+            )
+
+    def idle(self) -> None:
+        """Run the event loop once without blocking: heartbeats in and out, closes seen."""
+        if self._conn is None:
+            return
+        container = self._conn.container
+        saved, container.timeout = container.timeout, 0.0
+        try:
+            container.process()
+        finally:
+            container.timeout = saved
+        fault = self._fault() or (self._conn.disconnected and "connection lost")
+        if fault:
+            raise DeliveryError(fault)
+
+    def close(self) -> None:
+        conn, self._conn, self._senders = self._conn, None, {}
+        if conn is None:
+            return
+        conn.timeout = 1.0  # never wait long for a broker that is gone
+        try:
+            conn.close()
+        except Exception:  # the broker may be gone already: nothing to release there
+            log.debug("closing the proton connection failed", exc_info=True)
+
+    # ------------------------------------------------------------ internals
+
+    def _open(self, broker: Broker) -> None:
+        self._conn = proton_utils.BlockingConnection(
+            broker.url, timeout=self.target.connect_timeout, **_connect_kwargs(self.target, broker)
+        )
+        properties = self._conn.conn.remote_properties or {}
+        self.product = str(properties.get("product", ""))
+        if self.target.declare and self.target.is_rabbitmq(self.product):
+            declare_on_rabbitmq(self.target, broker)
+        self._attach(self.target.addresses(self.product))
+
+    def _attach(self, addresses: dict[str, str]) -> None:
+        links = {
+            address: self._conn.container.create_sender(self._conn.conn, address)
+            for address in sorted(set(addresses.values()))
+        }
+        self._senders = {key: links[address] for key, address in addresses.items()}
+        remote_uninit = proton.Endpoint.REMOTE_UNINIT
+        self._wait(
+            lambda: all(not link.state & remote_uninit for link in links.values()),
+            f"attaching to {', '.join(links)}",
+            self.target.connect_timeout,
+        )
+
+    def _wait(self, done: Callable[[], bool], what: str, timeout: float | None = None) -> None:
+        timeout = self.target.settle_timeout if timeout is None else timeout
+        try:
+            self._conn.wait(lambda: done() or self._fault() is not None, timeout=timeout, msg=what)
+        except proton.Timeout:
+            raise DeliveryError(
+                f"no answer from the broker within {timeout:g} s ({what})"
+            ) from None
+        fault = self._fault()
+        if fault:
+            raise DeliveryError(fault)
+
+    def _fault(self) -> str | None:
+        """Why the connection, its session or a link was closed by the broker, if it was."""
+        conn = self._conn.conn
+        links = list({id(sender): sender for sender in self._senders.values()}.values())
+        sessions = {id(link.session): link.session for link in links}
+        endpoints = [("connection", conn), *(("session", s) for s in sessions.values())]
+        endpoints += [(f"link to {link.target.address}", link) for link in links]
+        for what, endpoint in endpoints:
+            if endpoint.state & proton.Endpoint.REMOTE_CLOSED:
+                return _closed(what, endpoint.remote_condition, self.target)
+        return None
+
+    def _message(self, notification: Notification) -> Any:
+        message = self._reusable
+        if message is None:
+            message = self._reusable = proton.Message(
+                inferred=True, content_type="application/json", durable=True
+            )
+        message.body = notification.to_json().encode()
+        message.subject = self.target.routing_key(notification.priority)
+        message.id = notification.message_id
+        message.creation_time = time.time()
+        return message
+
+
+def _has_credit(sender: Any) -> bool:
+    return bool(sender.credit > 0)
+
+
+def _drain_settled(pending: collections.deque[Any], refused: list[str]) -> bool:
+    """Pop deliveries the broker settled (in order); note those not accepted."""
+    accepted = proton.Delivery.ACCEPTED
+    while pending and (pending[0].remote_state or pending[0].settled):
+        delivery = pending.popleft()
+        if delivery.remote_state != accepted:
+            refused.append(str(delivery.remote_state))
+        delivery.settle()
+    return not pending
+
+
+def _connect_kwargs(target: QpidTarget, broker: Broker) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"reconnect": False, "heartbeat": target.heartbeat or None}
+    if broker.user:
+        kwargs.update(user=broker.user, password=broker.password)
+    if target.sasl_mechanisms:
+        kwargs["allowed_mechs"] = target.sasl_mechanisms
+    if broker.tls:
+        kwargs["ssl_domain"] = _ssl_domain(target)
+        kwargs["sni"] = target.ssl_server_name or broker.host
+    return kwargs
+
+
+def _ssl_domain(target: QpidTarget) -> Any:
+    domain = proton.SSLDomain(proton.SSLDomain.MODE_CLIENT)
+    if target.ssl_ca_file:
+        domain.set_trusted_ca_db(target.ssl_ca_file)
+    domain.set_peer_authentication(proton.SSLDomain.VERIFY_PEER_NAME, target.ssl_ca_file)
+    if target.ssl_cert_file:
+        domain.set_credentials(target.ssl_cert_file, target.ssl_key_file, None)
+    return domain
+
+
+def _closed(what: str, condition: Any, target: QpidTarget) -> str:
+    if condition is None:
+        return f"the broker closed the {what}"
+    text = f"the broker closed the {what}: {condition.name} ({condition.description})"
+    if condition.name == "amqp:not-found":
+        text += (
+            f"; does exchange {target.exchange!r} exist? RabbitMQ's AMQP 1.0 plugin cannot "
+            "create exchanges: keep qpid_declare on (needs kombu) or declare it yourself"
+        )
+    return text
+
+
+def explain(exc: BaseException, target: QpidTarget) -> str:
+    """Say what is wrong, for an operator, with no password in it."""
+    return target.scrub(_explain(exc, target))
+
+
+def _explain(exc: BaseException, target: QpidTarget) -> str:
+    text = str(exc)
+    if isinstance(exc, StrategyError):
+        return text
+    if "unauthorized-access" in text or "Authentication failed" in text:
+        users = sorted({b.user or "(anonymous)" for b in target.brokers})
+        return (
+            f"authentication failed for user {', '.join(users)} (check qpid_username, "
+            f"qpid_password, qpid_sasl_mechanisms): {text}"
+        )
+    if "Connection refused" in text:
+        return f"connection refused (is the broker running and listening there?): {text}"
+    if "SSL" in text or "certificate" in text or "TLS" in text:
+        return f"TLS handshake failed (check qpid_ssl_* files and the server name): {text}"
+    if isinstance(exc, proton.Timeout):
+        return f"timed out after {target.connect_timeout:g} s: {text}"
+    return f"{type(exc).__name__}: {text}"

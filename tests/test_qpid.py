@@ -1,0 +1,443 @@
+"""The qpid strategy (AMQP 1.0, proton) against real RabbitMQ nodes with the AMQP 1.0 plugin.
+
+Tests use their own exchange and topic on the shared node (except the cross-protocol
+test, which checks Glance's defaults), so they never see each other's messages. The
+outage and restart tests share one private node that the first starts late and the
+second restarts. What is read back is read by kombu (AMQP 0-9-1) or proton consumers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import statistics
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from instrument.events import Notification
+from instrument.exceptions import ConfigError, StrategyError
+from instrument.strategies.qpid import QpidStrategy
+from tests.support.rabbitmq import TLS_SERVER_NAME, RabbitError, RabbitNode, free_port
+from tests.support.rabbitmq_fixtures import broker_unavailable
+
+kombu = pytest.importorskip("kombu")
+proton = pytest.importorskip("proton")
+proton_utils = pytest.importorskip("proton.utils")
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = {
+    "qpid_reconnect_interval_min": 0.05,
+    "qpid_reconnect_interval_max": 0.5,
+    "close_timeout": 1.0,
+}
+
+
+@pytest.fixture
+def names() -> dict[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    return {"qpid_notification_exchange": f"glance-{tag}", "qpid_notification_topic": f"n-{tag}"}
+
+
+@pytest.fixture
+def strategies() -> Iterator[list[QpidStrategy]]:
+    made: list[QpidStrategy] = []
+    yield made
+    for strategy in made:
+        strategy.close()
+
+
+@pytest.fixture(scope="module")
+def late_node(pytestconfig: pytest.Config) -> Iterator[RabbitNode]:
+    """A private node, not started: the outage test starts it, the restart test restarts it."""
+    try:
+        from tests.support.rabbitmq import ensure_installed
+
+        ensure_installed()
+    except (RabbitError, OSError) as exc:
+        broker_unavailable(pytestconfig, str(exc))
+    node = RabbitNode()
+    yield node
+    node.close()
+
+
+def start(made: list[QpidStrategy], **options: Any) -> QpidStrategy:
+    strategy = QpidStrategy(**{**FAST, **options})
+    made.append(strategy)
+    return strategy
+
+
+def on(node: RabbitNode) -> dict[str, Any]:
+    return {"qpid_hostname": "127.0.0.1", "qpid_port": node.port}
+
+
+def notes(n: int, priority: str = "INFO") -> list[Notification]:
+    return [Notification.create("image.send", priority, {"i": i}) for i in range(n)]
+
+
+def consume(url: str, topic: str, *, expect: int, timeout: float = 30) -> list[dict[str, Any]]:
+    """Read Glance's queues ``topic.info|warn|error`` with kombu until quiet."""
+    got: list[dict[str, Any]] = []
+
+    def on_message(message: Any) -> None:
+        got.append({"body": message.body, "content_type": message.content_type,
+                    "routing_key": message.delivery_info["routing_key"]})  # fmt: skip
+
+    queues = [kombu.Queue(f"{topic}.{p}", no_declare=True) for p in ("info", "warn", "error")]
+    deadline = time.monotonic() + timeout
+    with (
+        kombu.Connection(url) as conn,
+        conn.Consumer(queues, on_message=on_message, no_ack=True, prefetch_count=2000),
+    ):
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            before = len(got)
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=0.3)
+            if len(got) != before:
+                quiet_since = time.monotonic()
+            elif len(got) >= expect and time.monotonic() - quiet_since > 0.3:
+                break
+    return got
+
+
+def ids(messages: list[dict[str, Any]]) -> list[str]:
+    return [json.loads(m["body"])["message_id"] for m in messages]
+
+
+# --------------------------------------------------------------------------- no broker
+
+
+def test_options_have_glances_names_and_defaults() -> None:
+    defaults = {option.name: option.default for option in QpidStrategy.options}
+    glance = {
+        "qpid_hostname": "localhost",
+        "qpid_port": 5672,
+        "qpid_username": "",
+        "qpid_password": "",
+        "qpid_sasl_mechanisms": "",
+        "qpid_protocol": "tcp",
+        "qpid_heartbeat": 5.0,
+        "qpid_reconnect_timeout": 0.0,
+        "qpid_reconnect_limit": 0,
+        "qpid_reconnect_interval_min": 0.0,
+        "qpid_reconnect_interval_max": 0.0,
+        "qpid_reconnect_interval": 0.0,
+        "qpid_notification_exchange": "glance",
+        "qpid_notification_topic": "notifications",
+    }
+    assert defaults | glance == defaults
+    transport = next(o for o in QpidStrategy.options if o.name == "qpid_transport_url")
+    assert transport.aliases == ("transport_url",) and transport.secret
+
+
+def test_transport_url_lists_brokers_for_failover_and_masks_passwords() -> None:
+    url = "amqp://u:s3cret@h1:5673;amqps://h2,v:p2@h3/"
+    with QpidStrategy(qpid_transport_url=url, qpid_username="dflt") as strategy:
+        brokers = strategy.target.brokers
+        assert [(b.host, b.port, b.tls, b.user) for b in brokers] == [
+            ("h1", 5673, False, "u"),
+            ("h2", 5671, True, "dflt"),
+            ("h3", 5671, True, "v"),
+        ]
+        assert "s3cret" not in repr(strategy) and "p2" not in repr(strategy)
+        assert strategy.target.scrub("x s3cret y") == "x **** y"
+
+
+def test_ssl_is_never_silently_ignored() -> None:
+    with QpidStrategy(qpid_protocol="ssl", qpid_transport_url="amqp://h1") as strategy:
+        assert strategy.target.brokers[0].tls  # amqp:// upgraded, not sent in clear
+    with pytest.raises(ConfigError, match="TLS files are set"):
+        QpidStrategy(qpid_ssl_ca_file="/ca.pem")
+    with pytest.raises(ConfigError, match="qpid_address"):
+        QpidStrategy(qpid_address="/exchange/{nope}")
+
+
+def test_glance_reconnect_options_map_onto_the_retry_schedule() -> None:
+    def schedule(**options: Any) -> tuple[int, float, float]:
+        with QpidStrategy(**options) as strategy:
+            worker = strategy._delivery._worker
+            return worker._max_retries, worker._initial_backoff, worker._max_backoff
+
+    assert schedule() == (0, 1.0, 30.0)
+    assert schedule(qpid_reconnect_interval=3, qpid_reconnect_limit=4) == (4, 3.0, 3.0)
+    attempts_at_0_1_3_7_s = (4, 1.0, 30.0)
+    assert (
+        schedule(qpid_reconnect_interval_min=1, qpid_reconnect_timeout=7) == attempts_at_0_1_3_7_s
+    )
+
+
+def test_import_and_config_error_without_proton() -> None:
+    code = """
+        import sys
+        sys.modules["proton"] = None
+        import instrument.strategies.qpid as qpid
+        from instrument.config import Settings
+        try:
+            qpid.QpidStrategy.from_settings(Settings({}))
+        except Exception as exc:
+            print(type(exc).__name__, exc)
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert "ConfigError" in out.stdout and "pip install 'instrument[qpid]'" in out.stdout
+
+
+# --------------------------------------------------------------------------- wire format
+
+
+@pytest.mark.broker
+def test_glance_defaults_reach_kombu_and_proton_consumers(
+    rabbit_node: RabbitNode, strategies: list[QpidStrategy]
+) -> None:
+    strategy = start(strategies, **on(rabbit_node))  # exchange glance, topic notifications
+    strategy.check(10)  # declares exchange glance and queues notifications.*
+    with kombu.Connection(rabbit_node.url) as conn:
+        exchange = kombu.Exchange("glance", "topic", durable=False)
+        mine = kombu.Queue(f"q-{uuid.uuid4().hex}", exchange, routing_key="notifications.info",
+                           exclusive=True)  # fmt: skip
+        with conn.SimpleQueue(mine, no_ack=True) as queue:
+            info, warn = notes(1, "INFO")[0], notes(1, "WARN")[0]
+            strategy.emit(info)
+            strategy.emit(warn)
+            assert strategy.flush(10)
+            message = queue.get(timeout=10)
+    assert json.loads(message.body) == info.to_dict()  # plain JSON, no AMQP 1.0 encoding
+    assert message.content_type == "application/json"
+    assert message.delivery_info["routing_key"] == "notifications.info"
+    assert message.properties["message_id"] == info.message_id
+    assert message.properties["delivery_mode"] == 2
+    received = _proton_receive(rabbit_node.amqp1_url, "/amq/queue/notifications.warn", warn)
+    assert json.loads(bytes(received.body)) == warn.to_dict()  # a Data section
+    assert (received.content_type, received.subject) == ("application/json", "notifications.warn")
+    assert received.durable
+
+
+def _proton_receive(url: str, source: str, wanted: Notification) -> Any:
+    connection = proton_utils.BlockingConnection(url, timeout=10)
+    try:
+        receiver = connection.create_receiver(source, credit=100)
+        while True:
+            message = receiver.receive(timeout=10)
+            receiver.accept()
+            if message.id == wanted.message_id:
+                return message
+    finally:
+        connection.close()
+
+
+@pytest.mark.broker
+def test_routing_key_in_the_address_template(
+    rabbit_node: RabbitNode, names: dict[str, str], strategies: list[QpidStrategy]
+) -> None:
+    template = "/exchange/{exchange}/{routing_key}"
+    strategy = start(strategies, **on(rabbit_node), qpid_address=template, **names)
+    sent = [*notes(2, "INFO"), *notes(1, "ERROR")]
+    for note in sent:
+        strategy.emit(note)
+    assert strategy.flush(10)
+    got = consume(rabbit_node.url, names["qpid_notification_topic"], expect=3)
+    topic = names["qpid_notification_topic"]
+    assert sorted((m["routing_key"], ids([m])[0]) for m in got) == sorted(
+        (f"{topic}.{n.priority.lower()}", n.message_id) for n in sent
+    )
+
+
+@pytest.mark.broker
+def test_missing_exchange_is_explained_and_recovered_from(
+    rabbit_node: RabbitNode, names: dict[str, str], strategies: list[QpidStrategy]
+) -> None:
+    strategy = start(strategies, **on(rabbit_node), qpid_declare=False, **names)
+    with pytest.raises(StrategyError, match=r"amqp:not-found.*does exchange 'glance-"):
+        strategy.check(5)
+    note = notes(1)[0]
+    strategy.emit(note)
+    _wait(lambda: strategy.stats()["failures"] >= 2, 10)
+    assert "amqp:not-found" in strategy.stats()["last_error"]
+    topic = names["qpid_notification_topic"]
+    with kombu.Connection(rabbit_node.url) as conn:  # an operator declares it now
+        exchange = kombu.Exchange(names["qpid_notification_exchange"], "topic", durable=False)
+        for key in (f"{topic}.info", f"{topic}.warn", f"{topic}.error"):
+            kombu.Queue(key, exchange, routing_key=key)(conn).declare()
+    assert strategy.flush(10)
+    assert ids(consume(rabbit_node.url, topic, expect=1)) == [note.message_id]
+
+
+# --------------------------------------------------------------------------- outages
+
+
+@pytest.mark.broker
+def test_outage_from_the_start_costs_requests_nothing_and_loses_nothing(
+    late_node: RabbitNode, names: dict[str, str], strategies: list[QpidStrategy]
+) -> None:
+    assert not late_node.running
+    strategy = start(strategies, **on(late_node), **names)
+    latencies, sent = [], notes(1000)
+    for note in sent:
+        started = time.perf_counter()
+        strategy.emit(note)
+        latencies.append(time.perf_counter() - started)
+    assert max(latencies) < 0.05 and statistics.median(latencies) < 0.001
+    time.sleep(0.3)
+    assert strategy.stats()["sent"] == 0 and strategy.stats()["failures"] >= 1
+    late_node.start()
+    assert strategy.flush(60)
+    got = consume(late_node.url, names["qpid_notification_topic"], expect=1000)
+    assert set(ids(got)) == {n.message_id for n in sent}
+
+
+@pytest.mark.broker
+def test_restart_mid_stream_of_10000_loses_none(
+    late_node: RabbitNode, names: dict[str, str], strategies: list[QpidStrategy]
+) -> None:
+    late_node.start()  # no-op when the outage test already started it
+    strategy = start(strategies, **on(late_node), qpid_durable_queues=True, **names)
+    sent = notes(10000)
+    emitter = threading.Thread(target=_paced_emit, args=(strategy, sent, 4000))
+    emitter.start()
+    _wait(lambda: strategy.stats()["sent"] >= 2500, 30)
+    late_node.stop()  # RabbitMQ ends the AMQP 1.0 session (amqp:internal-error)
+    confirmed_before_stop = strategy.stats()["sent"]
+    late_node.start()
+    emitter.join()
+    assert strategy.flush(60)
+    got = consume(late_node.url, names["qpid_notification_topic"], expect=10000)
+    assert set(ids(got)) == {n.message_id for n in sent}
+    assert len(got) - 10000 <= 2 * strategy.config["batch_size"]  # the in-flight window only
+    assert confirmed_before_stop < 10000 and strategy.stats()["failures"] >= 1
+
+
+@pytest.mark.broker
+def test_killed_process_outbox_is_delivered_by_the_next_process(
+    tmp_path: Path, rabbit_node: RabbitNode, names: dict[str, str], strategies: list[QpidStrategy]
+) -> None:
+    outbox = str(tmp_path / "outbox.sqlite")
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD.format(port=free_port(), outbox=outbox, names=names)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    emitted = []
+    for line in child.stdout:
+        if line.strip() == "STORED":
+            break
+        emitted.append(line.strip())
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    assert len(emitted) == 500
+    strategy = start(strategies, **on(rabbit_node), outbox_path=outbox, **names)
+    assert strategy.flush(30)
+    assert strategy.stats()["adopted"] == 500 and strategy.stats()["outbox"] == 0
+    got = consume(rabbit_node.url, names["qpid_notification_topic"], expect=500)
+    assert set(ids(got)) == set(emitted)
+
+
+_CHILD = textwrap.dedent("""
+    import time
+    from instrument.events import Notification
+    from instrument.strategies.qpid import QpidStrategy
+    s = QpidStrategy(qpid_hostname="127.0.0.1", qpid_port={port}, outbox_path={outbox!r},
+                     qpid_reconnect_interval_min=0.05, **{names!r})
+    for i in range(500):
+        n = Notification.create("image.send", "INFO", {{"i": i}})
+        s.emit(n)
+        print(n.message_id)
+    while s.stats()["stored"] < 500:
+        time.sleep(0.01)
+    print("STORED", flush=True)
+    time.sleep(60)
+""")
+
+
+# --------------------------------------------------------------------------- TLS, SASL
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("how", ["qpid_protocol", "amqps_url"])
+def test_tls_with_the_self_signed_certificate(
+    how: str, rabbit_tls_node: RabbitNode, names: dict[str, str], strategies: list[QpidStrategy]
+) -> None:
+    node = rabbit_tls_node
+    tls: dict[str, Any] = {
+        "qpid_ssl_ca_file": str(node.ca_file),
+        "qpid_ssl_server_name": TLS_SERVER_NAME,  # proton checks DNS names, not IP SANs
+    }
+    if how == "qpid_protocol":
+        tls.update(qpid_hostname="127.0.0.1", qpid_port=node.tls_port, qpid_protocol="ssl")
+    else:
+        tls.update(qpid_transport_url=node.amqp1_tls_url)
+    strategy = start(strategies, **tls, **names)
+    strategy.check(10)
+    note = notes(1)[0]
+    strategy.emit(note)
+    assert strategy.flush(10)
+    assert ids(consume(node.url, names["qpid_notification_topic"], expect=1)) == [note.message_id]
+
+
+@pytest.mark.broker
+def test_tls_with_an_untrusted_certificate_is_explained(rabbit_tls_node: RabbitNode) -> None:
+    with (
+        QpidStrategy(qpid_transport_url=rabbit_tls_node.amqp1_tls_url) as strategy,
+        pytest.raises(StrategyError, match=r"TLS handshake failed.*certificate verify failed"),
+    ):
+        strategy.check(5)
+
+
+@pytest.mark.broker
+def test_wrong_sasl_plain_credentials_are_explained_counted_and_never_hang(
+    rabbit_node: RabbitNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    options = {
+        **on(rabbit_node),
+        "qpid_username": "guest",
+        "qpid_password": "wr0ng-s3cret",
+        "qpid_sasl_mechanisms": "PLAIN",
+        "qpid_reconnect_limit": 1,
+    }
+    with caplog.at_level(logging.DEBUG), QpidStrategy(**options) as strategy:
+        started = time.monotonic()
+        with pytest.raises(StrategyError, match="authentication failed for user guest") as raised:
+            strategy.check(8)
+        assert time.monotonic() - started < 8
+        started = time.monotonic()
+        strategy.emit(notes(1)[0])
+        assert time.monotonic() - started < 0.01  # the request never waits on the broker
+        assert strategy.flush(15)
+        stats = strategy.stats()
+    assert stats["failures"] == 1 and stats["expired"] == 1 and stats["sent"] == 0
+    assert "authentication failed" in stats["last_error"]
+    for text in (str(raised.value), caplog.text, repr(strategy), stats["last_error"]):
+        assert "wr0ng-s3cret" not in text
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _paced_emit(strategy: QpidStrategy, sent: list[Notification], per_second: int) -> None:
+    started = time.monotonic()
+    for index, note in enumerate(sent):
+        strategy.emit(note)
+        if index % 50 == 0:
+            ahead = started + index / per_second - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+
+
+def _wait(condition: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
