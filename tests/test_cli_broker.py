@@ -57,7 +57,7 @@ def test_listen_shows_a_demo_run_through_rabbitmq(rabbit_node: RabbitNode) -> No
         timeout=120,
     )
     assert demo.returncode == 0, demo.stderr
-    out, err = listener.communicate(timeout=60)
+    out, _ = listener.communicate(timeout=60)
     heard = [json.loads(line) for line in out.splitlines()]
     shown = [json.loads(line) for line in demo.stdout.splitlines()]
     assert [(n["event_type"], n["priority"]) for n in heard] == [
