@@ -18,7 +18,9 @@ import enum
 import json
 import logging
 import pathlib
+import random
 import socket
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any, Final
@@ -79,10 +81,38 @@ def utc_timestamp(moment: _dt.datetime | None = None) -> str:
     parse every timestamp with one format string.
     """
     if moment is None:
-        moment = _dt.datetime.now(_dt.timezone.utc)
+        return _now_timestamp()
     if moment.tzinfo is not None:
         moment = moment.astimezone(_dt.timezone.utc).replace(tzinfo=None)
     return moment.isoformat(" ", "microseconds")
+
+
+# The request path builds an envelope per event; these two helpers are its hot spots.
+# The formatted second is cached (one tuple, swapped atomically between threads).
+_second: tuple[int, str] = (0, "")
+
+
+def _now_timestamp() -> str:
+    global _second
+    now = time.time()
+    whole = int(now)
+    if _second[0] != whole:
+        _second = (whole, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(whole)))
+    return f"{_second[1]}.{int((now - whole) * 1_000_000):06d}"
+
+
+_UUID4_CLEAR: Final = ~(0xF000 << 64) & ~(0xC000 << 48)
+_UUID4_SET: Final = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_message_id() -> str:
+    """A random (version 4) UUID string, twice as fast as ``str(uuid.uuid4())``.
+
+    Message ids need uniqueness, not secrecy, so :mod:`random` (which reseeds itself
+    in a forked child) is enough.
+    """
+    digits = "%032x" % ((random.getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET)
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -117,7 +147,7 @@ class Notification:
         if priority not in PRIORITIES:
             raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, not {priority!r}")
         return cls(
-            message_id=str(uuid.uuid4()),
+            message_id=new_message_id(),
             publisher_id=publisher_id or default_publisher_id(),
             event_type=event_type,
             priority=priority,
@@ -196,13 +226,16 @@ _INF: Final = float("inf")
 def _convert_mapping(
     value: Mapping[Any, Any], depth: int, without: frozenset[str]
 ) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, item in value.items():
-        if type(key) is not str:
-            key = _key(key)
-        if without and key.lower() in without:
-            continue
-        result[key] = item if type(item) in _PLAIN else _convert(item, depth + 1, without)
+    result = {
+        (key if type(key) is str else _key(key)): (
+            item if type(item) in _PLAIN else _convert(item, depth + 1, without)
+        )
+        for key, item in value.items()
+    }
+    # One C-level pass finds the keys to drop; they are rare, so deleting is cheap.
+    if without and not without.isdisjoint(map(str.lower, result)):
+        for key in [key for key in result if key.lower() in without]:
+            del result[key]
     return result
 
 
