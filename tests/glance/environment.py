@@ -249,7 +249,7 @@ class Glance:
             command,
             env=self.env,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_close_stdin,  # glance image-create uploads a non-tty stdin
+            preexec_fn=close_stdin,  # glance image-create uploads a non-tty stdin
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -258,7 +258,7 @@ class Glance:
         return f"exit={done.returncode}\n{done.stdout}{done.stderr}"
 
 
-def _close_stdin() -> None:
+def close_stdin() -> None:
     os.close(0)
 
 
