@@ -11,6 +11,7 @@ Exit codes: 0 delivered, 1 the strategy cannot deliver, 2 the configuration is w
 from __future__ import annotations
 
 import configparser
+import os
 import sys
 from collections.abc import Sequence
 
@@ -26,9 +27,14 @@ _PASTE_KEYS = ("use", "paste.filter_factory")
 
 
 def filter_options(path: str, name: str | None = None) -> dict[str, str]:
-    """The options of our filter's section in the paste.ini at *path*."""
+    """The options of our filter's section in the paste.ini at *path*, as Paste reads them.
+
+    PasteDeploy itself parses the section, so ``%(here)s`` and ``[DEFAULT]`` values
+    are interpolated exactly as in production.
+    """
+    from paste.deploy import loadwsgi
+
     parser = configparser.ConfigParser(default_section="\0none", interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
     if not parser.read(path):
         raise ConfigError("paste-ini", path, "a readable paste.ini file")
     sections = [s for s in parser.sections() if s.startswith("filter:")]
@@ -43,7 +49,9 @@ def filter_options(path: str, name: str | None = None) -> dict[str, str]:
         raise ConfigError(
             "filter", name, f"one filter section that uses instrument (found: {found})"
         )
-    return {k: v for k, v in parser[chosen[0]].items() if k not in _PASTE_KEYS}
+    uri = f"config:{os.path.abspath(path)}"
+    context = loadwsgi.loadcontext(loadwsgi.FILTER, uri, name=chosen[0].removeprefix("filter:"))
+    return {k: v for k, v in context.local_conf.items() if k not in _PASTE_KEYS}
 
 
 def run_check(

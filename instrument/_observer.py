@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
-__all__ = ["ObservedBody", "Primed", "close_once"]
+__all__ = ["ObservedBody", "Primed", "SizedObservedBody", "close_once", "observe"]
 
 log = logging.getLogger("instrument.middleware")
 
@@ -36,7 +36,7 @@ class ObservedBody:
     logged, never raised into the server.
     """
 
-    __slots__ = ("_chunks", "_closed", "_done", "_iterable", "_iterator", "_on_done", "_size")
+    __slots__ = ("_chunks", "_closed", "_iterable", "_iterator", "_on_done", "_size")
 
     def __init__(self, iterable: Iterable[bytes], on_done: Done) -> None:
         self._iterable = iterable
@@ -88,6 +88,26 @@ class ObservedBody:
             log.exception("instrument: failed to emit notifications for a response")
 
 
+class SizedObservedBody(ObservedBody):
+    """An :class:`ObservedBody` whose ``len()`` is the application iterable's.
+
+    Servers set Content-Length from ``len()`` of a one-element list (waitress,
+    wsgiref); hiding ``len()`` would change the response's headers.
+    """
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._iterable)  # type: ignore[arg-type]
+
+
+def observe(iterable: Iterable[bytes], on_done: Done) -> ObservedBody:
+    """Wrap *iterable*, keeping ``len()`` when it has one."""
+    if hasattr(iterable, "__len__"):
+        return SizedObservedBody(iterable, on_done)
+    return ObservedBody(iterable, on_done)
+
+
 class Primed:
     """An application iterable whose first chunk was already pulled.
 
@@ -121,8 +141,8 @@ class Primed:
     @classmethod
     def prime(cls, iterable: Iterable[bytes]) -> Any:
         """Pull the first chunk of *iterable* (closing it if that raises)."""
-        iterator = iter(iterable)
         try:
+            iterator = iter(iterable)
             first = next(iterator)
         except StopIteration:
             return cls(None, iter(()), iterable)

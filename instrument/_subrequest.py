@@ -14,6 +14,7 @@ import io
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
+from ._observer import close_once
 from .images import image_from_body, image_from_headers
 
 __all__ = ["SUBREQUEST_KEY", "LookupResult", "lookup_image"]
@@ -32,6 +33,7 @@ _DROPPED_HEADERS: Final = (
     "HTTP_CONTENT_MD5",
     "HTTP_TRANSFER_ENCODING",
     "HTTP_EXPECT",
+    "HTTP_ACCEPT_ENCODING",  # a compressed body could not be read
     "CONTENT_TYPE",
 )
 
@@ -51,6 +53,11 @@ class LookupResult:
     def not_found(self) -> bool:
         return self.status.startswith("404")
 
+    @property
+    def refused(self) -> bool:
+        """The application refused the lookup (4xx): the request will be refused too."""
+        return self.status.startswith("4")
+
 
 def lookup_image(app: WSGIApp, environ: Mapping[str, Any], method: str, path: str) -> LookupResult:
     """Run ``method path`` through *app* and read the image from the response.
@@ -67,9 +74,7 @@ def lookup_image(app: WSGIApp, environ: Mapping[str, Any], method: str, path: st
     try:
         body = _read_limited(app_iter)
     finally:
-        close = getattr(app_iter, "close", None)
-        if close is not None:
-            close()
+        close_once(app_iter)
     status, headers = (captured or ["500 No Response", []])[:2]
     if not status.startswith("2"):
         return LookupResult(status, None)

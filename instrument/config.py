@@ -108,10 +108,6 @@ class Settings:
             self._cache[option.name] = self._parse(option)
         return self._cache[option.name]
 
-    def given(self, option: Option) -> bool:
-        """Whether *option* was set explicitly (under any of its names)."""
-        return any(name in self._values for name in option.names)
-
     def names(self) -> frozenset[str]:
         return frozenset(self._values)
 

@@ -61,7 +61,7 @@ import dataclasses
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, Union, cast, overload
 
 import wrapt
@@ -69,7 +69,8 @@ from webob import Response
 from webob.exc import HTTPException
 
 from . import events as ev
-from ._observer import Primed
+from ._download import counted_download, refused_send
+from ._guard import guard
 from .images import (
     deleted_image,
     image_from_body,
@@ -77,9 +78,9 @@ from .images import (
     notification_image,
     prepared_image,
 )
-from .iterators import count_sent, expected_length
+from .iterators import count_sent
 from .notifier import Notifier
-from .payloads import error_payload, image_id_of, send_payload
+from .payloads import error_payload, image_id_of, mapping_of
 
 __all__ = ["Instrumentation", "instrument_class"]
 
@@ -160,7 +161,7 @@ class _Step:
     def begin(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call:
         call = _Call(instance, args, kwargs)
         if self.reads_before:
-            _guard(self.before, call)
+            guard(self.before, call)
         return call
 
     def end(self, call: _Call, result: Any) -> Any:
@@ -172,9 +173,9 @@ class _Step:
 
     def fail(self, call: _Call, exc: Exception) -> None:
         if isinstance(exc, HTTPException):
-            _guard(self.outcome, call, exc.wsgi_response, None)
+            guard(self.outcome, call, exc.wsgi_response, None)
         else:
-            _guard(self.failed, call, f"{type(exc).__name__}: {exc}", False)
+            guard(self.failed, call, f"{type(exc).__name__}: {exc}", False)
 
     def before(self, call: _Call) -> None:
         """Nothing, unless the step reads the image before the handler runs."""
@@ -209,7 +210,7 @@ class _Step:
     def result_image(self, result: Any) -> Any:
         if isinstance(result, Response):
             return _response_image(result)
-        mapping = result if type(result) is dict else _mapping(result)
+        mapping = result if type(result) is dict else mapping_of(result)
         if mapping is None:
             return None
         inner = mapping.get("image")  # v1 {"image": {...}}
@@ -242,7 +243,7 @@ class _Step:
         return str(value) if isinstance(value, int) else image_id_of(value)
 
     def shaped(self, value: Any) -> Any:
-        mapping = _mapping(value)
+        mapping = mapping_of(value)
         if mapping is None or not self.shape:
             return value if mapping is None else mapping
         return notification_image(mapping)
@@ -269,11 +270,13 @@ class _Upload(_Step):
         image = self.argument_image(call)
         if image is None and self.options.lookup is not None and self.image_id(call):
             return  # unknown image: the upload will fail before the store is touched
+        known = isinstance(image, Mapping) and set(image) != {"id"}  # not a bare-id stub
         image = image if isinstance(image, Mapping) else {"id": self.image_id(call)}
         prepared = prepared_image(image)
         if prepared is not None:
             self.notifier.info(ev.IMAGE_PREPARE, prepared)
-            call.prepared = True
+            # Only a confirmed, uploadable image makes a later failure an ERROR.
+            call.prepared = known
 
     def failed(self, call: _Call, problem: str, warn: bool) -> None:
         # After image.prepare the store was touched: any failure is an ERROR upload.
@@ -314,7 +317,7 @@ class _Send(_Step):
     def failed(self, call: _Call, problem: str, warn: bool) -> None:
         environ = _environ_of(call)
         if not _is_head(environ):
-            _send_failure(self.notifier, self.image_id(call), environ, warn)
+            refused_send(self.notifier, self.image_id(call), environ, warn)
 
 
 class _CountedApp(_Proxy):
@@ -327,38 +330,14 @@ class _CountedApp(_Proxy):
         self._self_notifier, self._self_fields, self._self_size = notifier, fields, size
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        seen: list[Any] = []
-
-        def record(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            seen[:] = [status, headers]
-            return start_response(status, headers, *([exc_info] if exc_info else []))
-
-        try:
-            app_iter = self.__wrapped__(environ, record)
-            app_iter = app_iter if seen else Primed.prime(app_iter)
-        except Exception:
-            _guard(
-                _send_failure, self._self_notifier, self._self_fields["image_id"], environ, False
-            )
-            raise
-        try:
-            return self._self_count(app_iter, environ, *seen)
-        except Exception:
-            log.exception("instrument: cannot count download of %s", self._self_fields["image_id"])
-            return app_iter
-
-    def _self_count(
-        self, app_iter: Iterable[bytes], environ: Any, status: str, headers: Any
-    ) -> Iterable[bytes]:
-        code = int(status[:3])
-        if code >= 400:
-            _send_failure(self._self_notifier, self._self_fields["image_id"], environ, code < 500)
-        if not 200 <= code < 300:
-            return app_iter
-        expected = expected_length(status, headers, self._self_size)
         fields = self._self_fields
-        return count_sent(
-            app_iter, self._self_notifier, expected=expected, environ=environ, **fields
+        return counted_download(
+            self.__wrapped__,
+            environ,
+            start_response,
+            self._self_notifier,
+            image_id=fields["image_id"],
+            describe=lambda status, headers: (fields["owner_id"], self._self_size),
         )
 
 
@@ -516,36 +495,10 @@ _RUNNERS: tuple[tuple[Callable[[Any], bool], Callable[..., Any]], ...] = (
 )
 
 
-def _send_failure(notifier: Notifier, image_id: str | None, environ: Any, warn: bool) -> None:
-    env: Mapping[str, Any] = environ or {}
-    payload = send_payload(
-        image_id=image_id,
-        owner_id=None,
-        receiver_tenant_id=env.get("HTTP_X_TENANT_ID") or env.get("HTTP_X_PROJECT_ID"),
-        receiver_user_id=env.get("HTTP_X_USER_ID"),
-        destination_ip=env.get("REMOTE_ADDR"),
-        bytes_sent=0,
-    )
-    (notifier.warn if warn else notifier.error)(ev.IMAGE_SEND, payload)
-
-
 def _response_image(response: Response) -> Any:
     if "json" in (response.content_type or ""):
         return image_from_body(response.body)
     return image_from_headers(response.headerlist)
-
-
-def _mapping(value: Any) -> Mapping[str, Any] | None:
-    if isinstance(value, Mapping):
-        return value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
-    for method in ("to_dict", "as_dict"):
-        converter = getattr(value, method, None)
-        if callable(converter):
-            result = converter()
-            return result if isinstance(result, Mapping) else None
-    return None
 
 
 def _environ_of(call: _Call) -> dict[str, Any] | None:
@@ -563,10 +516,3 @@ def _is_head(environ: Mapping[str, Any] | None) -> bool:
 def _has_argument(method: Any, name: str) -> bool:
     function = getattr(method, "__func__", method)
     return name in inspect.signature(function).parameters
-
-
-def _guard(function: Callable[..., None], *args: Any) -> None:
-    try:
-        function(*args)
-    except Exception:
-        log.exception("instrument: notification failed; the handler is unaffected")

@@ -55,7 +55,7 @@ from .events import IMAGE_SEND
 from .notifier import Notifier
 from .payloads import send_payload
 
-__all__ = ["SendCounter", "SizedSendCounter", "count_sent", "expected_length"]
+__all__ = ["SendCounter", "SizedSendCounter", "count_sent", "expected_length", "receiver_fields"]
 
 log = logging.getLogger("instrument.iterators")
 
@@ -140,18 +140,22 @@ class SendCounter:
         self._iterable = iterable
         self._report = report
         self.bytes_sent = 0
-        try:
-            self._iterator = iter(iterable)
-        except BaseException:
-            self._fail_and_close()
-            raise
+        # iter() of the application iterable runs application code: it happens when
+        # the server iterates, so a failure there reaches the server like the bare
+        # app's would, and the server's close() closes the iterable (once).
+        self._iterator: Iterator[bytes] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
         return self._count()
 
+    def _started(self) -> Iterator[bytes]:
+        if self._iterator is None:
+            self._iterator = iter(self._iterable)
+        return self._iterator
+
     def _count(self) -> Iterator[bytes]:
         try:
-            for chunk in self._iterator:
+            for chunk in self._started():
                 self.bytes_sent += len(chunk)
                 yield chunk
         except GeneratorExit:
@@ -163,7 +167,7 @@ class SendCounter:
 
     def __next__(self) -> bytes:
         try:
-            chunk = next(self._iterator)
+            chunk = next(self._started())
         except StopIteration:
             self._report.finish(self.bytes_sent, True)
             raise
@@ -180,12 +184,6 @@ class SendCounter:
             close = getattr(self._iterable, "close", None)
             if close is not None:
                 close()
-
-    def _fail_and_close(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            log.exception("closing the application iterable failed after iter() raised")
 
 
 class SizedSendCounter(SendCounter):
@@ -291,7 +289,9 @@ def _recording_prepare(prepare: Any) -> Any:
 
     def recording_prepare(self: Any, *args: Any, **kwargs: Any) -> Any:
         prepared = prepare(self, *args, **kwargs)
-        self._instrument_prepared = prepared if isinstance(prepared, int) else None
+        # 0 means waitress will not take the zero-copy path (a file it cannot seek):
+        # it iterates the buffer instead, and the iteration path counts.
+        self._instrument_prepared = prepared if isinstance(prepared, int) and prepared else None
         return prepared
 
     return recording_prepare
@@ -319,18 +319,37 @@ def _watch(filelike: Any) -> _SendfileWatch | None:
     return _SendfileWatch(filelike, start)
 
 
-def _identity(
+def receiver_fields(
     environ: Mapping[str, Any] | None,
-    tenant: str | None,
-    user: str | None,
-    ip: str | None,
-) -> dict[str, str | None]:
+    tenant: str | None = None,
+    user: str | None = None,
+    ip: str | None = None,
+) -> dict[str, Any]:
+    """Who receives the image: explicit values, else the auth layer's headers and REMOTE_ADDR."""
     env: Mapping[str, Any] = environ or {}
     return {
         "receiver_tenant_id": tenant or env.get("HTTP_X_TENANT_ID") or env.get("HTTP_X_PROJECT_ID"),
         "receiver_user_id": user or env.get("HTTP_X_USER_ID"),
         "destination_ip": ip or env.get("REMOTE_ADDR"),
     }
+
+
+_warned_opaque: list[bool] = []
+
+
+def _warn_opaque_file_wrapper(file_wrapper: Any) -> None:
+    """Say once that a server's wrapper (uWSGI's is a function) cannot be kept while counting.
+
+    Such a server recognises its file responses by identity, so any wrapper around
+    them loses its zero-copy path: downloads are still counted, by iteration.
+    """
+    if not _warned_opaque:
+        _warned_opaque.append(True)
+        log.warning(
+            "wsgi.file_wrapper %r is not a class: counted downloads of its file responses "
+            "are sent by iteration, without the server's zero-copy path",
+            file_wrapper,
+        )
 
 
 def count_sent(
@@ -352,9 +371,11 @@ def count_sent(
     (``HTTP_X_TENANT_ID``/``HTTP_X_PROJECT_ID``, ``HTTP_X_USER_ID``, ``REMOTE_ADDR``).
     """
     fields: dict[str, Any] = {"image_id": image_id, "owner_id": owner_id}
-    fields.update(_identity(environ, receiver_tenant_id, receiver_user_id, destination_ip))
+    fields.update(receiver_fields(environ, receiver_tenant_id, receiver_user_id, destination_ip))
     report = _Report(notifier, expected, fields)
     file_wrapper = environ.get("wsgi.file_wrapper") if environ else None
+    if file_wrapper is not None and not isinstance(file_wrapper, type):
+        _warn_opaque_file_wrapper(file_wrapper)
     if isinstance(file_wrapper, type) and isinstance(iterable, file_wrapper):
         try:
             return _wrap_file_wrapper(iterable, report)  # type: ignore[no-any-return]

@@ -29,14 +29,15 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from . import events as ev
-from ._observer import ObservedBody, Primed
+from ._download import counted_download
+from ._guard import guard
+from ._observer import observe
 from ._subrequest import SUBREQUEST_KEY, LookupResult, lookup_image
 from .config import Settings
 from .images import deleted_image, image_from_body, image_from_headers, prepared_image
-from .iterators import count_sent, expected_length
 from .notifier import Notifier
 from .options import Option, boolean
-from .payloads import error_payload, send_payload
+from .payloads import error_payload
 from .routes import Match, RouteTable, parse_routes
 
 __all__ = ["MIDDLEWARE_OPTIONS", "NotificationMiddleware", "filter_factory"]
@@ -197,28 +198,30 @@ class _Lifecycle(_Exchange):
         self.prepared = False
 
     def run(self, start_response: StartResponse) -> Iterable[bytes]:
-        _guard(self.prepare)
+        guard(self.prepare)
         try:
             app_iter = self.middleware.app(self.environ, self.recording(start_response))
         except Exception as exc:
-            _guard(self.finish, None, exc)
+            guard(self.finish, None, exc)
             raise
-        return ObservedBody(app_iter, self.finish)
+        return observe(app_iter, self.finish)
 
     def prepare(self) -> None:
         """Before the data is passed on: image.prepare; before a delete: remember the image."""
         uploading = self.kind == "upload" or (self.kind == "update_with_data" and self.has_data)
         if uploading and self.notifier.is_enabled(ev.IMAGE_PREPARE):
             result = self.middleware.lookup(self.environ, self.match)
-            if result is not None and result.not_found:
-                return
+            if result is not None and result.refused:
+                return  # the upload will be refused before the store is touched
+            known = result is not None and result.image is not None
             image = (
                 result.image if result is not None and result.image else {"id": self.match.image_id}
             )
             prepared = prepared_image(image)
             if prepared is not None:
                 self.notifier.info(ev.IMAGE_PREPARE, prepared)
-                self.prepared = True
+                # Only a confirmed, uploadable image makes a later failure an ERROR.
+                self.prepared = known
         elif self.kind == "delete" and self.notifier.is_enabled(ev.IMAGE_DELETE):
             self.before = self.image_or_id()
 
@@ -262,56 +265,24 @@ class _Lifecycle(_Exchange):
 
 
 class _Download(_Exchange):
-    """image.send: count the body while it streams; emit when it ends."""
+    """image.send: count the body while it streams (see :mod:`instrument._download`)."""
 
     def run(self, start_response: StartResponse) -> Iterable[bytes]:
-        try:
-            app_iter = self.middleware.app(self.environ, self.recording(start_response))
-            if self.status is None:
-                app_iter = Primed.prime(app_iter)
-        except Exception as exc:
-            _guard(self.fail_send, f"{type(exc).__name__}: {exc}", False)
-            raise
-        try:
-            return self.counted(app_iter)
-        except Exception:
-            log.exception("instrument: cannot count download of image %s", self.match.image_id)
-            return app_iter
-
-    def counted(self, app_iter: Iterable[bytes]) -> Iterable[bytes]:
-        code = _status_code(self.status)
-        if code >= 400:
-            self.fail_send(str(self.status), code < 500)
-        if not 200 <= code < 300:
-            return app_iter
-        image = image_from_headers(self.headers) if self.match.route.api == 1 else None
-        if image is None:
-            image = self.image_or_id()
-        size = image.get("size")
-        expected = expected_length(
-            str(self.status), self.headers, size if isinstance(size, int) else None
-        )
-        return count_sent(
-            app_iter,
+        return counted_download(
+            self.middleware.app,
+            self.environ,
+            start_response,
             self.notifier,
             image_id=self.match.image_id,
-            owner_id=image.get("owner"),
-            expected=expected,
-            environ=self.environ,
+            describe=self.describe,
         )
 
-    def fail_send(self, problem: str, warn: bool) -> None:
-        environ = self.environ
-        payload = send_payload(
-            image_id=self.match.image_id,
-            owner_id=None,
-            receiver_tenant_id=environ.get("HTTP_X_TENANT_ID") or environ.get("HTTP_X_PROJECT_ID"),
-            receiver_user_id=environ.get("HTTP_X_USER_ID"),
-            destination_ip=environ.get("REMOTE_ADDR"),
-            bytes_sent=0,
-        )
-        log.info("instrument: download of image %s failed: %s", self.match.image_id, problem)
-        (self.notifier.warn if warn else self.notifier.error)(ev.IMAGE_SEND, payload)
+    def describe(self, status: str, headers: list[tuple[str, str]]) -> tuple[Any, Any]:
+        """The owner and size of the image: v1 headers, else a metadata lookup."""
+        image = image_from_headers(headers) if self.match.route.api == 1 else None
+        if image is None:
+            image = self.image_or_id()
+        return image.get("owner"), image.get("size")
 
 
 def filter_factory(
@@ -332,14 +303,6 @@ def filter_factory(
         return NotificationMiddleware(app, notifier, routes=routes, image_lookup=image_lookup)
 
     return make_filter
-
-
-def _guard(function: Callable[..., None], *args: Any) -> None:
-    """Run kit code that must never disturb the request; log what it raises."""
-    try:
-        function(*args)
-    except Exception:
-        log.exception("instrument: notification handling failed; the request is unaffected")
 
 
 def _status_code(status: str | None) -> int:

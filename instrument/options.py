@@ -38,8 +38,9 @@ class Option:
     *parse* receives the option name and the raw value (a string from paste.ini or
     the environment, or any Python value from keyword arguments) and returns the
     typed value or raises :class:`ConfigError`. *aliases* are other accepted names,
-    e.g. Glance's historic ``notifier_strategy`` for ``strategy``. *secret* values
-    are masked wherever settings are shown.
+    e.g. Glance's historic ``notifier_strategy`` for ``strategy``. *secret* marks
+    values (passwords, URLs with credentials) that the kit never logs or shows; the
+    configuration reference says so.
     """
 
     name: str

@@ -9,6 +9,7 @@ more keys to remove with the ``redact`` option.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -19,9 +20,13 @@ __all__ = [
     "error_payload",
     "image_id_of",
     "image_payload",
+    "mapping_of",
     "redacted",
     "send_payload",
 ]
+
+# user:password@ in a URL of an exception text (a store or copy-from location).
+_USERINFO: Final = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 
 #: Keys that never leave the process: they may hold store credentials.
 ALWAYS_REDACTED: Final = frozenset({"location", "locations", "direct_url"})
@@ -71,10 +76,12 @@ def error_payload(event_type: str, image_id: str | None, problem: str) -> str:
     """The text payload of a WARN or ERROR event.
 
     It names the event, the image and what went wrong, e.g.
-    ``"image.upload failed for image 5e1a…: 409 Conflict"``.
+    ``"image.upload failed for image 5e1a…: 409 Conflict"``. Credentials in URLs of
+    *problem* (``swift://user:key@host``) are masked.
     """
     subject = f"image {image_id}" if image_id else "an unidentified image"
-    return f"{event_type} failed for {subject}: {problem}"
+    masked = _USERINFO.sub(r"\1***@", problem)
+    return f"{event_type} failed for {subject}: {masked}"
 
 
 def image_id_of(image: Any) -> str | None:
@@ -88,17 +95,24 @@ def image_id_of(image: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _as_mapping(image: Any) -> Mapping[str, Any]:
-    if isinstance(image, Mapping):
-        return image
-    if dataclasses.is_dataclass(image) and not isinstance(image, type):
-        return {field.name: getattr(image, field.name) for field in dataclasses.fields(image)}
+def mapping_of(value: Any) -> Mapping[str, Any] | None:
+    """*value* as a mapping: a mapping, a dataclass, ``to_dict()``/``as_dict()``; else None."""
+    if isinstance(value, Mapping):
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
     for method in ("to_dict", "as_dict"):
-        converter = getattr(image, method, None)
+        converter = getattr(value, method, None)
         if callable(converter):
             result = converter()
-            if isinstance(result, Mapping):
-                return result
+            return result if isinstance(result, Mapping) else None
+    return None
+
+
+def _as_mapping(image: Any) -> Mapping[str, Any]:
+    mapping = mapping_of(image)
+    if mapping is not None:
+        return mapping
     if isinstance(image, str):
         return {"id": image}
     raise TypeError(f"cannot read image metadata from {type(image).__qualname__}")

@@ -29,7 +29,7 @@ def rows() -> list[str]:
     lines = ["| option | default | meaning |", "|---|---|---|"]
     for option in known_options():
         names = f"`{option.name}`" + "".join(f" (`{alias}`)" for alias in option.aliases)
-        meaning = option.help.replace("|", "\\|")
+        meaning = option.help.replace("|", "\\|") + (" Secret: never logged." if option.secret else "")
         lines.append(f"| {names} | {default_text(option.default)} | {meaning} |")
     return lines
 

@@ -91,3 +91,17 @@ def test_console_script_is_installed() -> None:
         [sys.executable, "-m", "instrument.cli", "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0 and "demo" in result.stdout and "listen" in result.stdout
+
+
+def test_check_reads_the_paste_ini_as_paste_does(tmp_path: Path) -> None:
+    ini = tmp_path / "api-paste.ini"
+    ini.write_text(
+        "[DEFAULT]\nlogs = /var/log/glance\n\n[filter:notify]\nuse = egg:instrument#notifications\n"
+        "notifier_strategy = logging\nlog_file = %(here)s/notifications.log\n"
+        "publisher_id = %(logs)s\n"
+    )
+    assert filter_options(str(ini)) == {
+        "notifier_strategy": "logging",
+        "log_file": f"{tmp_path}/notifications.log",
+        "publisher_id": "/var/log/glance",
+    }

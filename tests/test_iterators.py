@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import socket
 import threading
@@ -216,16 +217,22 @@ def test_close_twice_closes_the_application_iterable_once(
     assert [priority for priority, _ in sends(memory)] == ["INFO"]
 
 
-def test_failing_iter_closes_reports_and_reraises(
+def test_failing_iter_reaches_the_server_which_closes_once(
     notifier: Notifier, memory: MemoryStrategy
 ) -> None:
+    """iter() of the app's iterable is app code: it fails where the server iterates."""
+
     class Broken(ClosingList):
         def __iter__(self) -> Iterator[bytes]:
             raise OSError("store unreachable")
 
     body = Broken()
+    counted = count_sent(body, notifier, image_id="img-1", expected=10)
     with pytest.raises(OSError, match="store unreachable"):
-        count_sent(body, notifier, image_id="img-1", expected=10)
+        for _chunk in counted:  # what a server does
+            pass
+    counted.close()  # type: ignore[attr-defined]  # and then it closes
+    counted.close()  # type: ignore[attr-defined]
     assert body.closed == 1
     assert [(p, b["bytes_sent"]) for p, b in sends(memory)] == [("ERROR", 0)]
 
@@ -599,3 +606,64 @@ def test_iterating_after_exhaustion_reports_once(
     assert list(result) == []
     result.close()  # type: ignore[attr-defined]
     assert [(p, b["bytes_sent"]) for p, b in sends(memory)] == [("INFO", 3)]
+
+
+class Unseekable(io.RawIOBase):
+    """A pipe-like file: waitress cannot take its zero-copy path for it."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._data.readinto(buffer)
+
+    def seekable(self) -> bool:
+        return False
+
+
+def test_waitress_buffer_it_cannot_prepare_is_counted_by_iteration(
+    notifier: Notifier, memory: MemoryStrategy
+) -> None:
+    """prepare() answers 0 for an unseekable file and waitress iterates instead."""
+    env = {"wsgi.file_wrapper": ReadOnlyFileBasedBuffer}
+    body = count_sent(
+        ReadOnlyFileBasedBuffer(Unseekable(b"x" * 30000), 8192),
+        notifier,
+        image_id="pipe",
+        environ=env,
+    )
+    assert body.prepare(None) == 0  # type: ignore[attr-defined]
+    received = b""
+    for chunk in body:
+        received += chunk
+        break  # the client went away after the first chunk
+    body.close()  # type: ignore[attr-defined]
+    assert [(p, b["bytes_sent"]) for p, b in sends(memory)] == [("ERROR", len(received))]
+
+
+def test_a_file_wrapper_that_is_not_a_class_is_counted_and_reported_once(
+    notifier: Notifier, memory: MemoryStrategy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uWSGI's wsgi.file_wrapper is a function: its zero-copy path cannot be kept."""
+
+    def uwsgi_like_wrapper(file: Any, block_size: int = 8192) -> Any:
+        return iter(lambda: file.read(block_size), b"")
+
+    import instrument.iterators
+
+    instrument.iterators._warned_opaque.clear()
+    with caplog.at_level(logging.WARNING, logger="instrument.iterators"):
+        for _ in range(2):
+            body = count_sent(
+                [b"abc"],
+                notifier,
+                image_id="u",
+                expected=3,
+                environ={"wsgi.file_wrapper": uwsgi_like_wrapper},
+            )
+            assert list(body) == [b"abc"]
+    assert [p for p, _ in sends(memory)] == ["INFO", "INFO"]
+    assert len([r for r in caplog.records if "is not a class" in r.getMessage()]) == 1

@@ -379,3 +379,87 @@ def test_a_failure_after_prepare_is_an_error_upload_whatever_the_status(
     call(NotificationMiddleware(app, Notifier()), "PUT", "/v2/images/i1/file", b"data")
     assert notifications.events == [("image.prepare", "INFO"), ("image.upload", "ERROR")]
     assert notifications[1].payload == "image.upload failed for image i1: 400 Bad Request"
+
+
+def test_download_of_an_image_without_data_204_emits_nothing(
+    app: NotificationMiddleware, notifications: CapturedNotifications
+) -> None:
+    """Glance answers 204 for an image that has no data yet: nothing was sent."""
+    image_id = create(app)
+    notifications.clear()
+    assert call(app, "GET", f"/v2/images/{image_id}/file").code == 204
+    assert list(notifications) == []
+
+
+def test_lifecycle_response_keeps_its_length_so_servers_keep_content_length() -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("201 Created", [("Content-Type", "application/json")])
+        return [b'{"id": "i1"}']
+
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/v2/images", "CONTENT_LENGTH": "2"}
+    result = NotificationMiddleware(app, Notifier())(environ, lambda *args: None)
+    assert len(result) == 1  # type: ignore[arg-type]
+    result.close()  # type: ignore[attr-defined]
+
+
+def test_download_whose_iterable_fails_to_iterate_is_closed_once(
+    notifications: CapturedNotifications,
+) -> None:
+    closes: list[int] = []
+
+    class Broken:
+        def __iter__(self) -> Any:
+            raise OSError("store unreachable")
+
+        def close(self) -> None:
+            closes.append(1)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ["REQUEST_METHOD"] == "GET" and not environ["PATH_INFO"].endswith("/file"):
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [b'{"id": "i1", "size": 4}']
+        start_response("200 OK", [("Content-Length", "4")])
+        return Broken()
+
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/v2/images/i1/file"}
+    result = NotificationMiddleware(app, Notifier())(environ, lambda *args: None)
+    with pytest.raises(OSError, match="store unreachable"):
+        iter(result)
+        list(result)
+    result.close()  # type: ignore[attr-defined]
+    assert closes == [1]
+    assert notifications.events == [("image.send", "ERROR")]
+
+
+def test_a_refused_lookup_means_no_prepare(notifications: CapturedNotifications) -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("403 Forbidden", [("Content-Type", "text/plain")])
+        return [b"not yours"]
+
+    call(NotificationMiddleware(app, Notifier()), "PUT", "/v2/images/i1/file", b"data")
+    assert notifications.events == [("image.upload", "WARN")]
+
+
+def test_prepare_for_an_unconfirmed_image_keeps_a_4xx_a_warning(
+    caplog: pytest.LogCaptureFixture, notifications: CapturedNotifications
+) -> None:
+    """The lookup failed: prepare is sent for the id, but the store may not have been touched."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["REQUEST_METHOD"] == "GET":
+            raise RuntimeError("lookup broke")
+        start_response("413 Request Entity Too Large", [("Content-Type", "text/plain")])
+        return [b"too big"]
+
+    call(NotificationMiddleware(app, Notifier()), "PUT", "/v2/images/i1/file", b"data")
+    assert notifications.events == [("image.prepare", "INFO"), ("image.upload", "WARN")]
+
+
+def test_subrequest_asks_for_an_uncompressed_body(api: ImageAPI) -> None:
+    counting = Counting(api)
+    app = NotificationMiddleware(counting, Notifier())
+    image_id = create(app)
+    counting.seen.clear()
+    call(app, "DELETE", f"/v2/images/{image_id}", headers={"Accept-Encoding": "gzip"})
+    lookup, delete = counting.seen
+    assert "HTTP_ACCEPT_ENCODING" not in lookup and delete["HTTP_ACCEPT_ENCODING"] == "gzip"

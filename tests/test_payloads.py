@@ -102,3 +102,8 @@ def test_notifier_redacts_dict_payloads_given_directly() -> None:
     payload = memory.notifications[0].payload
     assert "locations" not in payload and "direct_url" not in payload and "secret" not in payload
     assert payload["name"] == "cirros"
+
+
+def test_error_payload_masks_credentials_in_urls() -> None:
+    text = error_payload("image.upload", "i", "StoreError: swift://glance:s3cr3t@swift/v1/x")
+    assert "s3cr3t" not in text and "swift://***@swift/v1/x" in text
