@@ -8,6 +8,15 @@ so ``<prefix>_max_retries`` counts attempts per notification exactly.
 
 Only this thread touches the publisher and the outbox; other threads read counters
 (plain ints, written by this thread only) and wait on ``_done``.
+
+``flush()`` waits for two things separately: this engine's own notifications accepted
+so far, and the rows adopted so far. Rows adopted later are older and sent first; they
+must not make up for own notifications still pending.
+
+The thread holds ``_busy`` while it works (SQLite, the broker) and releases it whenever
+it waits, so :meth:`Worker.pause` (run before ``fork()``) lets a fork happen only
+between two steps, never inside SQLite or a TLS library (bounded: a step stuck on a
+broker does not hold up the fork for more than a few seconds).
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ _POLL_INTERVAL: Final = 0.01  # while busy: look at the queue this often, unaske
 _BUSY_FOR: Final = 1.0  # stay busy this long after the last work
 _MIN_BACKOFF: Final = 0.01
 _ABSORB_CHUNK: Final = 1000
+_FORK_PAUSE: Final = 3.0  # longest a fork waits for the current step to end
 
 # Publishers inherited over fork: they share the parent's sockets, so the child never
 # closes them (or lets the garbage collector do so).
@@ -77,7 +87,7 @@ class Worker:
         self._last_work = 0.0
         self._wake = threading.Event()
         self._sleeping = False
-        self._take_lock = threading.Lock()  # makes taken + len(queue) a consistent sum
+        self.take_lock = threading.Lock()  # makes taken + len(queue) a consistent sum
         self._taken = 0
         self._stop = threading.Event()
         self._done = threading.Condition()
@@ -87,6 +97,9 @@ class Worker:
             ("sent", "expired", "abandoned", "retried", "failures", "adopted", "stored", "outbox"),
             0,
         )
+        self._adopted_ids: set[int] = set()  # adopted rows not confirmed or dropped yet
+        self._own_done = 0  # of sent + expired: notifications this engine accepted
+        self._busy = threading.Lock()  # held by the thread while it works (see pause())
         self._last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name=f"instrument-{name}", daemon=True)
 
@@ -94,6 +107,18 @@ class Worker:
 
     def start(self) -> None:
         self._thread.start()
+
+    def pause(self) -> bool:
+        """Before ``fork()``: wait (bounded) until the thread is between two steps.
+
+        True when paused; then :meth:`resume` must follow (in the parent).
+        """
+        if not self._thread.is_alive() or threading.current_thread() is self._thread:
+            return False
+        return self._busy.acquire(timeout=_FORK_PAUSE)
+
+    def resume(self) -> None:
+        self._busy.release()
 
     def wake(self) -> None:
         """After an append: wake the worker if it waits for work (cheap otherwise).
@@ -106,18 +131,23 @@ class Worker:
 
     def accepted(self) -> int:
         """How many notifications submit() queued so far (taken or still waiting)."""
-        with self._take_lock:
+        with self.take_lock:
             return self._taken + len(self._queue)
 
     def wait_finished(self, timeout: float | None) -> bool:
-        """Wait until what was accepted (plus adopted rows) is confirmed or dropped."""
+        """Wait until what was accepted, and what was adopted, so far is confirmed or dropped.
+
+        The two are counted apart: rows adopted after this call must not count for own
+        notifications still pending.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._ready.wait(timeout):  # rows found at start-up count too
             return False
-        target = self.accepted() + self._counts["adopted"]
+        own_target = self.accepted()
+        adopted_target = self._counts["adopted"]
         self._wake.set()
         with self._done:
-            while self._counts["sent"] + self._counts["expired"] < target:
+            while not self._finished(own_target, adopted_target):
                 if not self._thread.is_alive():
                     return False
                 remaining = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
@@ -126,16 +156,30 @@ class Worker:
                 self._done.wait(remaining)
         return True
 
-    def stop(self, join_timeout: float) -> int:
-        """Stop the thread; return how many notifications are lost (memory only)."""
+    def _finished(self, own_target: int, adopted_target: int) -> bool:
+        done = self._counts["sent"] + self._counts["expired"]
+        own = self._own_done
+        return own >= own_target and done - own >= adopted_target
+
+    def stop(self, join_timeout: float) -> tuple[int, bool]:
+        """Stop the thread: ``(abandoned, still_busy)``.
+
+        ``abandoned`` counts what is lost (memory only). When the thread is still busy
+        with the broker after *join_timeout*, it is ``(pending, True)``: those
+        notifications are not lost yet; the thread finishes its attempt in the
+        background and then counts what it could not send as abandoned.
+        """
         self._stop.set()
         self._wake.set()
+        if not self._thread.is_alive() and self._thread.ident is None:  # never started
+            if self._outbox is not None:
+                self._outbox.close()
+            return 0, False
         if self._thread.is_alive():
             self._thread.join(join_timeout)
         if self._thread.is_alive():
-            log.warning("%s: worker still busy with the broker; left to finish", self.name)
-            return len(self._queue) + self._memory_inflight()
-        return self._counts["abandoned"]
+            return len(self._queue) + self._memory_inflight(), True
+        return self._counts["abandoned"], False
 
     def abandon(self) -> None:
         """In a forked child: never touch this worker's publisher or outbox again."""
@@ -154,19 +198,22 @@ class Worker:
 
     def _run(self) -> None:
         try:
-            self._open_outbox()
-            self._maybe_adopt()
+            with self._busy:
+                self._open_outbox()
+                self._maybe_adopt()
         finally:
             self._ready.set()
         try:
             while not self._stop.is_set():
                 try:
-                    self._step()
+                    with self._busy:
+                        self._step()
                 except Exception:  # a bug here must not end delivery for good
                     log.exception("%s: delivery worker error", self.name)
                     self._stop.wait(_IDLE_INTERVAL)
         finally:
-            self._finish()
+            with self._busy:
+                self._finish()
 
     def _step(self) -> None:
         self._absorb()
@@ -186,10 +233,8 @@ class Worker:
     def _open_outbox(self) -> None:
         if self._outbox is None:
             return
-        try:
+        try:  # rows an earlier engine of this process left are adopted right after
             self._outbox.open()
-            left = self._outbox.count()  # by an earlier engine of this very process
-            self._counts["outbox"] = self._counts["adopted"] = left
         except Exception as exc:
             self._outbox_failed("cannot open", exc)
 
@@ -201,7 +246,12 @@ class Worker:
             self._outbox.path if self._outbox else "",
             exc,
         )
-        self._outbox = None
+        outbox, self._outbox = self._outbox, None
+        if outbox is not None:  # what it stored becomes adoptable by other engines
+            try:
+                outbox.close()
+            except Exception:
+                log.debug("%s: closing the failed outbox failed", self.name, exc_info=True)
 
     def _absorb(self) -> None:
         """Move what submit() queued to the outbox, in one transaction per chunk."""
@@ -210,7 +260,7 @@ class Worker:
             try:
                 self._outbox.add([notification.to_json() for notification in chunk])
             except Exception as exc:
-                with self._take_lock:
+                with self.take_lock:
                     self._queue.extendleft(reversed(chunk))
                     self._taken -= len(chunk)
                 self._outbox_failed("cannot write to", exc)
@@ -229,9 +279,10 @@ class Worker:
             log.warning("%s: cannot adopt outbox rows of dead processes: %s", self.name, exc)
             return
         if adopted:
-            log.info("%s: adopted %d notifications left in the outbox", self.name, adopted)
-            self._counts["adopted"] += adopted
-            self._counts["outbox"] += adopted
+            log.info("%s: adopted %d notifications left in the outbox", self.name, len(adopted))
+            self._adopted_ids.update(adopted)
+            self._counts["adopted"] += len(adopted)
+            self._counts["outbox"] += len(adopted)
 
     def _take(self) -> Batch:
         if self._outbox is None:
@@ -247,8 +298,7 @@ class Worker:
                 batch.append((row_id, _parse(body)))
             except Exception as exc:  # a row no process can ever send
                 log.error("%s: dropping unreadable outbox row %d: %s", self.name, row_id, exc)
-                self._forget([(row_id, _UNREADABLE)])
-                self._counts["expired"] += 1
+                self._done_with([(row_id, _UNREADABLE)], "expired")
         return batch
 
     def _idle(self) -> None:
@@ -267,7 +317,11 @@ class Worker:
 
     def _sleep(self, delay: float) -> None:
         if self._outbox is None:  # nothing to do until the backoff ends
-            self._stop.wait(delay)
+            self._busy.release()  # waiting: a fork may happen now
+            try:
+                self._stop.wait(delay)
+            finally:
+                self._busy.acquire()
         else:  # new notifications still go to disk within a poll interval
             self._wait(min(delay, _POLL_INTERVAL), wakeable=False)
 
@@ -279,13 +333,17 @@ class Worker:
         flush() and stop() always wake it.
         """
         self._sleeping = wakeable
-        if not (wakeable and self._queue):
-            self._wake.wait(timeout)
+        self._busy.release()  # waiting: a fork may happen now
+        try:
+            if not (wakeable and self._queue):
+                self._wake.wait(timeout)
+        finally:
+            self._busy.acquire()
         self._sleeping = False
         self._wake.clear()
 
     def _pop(self, limit: int) -> list[Notification]:
-        with self._take_lock:
+        with self.take_lock:
             chunk = [self._queue.popleft() for _ in range(min(len(self._queue), limit))]
             self._taken += len(chunk)
         return chunk
@@ -307,8 +365,7 @@ class Worker:
     def _succeeded(self, batch: Batch) -> None:
         if self._attempts:
             log.info("%s: delivering again after %d failed attempts", self.name, self._attempts)
-        self._forget(batch)
-        self._counts["sent"] += len(batch)
+        self._done_with(batch, "sent")
         self._attempts = 0
         self._backoff = self._initial_backoff
         self._retry_at = 0.0
@@ -325,7 +382,7 @@ class Worker:
         else:
             self._counts["retried"] += len(batch)
             self._failure_log.log(
-                f"fail:{self._last_error}",
+                f"fail:{type(exc).__name__}",  # the text varies (hosts, counts): not a key
                 logging.WARNING,
                 "%s: cannot deliver %d notifications (attempt %d, retrying in %.2f s): %s",
                 self.name,
@@ -348,10 +405,20 @@ class Worker:
             ", ".join(notification.message_id for _, notification in batch[:5])
             + (", ..." if len(batch) > 5 else ""),
         )
-        self._forget(batch)
-        self._counts["expired"] += len(batch)
+        self._done_with(batch, "expired")
         self._attempts = 0
         self._notify()
+
+    def _done_with(self, batch: Batch, outcome: str) -> None:
+        """Count *batch* as ``sent`` or ``expired`` (own and adopted apart); forget it."""
+        adopted = self._adopted_ids
+        own = len(batch)
+        if adopted:
+            own -= sum(1 for row_id, _ in batch if row_id is not None and row_id in adopted)
+            adopted.difference_update(row_id for row_id, _ in batch if row_id is not None)
+        self._forget(batch)
+        self._own_done += own  # first: flush() may read between the two
+        self._counts[outcome] += len(batch)
 
     def _forget(self, batch: Batch) -> None:
         """The batch is done with (confirmed or given up): delete its outbox rows."""

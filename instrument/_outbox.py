@@ -8,13 +8,17 @@ Decisions:
 * **A row is deleted only after the broker confirmed it**, so a crash between publish
   and delete means the row is sent again by the next process (at-least-once; consumers
   deduplicate on ``message_id``).
-* **Every row has an owner**, ``<pid>:<process start time>``, and a ``channel`` (the
-  strategy name, so a rabbit and a qpid strategy may share one file). A process sends
-  only the rows it owns. Rows of an owner that is gone (its pid no longer runs, or runs
-  a newer process: the start time in ``/proc`` differs) are *adopted* with one
-  ``UPDATE ... WHERE owner = ?`` inside a write transaction, so two live processes
-  never adopt, and never send, the same row. Adoption runs at start-up and then every
-  few seconds, so the rows of a gunicorn worker that crashed are delivered by a sibling.
+* **Every row has an owner**, ``<pid>:<process start time>:<engine id>``, and a
+  ``channel`` (the strategy name, so a rabbit and a qpid strategy may share one file).
+  An engine sends only the rows it owns, so two live engines of one process sharing a
+  file and a strategy name never send each other's rows. Rows of an owner that is gone
+  are *adopted* with one ``UPDATE ... WHERE owner = ?`` inside a write transaction, so
+  two live engines never adopt, and never send, the same row. Gone means: its pid no
+  longer runs, or runs a newer process (the start time in ``/proc`` differs), or it is
+  this very process and the engine id is no longer live here (the engine was closed;
+  :data:`_live_owners` is this process's registry). Adoption runs at start-up and then
+  every few seconds, so the rows of a gunicorn worker that crashed are delivered by a
+  sibling, and those a closed engine left by the next engine of the same process.
 * Processes sharing an outbox must share a host and a pid namespace: SQLite's WAL does
   not work over network file systems anyway.
 * **Fork**: the child must neither use nor close a connection it inherited (closing it
@@ -27,10 +31,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Final
 
-__all__ = ["Outbox", "process_owner"]
+__all__ = ["Outbox", "engine_owner", "process_owner"]
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -45,6 +50,10 @@ CREATE INDEX IF NOT EXISTS outbox_owner ON outbox (channel, owner, id);
 
 # Connections inherited over fork: never closed, never collected (see module docstring).
 _abandoned: list[sqlite3.Connection] = []
+
+# Owner ids of this process's open outboxes (engines): rows of an owner of this process
+# that is not in here belong to a closed engine and may be adopted.
+_live_owners: set[str] = set()
 
 
 def _start_time(pid: int) -> str:
@@ -63,12 +72,20 @@ def process_owner(pid: int | None = None) -> str:
     return f"{pid}:{_start_time(pid)}"
 
 
+def engine_owner() -> str:
+    """A new owner id for one engine of this process: ``<pid>:<start time>:<uuid>``."""
+    return f"{process_owner()}:{uuid.uuid4().hex}"
+
+
 def _owner_alive(owner: str) -> bool:
-    pid_text, _, started = owner.partition(":")
+    pid_text, _, rest = owner.partition(":")
+    started, _, engine = rest.partition(":")
     try:
         pid = int(pid_text)
     except ValueError:
         return False
+    if pid == os.getpid() and _start_time(pid) == started:
+        return not engine or owner in _live_owners  # no engine id: this process, older code
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -84,7 +101,8 @@ class Outbox:
     def __init__(self, path: str | os.PathLike[str], channel: str) -> None:
         self.path = os.fspath(path)
         self.channel = channel
-        self.owner = process_owner()
+        self.owner = engine_owner()
+        _live_owners.add(self.owner)
         self._db: sqlite3.Connection | None = None
 
     def open(self) -> None:
@@ -136,8 +154,8 @@ class Outbox:
         )
         return int(cursor.fetchone()[0])
 
-    def adopt(self) -> int:
-        """Take over the rows of owners that no longer run; return how many rows."""
+    def adopt(self) -> list[int]:
+        """Take over the rows of owners that no longer run; return their ids."""
         owners = [
             str(owner)
             for (owner,) in self.db.execute(
@@ -145,19 +163,25 @@ class Outbox:
                 (self.channel, self.owner),
             )
         ]
-        adopted = 0
+        adopted: list[int] = []
         for owner in owners:
             if _owner_alive(owner):
                 continue
             with self._transaction() as db:
-                cursor = db.execute(
+                where = (self.channel, owner)
+                ids = db.execute(
+                    "SELECT id FROM outbox WHERE channel = ? AND owner = ?", where
+                ).fetchall()
+                db.execute(
                     "UPDATE outbox SET owner = ? WHERE channel = ? AND owner = ?",
-                    (self.owner, self.channel, owner),
+                    (self.owner, *where),
                 )
-                adopted += cursor.rowcount
+                adopted += [int(row_id) for (row_id,) in ids]
         return adopted
 
     def close(self) -> None:
+        """Close the database; this engine's rows left over are adoptable from now on."""
+        _live_owners.discard(self.owner)
         db, self._db = self._db, None
         if db is not None:
             db.close()
@@ -166,8 +190,7 @@ class Outbox:
         """After fork, in the child: forget the inherited connection without closing it."""
         if self._db is not None:
             _abandoned.append(self._db)
-        self._db = None
-        self.owner = process_owner()
+        self._db = None  # the owner stays the parent's engine: the child never uses this
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self.db)

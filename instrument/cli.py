@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._display import Printer
+from .payloads import mask_credentials
 
 __all__ = ["main"]
 
@@ -122,7 +123,7 @@ def _listen(args: argparse.Namespace) -> int:
             )
             listen_kombu(args.url, show, durable=args.durable, transport_options=folder, **options)
     except Exception as exc:
-        print(f"instrument listen: {_masked(str(exc))}", file=sys.stderr)
+        print(f"instrument listen: {mask_credentials(str(exc))}", file=sys.stderr)
         return 2
     finally:
         stop.set()
@@ -134,19 +135,13 @@ def _announce(ready: threading.Event, stop: threading.Event, args: argparse.Name
         pass
     if ready.is_set():
         where = f"exchange {args.exchange!r}, keys {args.topic}.*"
-        print(f"# listening on {_masked(args.url)} ({where})", file=sys.stderr, flush=True)
+        print(f"# listening on {mask_credentials(args.url)} ({where})", file=sys.stderr, flush=True)
 
 
 def _check(args: argparse.Namespace) -> int:
     from ._check import run_check
 
     return run_check(args.paste_ini, args.filter, args.option, args.timeout)
-
-
-def _masked(text: str) -> str:
-    import re
-
-    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1****@", text)
 
 
 if __name__ == "__main__":

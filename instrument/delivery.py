@@ -22,12 +22,23 @@ Decisions:
 * **Optional outbox** (``outbox_path``, :mod:`instrument._outbox`): the worker moves
   accepted notifications to SQLite before publishing and deletes rows only after the
   broker confirmed them; rows left by a killed process are adopted and delivered.
-* **Fork safety**: after ``fork()`` the child gets fresh locks, an empty queue, fresh
+* **The worker starts lazily**, on the first :meth:`Delivery.submit` (or
+  :meth:`Delivery.flush` with an outbox, which also adopts rows left by dead
+  processes), never in the constructor: a gunicorn ``preload_app`` master that builds
+  the strategy and forks before emitting has no thread that could be inside SQLite or
+  OpenSSL at ``fork()``.
+* **Fork safety**: a running worker is paused between two steps around ``fork()``
+  (``os.register_at_fork``; bounded, a step stuck on a broker delays a fork by at most
+  a few seconds). After ``fork()`` the child gets fresh locks, an empty queue, fresh
   counters, a new publisher (the inherited one shares the parent's socket and is never
-  touched again) and a new worker. The parent's queued notifications stay the parent's.
-* **Shutdown**: :meth:`Delivery.close` (also run at interpreter exit) waits up to
-  ``close_timeout`` seconds for pending notifications; without an outbox what is left
-  is counted as dropped (``abandoned``), with one it stays on disk for the next process.
+  touched again) and a new, not yet started, worker. The parent's queued notifications
+  stay the parent's.
+* **Shutdown**: :meth:`Delivery.close` (also run at interpreter exit for every engine
+  not closed: engines are held strongly until closed, so a forgotten one is still
+  flushed) waits up to ``close_timeout`` seconds for pending notifications; without an
+  outbox what is left is counted as dropped (``abandoned``), with one it stays on disk
+  for the next process. A :meth:`Delivery.submit` racing with :meth:`Delivery.close`
+  is either delivered by the worker or counted as abandoned, never lost uncounted.
 """
 
 from __future__ import annotations
@@ -38,7 +49,6 @@ import functools
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
@@ -158,17 +168,27 @@ class Delivery:
             retry_backoff=retry_backoff,
             retry_max_backoff=retry_max_backoff,
         )
+        self._has_outbox = outbox_path is not None
         self._overflow_log = RateLimitedLog(log)
         self._closed = False
         self._start()
         _engines.add(self)
 
     def _start(self) -> None:
+        """Fresh state and a worker that is not running yet (see :meth:`_run_worker`)."""
         self._queue: collections.deque[Notification] = collections.deque()
         self._lock = threading.Lock()
         self._overflow = 0
+        self._late = 0  # accepted while close() ran, taken back and counted abandoned
         self._worker = self._make_worker(self._queue)
-        self._worker.start()
+        self._running = False
+
+    def _run_worker(self) -> None:
+        """Start the worker thread once (first submit, or flush with an outbox)."""
+        with self._lock:
+            if not self._running and not self._closed:
+                self._worker.start()
+                self._running = True
 
     def submit(self, notification: Notification) -> bool:
         """Enqueue *notification*; False (counted, logged) when the queue is full.
@@ -177,6 +197,8 @@ class Delivery:
         """
         if self._closed:
             raise StrategyError(f"{self.name}: delivery is closed")
+        if not self._running:
+            self._run_worker()
         if len(self._queue) >= self.queue_size:
             with self._lock:
                 self._overflow += 1
@@ -190,10 +212,31 @@ class Delivery:
             return False
         self._queue.append(notification)
         self._worker.wake()
+        if self.closed:  # close() ran meanwhile: its worker may never see this one
+            return self._take_back(notification)
         return True
 
+    def _take_back(self, notification: Notification) -> bool:
+        """After a race with close(): remove *notification* unless the worker took it."""
+        with self._worker.take_lock:
+            try:
+                self._queue.remove(notification)
+            except ValueError:  # the worker has it: it sends, stores or counts it
+                return True
+            self._late += 1
+        log.error("%s: a notification submitted during close() is dropped", self.name)
+        return False
+
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything accepted so far is confirmed or dropped; False on timeout."""
+        """Wait until everything accepted so far is confirmed or dropped; False on timeout.
+
+        With an outbox this starts the worker, so rows of dead processes are adopted and
+        waited for too.
+        """
+        if not self._running:
+            if not self._has_outbox or self._closed:
+                return not self._queue
+            self._run_worker()
         return self._worker.wait_finished(timeout)
 
     def close(self, timeout: float | None = None) -> None:
@@ -202,14 +245,24 @@ class Delivery:
             return
         self._closed = True
         _engines.discard(self)
-        self.flush(self.close_timeout if timeout is None else timeout)
-        abandoned = self._worker.stop(join_timeout=2.0)
-        if abandoned:
+        if self._running:
+            self.flush(self.close_timeout if timeout is None else timeout)
+        pending, busy = self._worker.stop(join_timeout=2.0)
+        if busy:
+            log.warning(
+                "%s: close() timed out with %d notifications not confirmed; the worker is "
+                "still waiting on the broker and finishes in the background: what it cannot "
+                "send then is %s",
+                self.name,
+                pending,
+                "kept in the outbox" if self._has_outbox else "counted as abandoned (lost)",
+            )
+        elif pending:
             log.error(
                 "%s: %d notifications were not delivered before close() and are lost "
                 "(set outbox_path to keep them for the next process)",
                 self.name,
-                abandoned,
+                pending,
             )
 
     def stats(self) -> dict[str, Any]:
@@ -219,9 +272,11 @@ class Delivery:
         (still in memory at close); ``queued`` = accepted (or adopted from the outbox)
         but neither confirmed nor dropped yet.
         """
+        late = self._late
         accepted = self._worker.accepted()
-        counts: dict[str, Any] = {"accepted": accepted, "overflow": self._overflow}
+        counts: dict[str, Any] = {"accepted": accepted + late, "overflow": self._overflow}
         counts.update(self._worker.stats())
+        counts["abandoned"] += late
         counts["dropped"] = self._overflow + counts["expired"] + counts["abandoned"]
         counts["queued"] = max(0, accepted + counts["adopted"] - counts["sent"] - counts["expired"])
         return counts
@@ -240,10 +295,25 @@ class Delivery:
         return f"<Delivery {self.name!r} {state} queued={self.stats()['queued']}>"
 
 
-_engines: weakref.WeakSet[Delivery] = weakref.WeakSet()
+# Every engine not closed yet, held strongly: one dropped without close() still has its
+# worker running, and must still be flushed at exit.
+_engines: set[Delivery] = set()
+_paused: list[Delivery] = []  # engines whose worker the current fork paused
+
+
+def _before_fork() -> None:
+    for engine in list(_engines):
+        if engine._running and engine._worker.pause():
+            _paused.append(engine)
+
+
+def _after_fork_in_parent() -> None:
+    while _paused:
+        _paused.pop()._worker.resume()
 
 
 def _after_fork_in_child() -> None:
+    _paused.clear()  # the child's workers are replaced, their locks never used again
     for engine in list(_engines):
         engine._after_fork_in_child()
 
@@ -256,5 +326,9 @@ def _close_all_at_exit() -> None:
             log.exception("%s: close at exit failed", engine.name)
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 atexit.register(_close_all_at_exit)

@@ -21,6 +21,7 @@ __all__ = [
     "image_id_of",
     "image_payload",
     "mapping_of",
+    "mask_credentials",
     "redacted",
     "send_payload",
 ]
@@ -80,8 +81,12 @@ def error_payload(event_type: str, image_id: str | None, problem: str) -> str:
     *problem* (``swift://user:key@host``) are masked.
     """
     subject = f"image {image_id}" if image_id else "an unidentified image"
-    masked = _USERINFO.sub(r"\1***@", problem)
-    return f"{event_type} failed for {subject}: {masked}"
+    return f"{event_type} failed for {subject}: {mask_credentials(problem)}"
+
+
+def mask_credentials(text: str) -> str:
+    """*text* with the ``user:password@`` of every URL in it replaced by ``***@``."""
+    return _USERINFO.sub(r"\1***@", text)
 
 
 def image_id_of(image: Any) -> str | None:

@@ -29,7 +29,9 @@ def rows() -> list[str]:
     lines = ["| option | default | meaning |", "|---|---|---|"]
     for option in known_options():
         names = f"`{option.name}`" + "".join(f" (`{alias}`)" for alias in option.aliases)
-        meaning = option.help.replace("|", "\\|") + (" Secret: never logged." if option.secret else "")
+        meaning = option.help.replace("|", "\\|")
+        if option.secret:
+            meaning += " Secret: never logged."
         lines.append(f"| {names} | {default_text(option.default)} | {meaning} |")
     return lines
 

@@ -437,6 +437,273 @@ def test_works_under_monkey_patching(library: str) -> None:
     assert result["worst"] < 0.01  # never waited on the 20 ms publish
 
 
+def test_two_live_engines_sharing_an_outbox_never_send_each_others_rows(tmp_path: Path) -> None:
+    outbox = str(tmp_path / "outbox.sqlite")
+    first, second = ScriptedPublisher(), ScriptedPublisher()
+    first.hold.clear()
+    second.hold.clear()
+    a = Delivery(lambda: first, name="box", outbox_path=outbox, batch_size=5)
+    b = Delivery(lambda: second, name="box", outbox_path=outbox, batch_size=5)
+    mine, theirs = make(10), make(10)
+    try:
+        for note in mine:
+            a.submit(note)
+        _wait(lambda: a.stats()["stored"] == 10)
+        for note in theirs:
+            b.submit(note)
+        _wait(lambda: b.stats()["stored"] == 10)
+        time.sleep(0.1)  # each worker has loaded a batch and waits in publish_batch
+        first.hold.set()
+        second.hold.set()
+        assert a.flush(5) and b.flush(5)
+    finally:
+        a.close()
+        b.close()
+    assert sorted(first.sent) == sorted(n.message_id for n in mine)
+    assert sorted(second.sent) == sorted(n.message_id for n in theirs)
+    assert a.stats()["adopted"] == b.stats()["adopted"] == 0
+
+
+def test_rows_of_a_closed_engine_are_adopted_by_the_next_engine_of_the_process(
+    tmp_path: Path,
+) -> None:
+    outbox = str(tmp_path / "outbox.sqlite")
+    down, up = ScriptedPublisher(), ScriptedPublisher()
+    down.failing = -1
+    first = Delivery(lambda: down, name="box", outbox_path=outbox, retry_backoff=10)
+    notes = make(3)
+    for note in notes:
+        first.submit(note)
+    _wait(lambda: first.stats()["stored"] == 3)
+    first.close(timeout=0)
+    second = Delivery(lambda: up, name="box", outbox_path=outbox)
+    try:
+        assert second.flush(5)
+    finally:
+        second.close()
+    assert sorted(up.sent) == sorted(n.message_id for n in notes)
+
+
+def test_flush_is_not_satisfied_by_rows_adopted_after_it_was_called(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from instrument import _delivery_worker
+    from instrument._outbox import Outbox, process_owner
+
+    monkeypatch.setattr(_delivery_worker, "_ADOPT_INTERVAL", 0.05)
+    outbox = str(tmp_path / "outbox.sqlite")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # 10 older rows of another live process: not adoptable yet
+        box = Outbox(outbox, "box")
+        box.add([n.to_json() for n in make(10)])
+        box.db.execute("UPDATE outbox SET owner = ?", (process_owner(other.pid),))
+        box.close()
+        publisher = SlowPublisher(0.05)
+        publisher.hold.clear()
+        delivery = Delivery(lambda: publisher, name="box", outbox_path=outbox, batch_size=1)
+        own = make(3)
+        for note in own:
+            delivery.submit(note)
+        _wait(lambda: len(publisher.attempt_times) == 1)  # own[0] in flight
+        result: list[bool] = []
+        flusher = threading.Thread(target=lambda: result.append(delivery.flush(10)))
+        flusher.start()
+        time.sleep(0.1)  # flush() has taken its target
+    finally:
+        other.kill()
+        other.wait()
+    try:
+        publisher.hold.set()  # the other process is gone: its older rows go first
+        flusher.join(15)
+        assert result == [True]
+        assert {n.message_id for n in own} <= set(publisher.sent)
+        _wait(lambda: delivery.stats()["adopted"] == 10)
+    finally:
+        delivery.close()
+
+
+class SlowPublisher(ScriptedPublisher):
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def publish_batch(self, batch: Sequence[Notification]) -> None:
+        super().publish_batch(batch)
+        time.sleep(self.delay)
+
+
+class ChangingErrors(ScriptedPublisher):
+    """Fails with a different text every time (host, counts), as real brokers do."""
+
+    def publish_batch(self, batch: Sequence[Notification]) -> None:
+        if self.failing:
+            self.failing -= 1
+            raise DeliveryError(f"broker says no ({len(self.attempt_times)} times)")
+        super().publish_batch(batch)
+
+    def connect(self) -> None:
+        self.attempt_times.append(time.monotonic())
+
+
+def test_repeated_failures_are_logged_rate_limited_whatever_their_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    publisher = ChangingErrors()
+    publisher.failing = 4
+    delivery = Delivery(lambda: publisher, name="noisy", retry_backoff=0.01)
+    try:
+        with caplog.at_level(logging.WARNING, logger="instrument.delivery"):
+            delivery.submit(make()[0])
+            assert delivery.flush(5)
+    finally:
+        delivery.close()
+    assert delivery.stats()["failures"] == 4
+    assert caplog.text.count("cannot deliver") == 1
+
+
+def test_close_while_the_worker_waits_on_the_broker_says_so_accurately(
+    publisher: ScriptedPublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    publisher.hold.clear()
+    delivery = Delivery(lambda: publisher, name="busy")
+    for note in make(3):
+        delivery.submit(note)
+    _wait(lambda: len(publisher.attempt_times) == 1)
+    with caplog.at_level(logging.WARNING, logger="instrument.delivery"):
+        delivery.close(timeout=0.05)
+    assert "still waiting on the broker" in caplog.text
+    assert "lost" not in caplog.text.replace("(lost)", "")
+    publisher.hold.set()  # the broker answers after all: delivered, nothing abandoned
+    _wait(lambda: delivery.stats()["sent"] == 3)
+    assert delivery.stats()["abandoned"] == 0
+
+
+def test_submit_racing_with_close_is_counted_never_lost(publisher: ScriptedPublisher) -> None:
+    delivery = Delivery(lambda: publisher, name="race", close_timeout=1.0)
+    delivery.submit(make()[0])
+    assert delivery.flush(5)
+
+    class CloseBeforeAppend(int):
+        """queue_size whose comparison runs close() between submit's check and append."""
+
+        def __le__(self, other: object) -> bool:
+            delivery.close()
+            return False
+
+    delivery.queue_size = CloseBeforeAppend(10)
+    assert delivery.submit(make()[0]) is False
+    stats = delivery.stats()
+    assert stats["accepted"] == 2 and stats["sent"] == 1 and stats["abandoned"] == 1
+
+
+def test_an_engine_dropped_without_close_is_still_flushed_at_exit(tmp_path: Path) -> None:
+    sink = tmp_path / "sent"
+    child = _python(
+        f"""
+        import gc
+        from instrument.delivery import Delivery
+        from instrument.events import Notification
+        class Slow:
+            def connect(self): pass
+            def publish_batch(self, batch):
+                time.sleep(0.05)
+                with open({str(sink)!r}, "a") as f:
+                    f.writelines(n.message_id + "\\n" for n in batch)
+            def idle(self): pass
+            def close(self): pass
+        d = Delivery(Slow, name="dropped", batch_size=10)
+        for i in range(50):
+            d.submit(Notification.create("image.send", "INFO", {{"i": i}}))
+        del d
+        gc.collect()
+        """
+    )
+    child.communicate(timeout=30)
+    assert child.returncode == 0
+    assert len(sink.read_text().split()) == 50
+
+
+def test_no_thread_before_the_first_submit_so_a_preforking_master_forks_safely(
+    tmp_path: Path,
+) -> None:
+    code = f"""
+        import os, json, threading
+        from instrument.delivery import Delivery
+        from instrument.events import Notification
+        class ToFile:
+            def connect(self): pass
+            def publish_batch(self, batch):
+                with open(os.path.join({str(tmp_path)!r}, str(os.getpid())), "a") as f:
+                    f.writelines(n.message_id + "\\n" for n in batch)
+            def idle(self): pass
+            def close(self): pass
+        d = Delivery(ToFile, name="preload", outbox_path={str(tmp_path / "box.sqlite")!r})
+        threads = [t.name for t in threading.enumerate() if t.name.startswith("instrument-")]
+        pid = os.fork()
+        if pid == 0:
+            n = Notification.create("image.send", "INFO", {{"child": 1}})
+            d.submit(n)
+            print(json.dumps({{"child": [n.message_id], "pid": os.getpid(), "ok": d.flush(5)}}))
+            d.close()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        n = Notification.create("image.send", "INFO", {{"parent": 1}})
+        d.submit(n)
+        ok = d.flush(5)
+        print(json.dumps({{"parent": [n.message_id], "pid": os.getpid(), "ok": ok, "t": threads}}))
+    """
+    child = _python(code)
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    by_role = {("child" if "child" in line else "parent"): line for line in lines}
+    assert by_role["parent"]["t"] == []  # nothing ran in the master before the fork
+    for role in ("child", "parent"):
+        assert by_role[role]["ok"], role
+        sent = (tmp_path / str(by_role[role]["pid"])).read_text().split()
+        assert sent == by_role[role][role], role
+
+
+def test_fork_while_the_worker_runs_pauses_it_and_both_sides_deliver(tmp_path: Path) -> None:
+    code = f"""
+        import os, json
+        from instrument.delivery import Delivery
+        from instrument.events import Notification
+        class ToFile:
+            def connect(self): pass
+            def publish_batch(self, batch):
+                with open(os.path.join({str(tmp_path)!r}, str(os.getpid())), "a") as f:
+                    f.writelines(n.message_id + "\\n" for n in batch)
+            def idle(self): pass
+            def close(self): pass
+        d = Delivery(ToFile, name="busy", batch_size=5, outbox_path={str(tmp_path / "b.sqlite")!r})
+        ids = []
+        for i in range(200):
+            n = Notification.create("image.send", "INFO", {{"i": i}})
+            d.submit(n); ids.append(n.message_id)
+            if i == 100:
+                pid = os.fork()
+                if pid == 0:
+                    n = Notification.create("image.send", "INFO", {{"child": 1}})
+                    d.submit(n)
+                    ok = d.flush(5)
+                    print(json.dumps({{"child": [n.message_id], "pid": os.getpid(), "ok": ok}}))
+                    d.close()
+                    os._exit(0)
+        os.waitpid(pid, 0)
+        print(json.dumps({{"parent": ids, "pid": os.getpid(), "ok": d.flush(5)}}))
+    """
+    child = _python(code)
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    by_role = {("child" if "child" in line else "parent"): line for line in lines}
+    for role in ("child", "parent"):
+        assert by_role[role]["ok"], role
+        sent = (tmp_path / str(by_role[role]["pid"])).read_text().split()
+        assert sorted(sent) == sorted(by_role[role][role]), role
+
+
 def test_options_are_declared_for_strategies() -> None:
     names = [option.name for option in (*DELIVERY_OPTIONS, *retry_options("rabbit"))]
     assert names == [

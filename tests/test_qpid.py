@@ -423,6 +423,109 @@ def test_wrong_sasl_plain_credentials_are_explained_counted_and_never_hang(
         assert "wr0ng-s3cret" not in text
 
 
+# --------------------------------------------------------------------------- silent brokers
+
+
+class FreezableProxy:
+    """A TCP proxy to *port* that can stop forwarding (a broker gone silent, half-open TCP)."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self.port = port
+        self.frozen = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.listen_port = self.server.getsockname()[1]
+        self.sockets: list[Any] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.port))
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: Any, sink: Any) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                while self.frozen.is_set():
+                    time.sleep(0.02)
+                data = source.recv(65536)
+                if not data:
+                    return
+                while self.frozen.is_set():
+                    time.sleep(0.02)
+                sink.sendall(data)
+
+    def close(self) -> None:
+        self.server.close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def test_check_against_a_listener_that_never_answers_ends_in_time() -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        with QpidStrategy(qpid_hostname="127.0.0.1", qpid_port=port) as strategy:
+            started = time.monotonic()
+            with pytest.raises(StrategyError, match="timed out"):
+                strategy.check(1)
+            assert time.monotonic() - started < 4
+
+
+@pytest.mark.broker
+def test_a_broker_gone_silent_never_hangs_the_worker_in_close(
+    rabbit_node: RabbitNode, names: dict[str, str], strategies: list[QpidStrategy]
+) -> None:
+    proxy = FreezableProxy(rabbit_node.port)
+    try:
+        strategy = start(
+            strategies,
+            qpid_hostname="127.0.0.1",
+            qpid_port=proxy.listen_port,
+            qpid_heartbeat=0,  # nothing but our own bounds ends a wait
+            qpid_settle_timeout=1.0,
+            qpid_connect_timeout=1.0,
+            **names,
+        )
+        first, second = notes(2)
+        strategy.emit(first)
+        assert strategy.flush(10)
+        proxy.frozen.set()
+        strategy.emit(second)
+        _wait(lambda: strategy.stats()["failures"] >= 2, 20)  # timed out, closed, retried
+        proxy.frozen.clear()
+        assert strategy.flush(15)
+    finally:
+        proxy.frozen.clear()
+        proxy.close()
+    got = consume(rabbit_node.url, names["qpid_notification_topic"], expect=2)
+    assert {first.message_id, second.message_id} <= set(ids(got))
+
+
+def test_a_password_with_url_special_characters_never_leaks() -> None:
+    from instrument.strategies._qpid_declare import _url
+
+    password = "p@ss:w/rd%"
+    with QpidStrategy(qpid_transport_url="amqp://u@h1:5672", qpid_password=password) as strategy:
+        declare_url = _url(strategy.target.brokers[0])
+        assert "p%40ss%3Aw%2Frd%25" in declare_url
+        for text in (declare_url, password):
+            scrubbed = strategy.target.scrub(f"kombu says: {text}")
+            assert "p%40ss" not in scrubbed and password not in scrubbed, scrubbed
+        assert password not in repr(strategy)
+
+
 # --------------------------------------------------------------------------- helpers
 
 

@@ -396,6 +396,135 @@ def test_tls_with_an_untrusted_certificate_is_explained(rabbit_tls_node: RabbitN
         strategy.check(5)
 
 
+# --------------------------------------------------------------------------- confirms
+
+
+def _queue_pid(queue: str) -> str:
+    lookup = f'rabbit_amqqueue:lookup(rabbit_misc:r(<<"/">>, queue, <<"{queue}">>))'
+    return f"{{ok, Q}} = {lookup}, P = amqqueue:get_pid(Q)"
+
+
+def test_a_nack_fails_the_batch_even_when_later_messages_were_acked_first(
+    rabbit_node: RabbitNode, names: dict[str, str], strategies: list[RabbitStrategy]
+) -> None:
+    topic = names["rabbit_notification_topic"]
+    strategy = start(
+        strategies, transport_url=rabbit_node.url, rabbit_max_retries=2, batch_size=10, **names
+    )
+    strategy.check(5)  # declares the queues
+    policy = f"reject-{topic}"
+    rabbit_node.ctl(
+        "set_policy", "--apply-to", "queues", policy, f"^{topic}\\.info$",
+        '{"max-length": 0, "overflow": "reject-publish"}',
+    )  # fmt: skip
+    try:  # the info queue answers only after the error message was acked
+        rabbit_node.ctl("eval", f"{_queue_pid(topic + '.info')}, sys:suspend(P).")
+        strategy.emit(notes(1, "INFO")[0])
+        strategy.emit(notes(1, "ERROR")[0])
+        _wait(lambda: strategy.stats()["accepted"] == 2, 5)
+        time.sleep(1.0)  # the error message's ack has arrived
+        rabbit_node.ctl("eval", f"{_queue_pid(topic + '.info')}, sys:resume(P).")
+        assert strategy.flush(15)
+        stats = strategy.stats()
+    finally:
+        rabbit_node.ctl("eval", f"{_queue_pid(topic + '.info')}, catch sys:resume(P).")
+        rabbit_node.ctl("clear_policy", policy)
+    assert stats["sent"] == 0 and stats["expired"] == 2 and stats["failures"] == 2
+    assert "nacked" in stats["last_error"]
+
+
+def test_publish_frames_never_exceed_frame_max() -> None:
+    from instrument.strategies._rabbit_publisher import publish_frames
+
+    body = b"x" * 20_000
+    data = publish_frames(1, "glance", "notifications.info", body, "id", 1, 4096)
+    sizes, offset = [], 0
+    while offset < len(data):
+        size = int.from_bytes(data[offset + 3 : offset + 7], "big") + 8
+        sizes.append(size)
+        offset += size
+    assert max(sizes) <= 4096 and sum(sizes[2:]) - 8 * len(sizes[2:]) == len(body)
+
+
+def test_without_py_amqp_internals_it_falls_back_to_basic_publish(
+    rabbit_node: RabbitNode,
+    names: dict[str, str],
+    strategies: list[RabbitStrategy],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from instrument.strategies import _rabbit_publisher
+
+    monkeypatch.setattr(_rabbit_publisher, "_RAW_NEEDS", ("transport.write", "no_such_internal"))
+    monkeypatch.setattr(_rabbit_publisher, "_fallback_logged", [])
+    topic = names["rabbit_notification_topic"]
+    big = Notification.create("image.update", "WARN", {"properties": "x" * 300_000})
+    sent = [*notes(3), big]
+    with caplog.at_level(logging.WARNING, logger="instrument.strategies.rabbit"):
+        strategy = start(strategies, transport_url=rabbit_node.url, **names)
+        for note in sent[:2]:
+            strategy.emit(note)
+        assert strategy.flush(10)
+        strategy.close()  # a second connection: logged once all the same
+        strategy = start(strategies, transport_url=rabbit_node.url, **names)
+        for note in sent[2:]:
+            strategy.emit(note)
+        assert strategy.flush(10)
+    assert caplog.text.count("publishing through basic_publish") == 1
+    assert "no_such_internal" in caplog.text
+    got = {
+        json.loads(m["body"])["message_id"]: m for m in consume(rabbit_node.url, topic, expect=4)
+    }
+    assert len(got) == 4
+    for note in sent:
+        message = got[note.message_id]
+        assert json.loads(message["body"]) == note.to_dict()
+        assert message["routing_key"] == f"{topic}.{note.priority.lower()}"
+        assert (message["content_type"], message["delivery_mode"]) == ("application/json", 1)
+        assert message["message_id"] == note.message_id
+
+
+def test_a_broker_that_stops_reading_never_hangs_the_worker(
+    fresh_rabbit_node: NodeFactory, names: dict[str, str], strategies: list[RabbitStrategy]
+) -> None:
+    node = fresh_rabbit_node()
+    strategy = start(
+        strategies,
+        transport_url=node.url,
+        rabbit_confirm_timeout=1.0,
+        rabbit_connect_timeout=1.0,
+        **names,
+    )
+    strategy.check(5)
+    node.ctl("set_vm_memory_high_watermark", "0.0000001")  # memory alarm: publishers blocked
+    try:
+        sent = [
+            Notification.create("image.update", "INFO", {"p": "x" * 400_000}) for _ in range(30)
+        ]
+        for note in sent:  # 12 MB: more than the socket buffers take, the write blocks
+            strategy.emit(note)
+        _wait(lambda: strategy.stats()["failures"] >= 2, 30)  # timed out, reconnected, again
+    finally:
+        node.ctl("set_vm_memory_high_watermark", "0.4")
+    assert strategy.flush(30)
+    got = consume(node.url, names["rabbit_notification_topic"], expect=30)
+    assert set(ids(got)) == {n.message_id for n in sent}
+
+
+# --------------------------------------------------------------------------- passwords
+
+
+def test_a_password_with_url_special_characters_never_leaks() -> None:
+    from instrument.strategies._broker_common import mask_url
+
+    password = "p@ss:w/rd%"
+    with RabbitStrategy(rabbit_password=password, rabbit_host="h") as strategy:
+        url = strategy.target.urls[0]
+        assert url.startswith("amqp://guest:p%40ss%3Aw%2Frd%25@h:")
+        for text in (mask_url(url), repr(strategy), strategy.target.scrub(f"x {url} {password}")):
+            assert "p%40ss" not in text and password not in text and "****" in text
+
+
 # --------------------------------------------------------------------------- bad config
 
 

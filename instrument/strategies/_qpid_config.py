@@ -26,7 +26,9 @@ Decisions:
   attempts per batch (0: forever); ``qpid_reconnect_timeout`` (with no limit) becomes
   as many attempts as that backoff schedule fits into those seconds.
 * Passwords never reach a URL that proton prints: they are passed separately, and
-  :meth:`QpidTarget.scrub` removes them from any message.
+  :meth:`QpidTarget.scrub` removes them from any message, raw or percent-encoded (the
+  declaration's kombu URL carries them encoded); URLs are masked by the same
+  :func:`._broker_common.mask_url` as rabbit's.
 """
 
 from __future__ import annotations
@@ -37,14 +39,14 @@ from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 from ..exceptions import ConfigError
+from ._broker_common import MASK, PRIORITY_KEYS, mask_url, scrub
 
 __all__ = ["BROKERS", "PRESETS", "Broker", "QpidTarget", "parse_brokers", "retry_schedule"]
 
 BROKERS: Final = ("auto", "rabbitmq", "qpid")
 PRESETS: Final = {"rabbitmq": "/exchange/{exchange}", "qpid": "{exchange}"}
-PRIORITY_KEYS: Final = ("info", "warn", "error")
 _SCHEMES: Final = {"amqp": False, "qpid": False, "amqps": True}
-_MASK: Final = "****"
+_MASK: Final = MASK
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,9 +117,8 @@ class QpidTarget:
         }
 
     def scrub(self, text: str) -> str:
-        for secret in sorted({b.password for b in self.brokers if b.password}, key=len)[::-1]:
-            text = text.replace(secret, _MASK)
-        return text
+        """*text* with every password masked, also percent-encoded (as in a kombu URL)."""
+        return scrub(text, {b.password for b in self.brokers if b.password})
 
     @property
     def masked_urls(self) -> str:
@@ -172,12 +173,12 @@ def _split(url: str) -> list[str]:
 def _from_url(url: str, force_tls: bool, user: str, password: str) -> Broker:
     parts = urlsplit(url)
     if parts.scheme not in _SCHEMES or not parts.hostname:
-        raise ConfigError("qpid_transport_url", _masked_url(url), "amqp://, amqps:// URLs")
+        raise ConfigError("qpid_transport_url", mask_url(url), "amqp://, amqps:// URLs")
     tls = force_tls or _SCHEMES[parts.scheme]
     try:
         port = parts.port or (5671 if tls else 5672)
     except ValueError:
-        raise ConfigError("qpid_transport_url", _masked_url(url), "a valid port") from None
+        raise ConfigError("qpid_transport_url", mask_url(url), "a valid port") from None
     return Broker(
         host=parts.hostname,
         port=port,
@@ -185,14 +186,6 @@ def _from_url(url: str, force_tls: bool, user: str, password: str) -> Broker:
         user=unquote(parts.username) if parts.username else user,
         password=unquote(parts.password) if parts.password else password,
     )
-
-
-def _masked_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    return parts._replace(netloc=f"{userinfo.partition(':')[0]}:{_MASK}@{hostinfo}").geturl()
 
 
 def retry_schedule(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-import ssl
 from typing import Any, Final
 from urllib.parse import quote
 
 from ..exceptions import StrategyError
-from ._qpid_config import PRIORITY_KEYS, Broker, QpidTarget
+from ._broker_common import declare_glance, kombu_ssl_options
+from ._qpid_config import Broker, QpidTarget
 
 __all__ = ["declare_on_rabbitmq"]
 
@@ -51,18 +51,11 @@ def declare_on_rabbitmq(target: QpidTarget, broker: Broker) -> None:
             _url(broker), ssl=_ssl_options(target, broker), connect_timeout=target.connect_timeout
         ) as conn:
             conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
-            _declare(kombu, conn.channel(), target)
+            declare_glance(
+                kombu, conn.channel(), target.exchange, target.topic, target.durable_queues
+            )
     except Exception as exc:
         raise StrategyError(target.scrub(_explain(exc, target))) from None
-
-
-def _declare(kombu: Any, channel: Any, target: QpidTarget) -> None:
-    exchange = kombu.Exchange(target.exchange, "topic", durable=target.durable_queues)
-    exchange(channel).declare()
-    for key in PRIORITY_KEYS:
-        name = target.routing_key(key)
-        queue = kombu.Queue(name, exchange, routing_key=name, durable=target.durable_queues)
-        queue(channel).declare()
 
 
 def _url(broker: Broker) -> str:
@@ -74,15 +67,12 @@ def _url(broker: Broker) -> str:
 def _ssl_options(target: QpidTarget, broker: Broker) -> dict[str, object] | bool:
     if not broker.tls:
         return False
-    options: dict[str, object] = {
-        "cert_reqs": ssl.CERT_REQUIRED,
-        "server_hostname": target.ssl_server_name or broker.host,
-    }
-    if target.ssl_ca_file:
-        options["ca_certs"] = target.ssl_ca_file
-    if target.ssl_cert_file:
-        options.update(certfile=target.ssl_cert_file, keyfile=target.ssl_key_file)
-    return options
+    return kombu_ssl_options(
+        target.ssl_server_name or broker.host,
+        target.ssl_ca_file,
+        target.ssl_cert_file,
+        target.ssl_key_file,
+    )
 
 
 def _explain(exc: BaseException, target: QpidTarget) -> str:

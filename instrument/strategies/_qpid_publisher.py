@@ -21,6 +21,11 @@ Decisions:
   waiting forever. Every wait here also watches the connection, the session and the
   links for a remote close, and is bounded by ``qpid_settle_timeout``; any of these
   raises, the engine drops this connection and builds a new one (links included).
+* **Closing never waits on a silent broker.** proton's ``BlockingConnection.close()``
+  runs the event loop until the socket is gone, which never happens when the close
+  handshake timed out against a broker that accepts and never answers (no heartbeat
+  ends it: ``check()`` uses none). :class:`_Connection` closes the transport itself
+  after a bounded wait for the broker's close, also when the constructor gives up.
 * **Failover by hand**, as for rabbit: ``connect()`` tries every broker once, starting
   with the one that worked last, and says for each why it failed.
 * **Message**: the JSON envelope as bytes in a Data section (``inferred=True``), so
@@ -31,12 +36,13 @@ Decisions:
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import importlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from ..events import Notification
 from ..exceptions import DeliveryError, StrategyError
@@ -50,6 +56,57 @@ proton: Any = importlib.import_module("proton")
 proton_utils: Any = importlib.import_module("proton.utils")
 
 log = logging.getLogger("instrument.strategies.qpid")
+
+_CLOSE_TIMEOUT: Final = 1.0  # never wait longer for a broker to answer our close
+
+
+class _Connection(proton_utils.BlockingConnection):  # type: ignore[misc]
+    """A BlockingConnection whose ``close()`` is bounded (see the module docstring)."""
+
+    closing: bool
+    container: Any
+    conn: Any
+
+    def close(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        container, conn = self.container, self.conn
+        container.errors = []
+        try:
+            if conn is not None:
+                conn.close()
+                with contextlib.suppress(Exception):  # proton.Timeout: a silent broker
+                    self.wait(
+                        lambda: not conn.state & proton.Endpoint.REMOTE_ACTIVE,
+                        timeout=_CLOSE_TIMEOUT,
+                        msg="Closing connection",
+                    )
+                transport = conn.transport
+                if transport is not None:  # drop the socket, answered or not
+                    transport.close_tail()
+                    transport.close_head()
+        finally:
+            _shut_down(container, conn)
+            self.conn = None
+            self.container = None
+
+
+def _shut_down(container: Any, conn: Any) -> None:
+    """Let the reactor release the socket, for at most ``_CLOSE_TIMEOUT``, then stop it."""
+    if conn is not None:
+        conn.free()
+    container.timeout = 0.05
+    deadline = time.monotonic() + _CLOSE_TIMEOUT
+    with contextlib.suppress(Exception):
+        while time.monotonic() < deadline and container.process():
+            pass
+    with contextlib.suppress(Exception):
+        container.stop()
+        container.process()
+    if conn is not None:
+        conn.handler = None  # break the cycle, as proton does
+    container.stop_events()
 
 
 class QpidPublisher:
@@ -119,16 +176,15 @@ class QpidPublisher:
         conn, self._conn, self._senders = self._conn, None, {}
         if conn is None:
             return
-        conn.timeout = 1.0  # never wait long for a broker that is gone
         try:
-            conn.close()
+            conn.close()  # bounded: _Connection.close
         except Exception:  # the broker may be gone already: nothing to release there
             log.debug("closing the proton connection failed", exc_info=True)
 
     # ------------------------------------------------------------ internals
 
     def _open(self, broker: Broker) -> None:
-        self._conn = proton_utils.BlockingConnection(
+        self._conn = _Connection(
             broker.url, timeout=self.target.connect_timeout, **_connect_kwargs(self.target, broker)
         )
         properties = self._conn.conn.remote_properties or {}

@@ -11,34 +11,24 @@ Decisions:
 * TLS is on for ``rabbit_use_ssl`` or an ``amqps://`` URL. With ``rabbit_ssl_ca_file``
   the broker certificate must chain to that CA, otherwise to the system's CAs; the
   host name is checked either way (py-amqp enables it with ``server_hostname``).
-* Passwords: :func:`mask_url` is the only way a URL reaches a log, an error or a repr,
-  and :meth:`RabbitTarget.scrub` removes a password a library put into a message.
+* Passwords: :func:`mask_url` (shared with qpid, :mod:`._broker_common`) is the only
+  way a URL reaches a log, an error or a repr, and :meth:`RabbitTarget.scrub` removes a
+  password a library put into a message (raw or percent-encoded).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import ssl
 from typing import Final
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from ..events import Notification
+from ._broker_common import kombu_ssl_options, mask_url, scrub
 
 __all__ = ["ENVELOPES", "RabbitTarget", "mask_url", "split_transport_url"]
 
 ENVELOPES: Final = ("plain", "messagingv2")
-_MASK: Final = "****"
-
-
-def mask_url(url: str) -> str:
-    """*url* with its password replaced by ``****``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")
-    userinfo = netloc[0].partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{userinfo}:{_MASK}@{netloc[2]}"))
 
 
 def split_transport_url(url: str) -> list[str]:
@@ -84,26 +74,17 @@ class RabbitTarget:
         """py-amqp TLS options for ``amqps``/``rabbit_use_ssl`` (verifying), else False."""
         if not (self.use_ssl or url.startswith("amqps://")):
             return False
-        options: dict[str, object] = {
-            "cert_reqs": ssl.CERT_REQUIRED,
-            "server_hostname": urlsplit(url).hostname,
-        }
-        if self.ssl_ca_file:
-            options["ca_certs"] = self.ssl_ca_file
-        if self.ssl_cert_file:
-            options["certfile"] = self.ssl_cert_file
-            options["keyfile"] = self.ssl_key_file
-        return options
+        return kombu_ssl_options(
+            urlsplit(url).hostname, self.ssl_ca_file, self.ssl_cert_file, self.ssl_key_file
+        )
 
     def vhost_of(self, url: str) -> str:
         path = urlsplit(url).path
         return unquote(path[1:]) if len(path) > 1 else "/"
 
     def scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret:
-                text = text.replace(secret, _MASK)
-        return text
+        """*text* with every password (raw or percent-encoded) masked."""
+        return scrub(text, self.secrets)
 
     @property
     def masked_urls(self) -> str:

@@ -10,14 +10,27 @@ Decisions:
   and says for every host why it failed. kombu's own alternates would retry with its
   own sleeps (``Connection.connect()`` sleeps 2 s after a refused connection).
 * **Pipelined publisher confirms** on AMQP 0-9-1: the channel is put in confirm mode,
-  the whole batch is written, then acks are drained until the last delivery tag is
-  confirmed (``multiple`` acks included). One round trip per batch instead of one per
-  message (kombu's ``confirm_publish``). A nack or a timeout fails the whole batch;
-  the engine resends it (duplicates possible, never losses).
+  the whole batch is written, then acks are drained until *every* delivery tag of the
+  batch is confirmed: the outstanding tags are a set, an ack removes its tag (all tags
+  up to it when ``multiple``). Confirms of messages routed to different queues arrive
+  out of order, so "the highest tag was acked" proves nothing about lower tags. One
+  round trip per batch instead of one per message (kombu's ``confirm_publish``). Any
+  nack (single or ``multiple``) or a timeout fails the whole batch; the engine resends
+  it (duplicates possible, never losses).
 * **The batch's frames are encoded here** (:func:`publish_frames`, ~3 us a message)
   and written with one ``sendall``: py-amqp spends ~25 us and a syscall per message,
   which capped a batch at py-amqp's speed. py-amqp still owns the connection: the
-  handshake, declarations, confirm mode, heartbeats and reading the acks.
+  handshake, declarations, confirm mode, heartbeats and reading the acks. The raw path
+  uses py-amqp internals (``transport.write``, ``frame_max``, ``bytes_sent``); they
+  are checked at connect, and when one is missing the public ``basic_publish`` is
+  used instead (slower, same wire format), logged once. ``Channel.events`` (how acks
+  reach us on either path) is required: without it connect() fails and says so,
+  rather than publishing unconfirmed.
+* **Nothing waits forever on a broker that stops reading** (memory or disk alarm,
+  half-open TCP): the socket gets a write timeout (``rabbit_confirm_timeout``) and a
+  read timeout (``rabbit_connect_timeout``), and after a failed attempt the connection
+  is dropped with ``collect()`` (no network I/O) instead of a close handshake that
+  would wait for a ``Close-Ok`` that never comes.
 * **Other kombu transports** (``memory://``, ``filesystem://``, ``redis://``) have no
   confirms: a publish that returned is taken as delivered.
 * **Declared on every new connection**: the topic exchange and the queues
@@ -33,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import socket
 import ssl
 import struct
@@ -43,15 +57,20 @@ from urllib.parse import urlsplit
 
 from ..events import Notification
 from ..exceptions import DeliveryError, StrategyError
-from ._rabbit_config import RabbitTarget, mask_url
+from ._broker_common import declare_glance, mask_url
+from ._rabbit_config import RabbitTarget
 
 __all__ = ["RabbitPublisher", "explain", "publish_frames"]
+
+log = logging.getLogger("instrument.strategies.rabbit")
 
 # kombu's and py-amqp's annotations are partial; we use them as untyped libraries.
 kombu: Any = importlib.import_module("kombu")
 amqp_errors: Any = importlib.import_module("amqp.exceptions")
 
-PRIORITY_KEYS: Final = ("info", "warn", "error")
+# py-amqp internals the raw-frame path needs (see the module docstring).
+_RAW_NEEDS: Final = ("transport.write", "frame_max", "bytes_sent")
+_fallback_logged: list[bool] = []
 
 
 class RabbitPublisher:
@@ -63,8 +82,9 @@ class RabbitPublisher:
         self._conn: Any = None
         self._channel: Any = None
         self._confirms = False
-        self._acked = 0
-        self._published = 0
+        self._raw = False  # write frames ourselves (py-amqp internals present)
+        self._published = 0  # delivery tag of the last message published on the channel
+        self._outstanding: set[int] = set()  # delivery tags not confirmed yet
         self._nacked = False
 
     # ------------------------------------------------------------ Publisher
@@ -87,7 +107,13 @@ class RabbitPublisher:
     def publish_batch(self, batch: Sequence[Notification]) -> None:
         try:
             if self._confirms:
-                self._publish_frames(batch)
+                self._outstanding.clear()
+                self._nacked = False
+                if self._raw:
+                    self._publish_frames(batch)
+                else:
+                    for notification in batch:
+                        self._publish(notification)
                 self._wait_confirms()
             else:
                 for notification in batch:
@@ -106,11 +132,15 @@ class RabbitPublisher:
             self._conn.drain_events(timeout=0.001)
 
     def close(self) -> None:
+        """Drop the connection without a close handshake (no network I/O, never waits).
+
+        Called after a failed attempt (the broker may not read any more: a graceful
+        ``close()`` would wait for its ``Close-Ok`` without a timeout) and by
+        ``check()``. The broker sees the socket close and cleans up.
+        """
         conn, self._conn, self._channel = self._conn, None, None
         if conn is not None:
-            try:
-                conn.close()
-            except Exception:  # the broker may be gone already: nothing to release there
+            with contextlib.suppress(Exception):
                 conn.collect()
 
     # ------------------------------------------------------------ internals
@@ -122,7 +152,12 @@ class RabbitPublisher:
             ssl=target.ssl_options(url),
             heartbeat=target.heartbeat,
             connect_timeout=target.connect_timeout,
-            transport_options={"confirm_publish": False},
+            transport_options={
+                "confirm_publish": False,
+                # socket-level (SO_RCVTIMEO/SO_SNDTIMEO): blocking reads and writes end
+                "read_timeout": target.connect_timeout,
+                "write_timeout": target.confirm_timeout,
+            },
         )
         self._conn = conn
         conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
@@ -130,20 +165,18 @@ class RabbitPublisher:
         self._confirms = hasattr(self._channel, "confirm_select")
         if self._confirms:
             self._channel.confirm_select()
-            self._acked = self._published = 0
+            self._published = 0
+            self._outstanding.clear()
             self._nacked = False
+            if not isinstance(getattr(self._channel, "events", None), dict):
+                raise StrategyError(
+                    "this py-amqp has no Channel.events: publisher confirms cannot be read "
+                    "(install the py-amqp version kombu requires)"
+                )
+            self._raw = _raw_possible(conn.connection)
             self._channel.events["basic_ack"].add(self._on_ack)
             self._channel.events["basic_nack"].add(self._on_nack)
-        self._declare()
-
-    def _declare(self) -> None:
-        target = self.target
-        exchange = kombu.Exchange(target.exchange, "topic", durable=target.durable)
-        exchange(self._channel).declare()
-        for key in PRIORITY_KEYS:
-            name = f"{target.topic}.{key}"
-            queue = kombu.Queue(name, exchange, routing_key=name, durable=target.durable)
-            queue(self._channel).declare()
+        declare_glance(kombu, self._channel, target.exchange, target.topic, target.durable)
 
     def _publish(self, notification: Notification) -> None:
         target = self.target
@@ -158,7 +191,9 @@ class RabbitPublisher:
         )
         routing_key = f"{target.topic}.{notification.priority.lower()}"
         self._channel.basic_publish(message, exchange=target.exchange, routing_key=routing_key)
-        self._published += 1
+        if self._confirms:
+            self._published += 1
+            self._outstanding.add(self._published)
 
     def _publish_frames(self, batch: Sequence[Notification]) -> None:
         """Encode the batch's AMQP frames ourselves and write them with one ``sendall``.
@@ -184,17 +219,20 @@ class RabbitPublisher:
             )
             for notification in batch
         ]
+        first = self._published + 1
+        self._published += len(batch)
+        self._outstanding.update(range(first, self._published + 1))
         amqp_conn.transport.write(b"".join(frames))
         amqp_conn.bytes_sent += 1  # heartbeat_check() must see that we talked
-        self._published += len(batch)
 
     def _wait_confirms(self) -> None:
+        """Drain until every delivery tag of the batch is acked; raise on any nack."""
         deadline = time.monotonic() + self.target.confirm_timeout
-        while self._acked < self._published and not self._nacked:
+        while self._outstanding and not self._nacked:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeliveryError(
-                    f"the broker did not confirm {self._published - self._acked} messages "
+                    f"the broker did not confirm {len(self._outstanding)} messages "
                     f"within {self.target.confirm_timeout:g} s"
                 )
             try:
@@ -205,10 +243,35 @@ class RabbitPublisher:
             raise DeliveryError("the broker refused (nacked) messages of the batch")
 
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
-        self._acked = max(self._acked, delivery_tag)
+        if multiple:
+            self._outstanding = {tag for tag in self._outstanding if tag > delivery_tag}
+        else:
+            self._outstanding.discard(delivery_tag)
 
     def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
         self._nacked = True
+
+
+def _raw_possible(amqp_conn: Any) -> bool:
+    """Whether py-amqp still has the internals :meth:`_publish_frames` writes through."""
+    missing = [name for name in _RAW_NEEDS if _lookup(amqp_conn, name) is None]
+    if not missing:
+        return True
+    if not _fallback_logged:
+        _fallback_logged.append(True)
+        log.warning(
+            "rabbit: py-amqp lacks %s; publishing through basic_publish instead (correct, slower)",
+            ", ".join(missing),
+        )
+    return False
+
+
+def _lookup(obj: Any, dotted: str) -> Any:
+    for name in dotted.split("."):
+        obj = getattr(obj, name, None)
+        if obj is None:
+            return None
+    return obj
 
 
 _PUBLISH_METHOD: Final = struct.pack(">HHH", 60, 40, 0)  # basic.publish, reserved-1
@@ -251,7 +314,7 @@ def publish_frames(
         + _shortstr(message_id)
     )
     parts = [_frame(1, channel, method), _frame(2, channel, header)]
-    chunk = max(frame_max - 8, 4096) if frame_max else len(body) or 1
+    chunk = frame_max - 8 if frame_max else len(body) or 1
     parts.extend(_frame(3, channel, body[i : i + chunk]) for i in range(0, len(body), chunk))
     return b"".join(parts)
 
@@ -285,6 +348,11 @@ def _explain(exc: BaseException, target: RabbitTarget, url: str) -> str:
         )
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve host {parts.hostname!r}: {exc.strerror}"
+    if isinstance(exc, BlockingIOError):  # SO_SNDTIMEO/SO_RCVTIMEO of a blocking socket
+        return (
+            f"{where} stopped reading or answering (socket timeout; a memory or disk alarm "
+            f"blocks publishers, or the connection is half-open): {exc}"
+        )
     if isinstance(exc, TimeoutError):
         return f"timed out after {target.connect_timeout:g} s talking to {where}"
     if isinstance(exc, OSError) and "unexpectedly closed" in str(exc) and parts.port:

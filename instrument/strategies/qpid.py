@@ -36,13 +36,13 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import logging
-import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from ..delivery import DELIVERY_OPTIONS, Delivery, Publisher
 from ..exceptions import ConfigError, StrategyError
 from ..options import Option, boolean, choice, integer, number, string
+from ._broker_common import parse_options
 from ._qpid_config import BROKERS, QpidTarget, check_template, parse_brokers, retry_schedule
 from .base import Strategy
 
@@ -188,6 +188,7 @@ class QpidStrategy(Strategy):
         return self._delivery.flush(timeout)
 
     def close(self) -> None:
+        _strategies.discard(self)
         self._delivery.close()
 
     def stats(self) -> Mapping[str, Any]:
@@ -204,16 +205,7 @@ class QpidStrategy(Strategy):
 
 
 def _parse(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Every option's typed value: given ones parsed (validated), the others defaults."""
-    known = {option.name: option for option in _OPTIONS}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise TypeError(f"QpidStrategy() got unknown options: {', '.join(unknown)}")
-    parsed = {}
-    for name, option in known.items():
-        value = values.get(name)
-        parsed[name] = option.default if value is None else option.parse(name, value)
-    return parsed
+    return parse_options(_OPTIONS, values, "QpidStrategy")
 
 
 def _target(config: Mapping[str, Any]) -> QpidTarget:
@@ -246,7 +238,9 @@ def _delivery_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-_strategies: weakref.WeakSet[QpidStrategy] = weakref.WeakSet()
+# Held strongly until closed, as the engines are: one dropped without close() must still
+# be closed by _close_all_at_exit, before proton's own exit hook.
+_strategies: set[QpidStrategy] = set()
 _exit_hook: list[bool] = []
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from ..delivery import DELIVERY_OPTIONS, Delivery, Publisher, retry_options
 from ..exceptions import ConfigError, StrategyError
 from ..options import Option, boolean, choice, integer, number, string
+from ._broker_common import parse_options
 from ._rabbit_config import ENVELOPES, RabbitTarget, host_url, split_transport_url, url_secrets
 from .base import Strategy
 
@@ -144,16 +145,7 @@ class RabbitStrategy(Strategy):
 
 
 def _parse(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Every option's typed value: given ones parsed (validated), the others defaults."""
-    known = {option.name: option for option in _OPTIONS}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise TypeError(f"RabbitStrategy() got unknown options: {', '.join(unknown)}")
-    parsed = {}
-    for name, option in known.items():
-        value = values.get(name)
-        parsed[name] = option.default if value is None else option.parse(name, value)
-    return parsed
+    return parse_options(_OPTIONS, values, "RabbitStrategy")
 
 
 def _target(config: Mapping[str, Any]) -> RabbitTarget:
