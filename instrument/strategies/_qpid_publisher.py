@@ -119,6 +119,7 @@ class QpidPublisher:
         self._conn: Any = None
         self._senders: dict[str, Any] = {}  # routing key -> proton Sender
         self._reusable: Any = None  # one Message, refilled per notification (cheaper)
+        self._endpoints: list[tuple[str, Any]] = []  # see _fault
 
     # ------------------------------------------------------------ Publisher
 
@@ -173,7 +174,7 @@ class QpidPublisher:
             raise DeliveryError(fault)
 
     def close(self) -> None:
-        conn, self._conn, self._senders = self._conn, None, {}
+        conn, self._conn, self._senders, self._endpoints = self._conn, None, {}, []
         if conn is None:
             return
         try:
@@ -199,6 +200,7 @@ class QpidPublisher:
             for address in sorted(set(addresses.values()))
         }
         self._senders = {key: links[address] for key, address in addresses.items()}
+        self._endpoints = []
         remote_uninit = proton.Endpoint.REMOTE_UNINIT
         self._wait(
             lambda: all(not link.state & remote_uninit for link in links.values()),
@@ -219,16 +221,26 @@ class QpidPublisher:
             raise DeliveryError(fault)
 
     def _fault(self) -> str | None:
-        """Why the connection, its session or a link was closed by the broker, if it was."""
-        conn = self._conn.conn
-        links = list({id(sender): sender for sender in self._senders.values()}.values())
-        sessions = {id(link.session): link.session for link in links}
-        endpoints = [("connection", conn), *(("session", s) for s in sessions.values())]
-        endpoints += [(f"link to {link.target.address}", link) for link in links]
-        for what, endpoint in endpoints:
-            if endpoint.state & proton.Endpoint.REMOTE_CLOSED:
+        """Why the connection, its session or a link was closed by the broker, if it was.
+
+        It is asked after every turn of the event loop while a batch settles, so the
+        endpoints to look at are listed once per connection (``_watch``).
+        """
+        remote_closed = proton.Endpoint.REMOTE_CLOSED
+        for what, endpoint in self._endpoints or self._watch():
+            if endpoint.state & remote_closed:
                 return _closed(what, endpoint.remote_condition, self.target)
         return None
+
+    def _watch(self) -> list[tuple[str, Any]]:
+        """The connection, its sessions and its links, named for error messages."""
+        links = list({id(sender): sender for sender in self._senders.values()}.values())
+        sessions = {id(link.session): link.session for link in links}
+        endpoints = [("connection", self._conn.conn), *(("session", s) for s in sessions.values())]
+        endpoints += [(f"link to {link.target.address}", link) for link in links]
+        if self._senders:  # complete once the links exist; until then, recompute
+            self._endpoints = endpoints
+        return endpoints
 
     def _message(self, notification: Notification) -> Any:
         message = self._reusable
