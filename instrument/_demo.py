@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ._display import Printer
+from .exceptions import StrategyError
 from .middleware import NotificationMiddleware
 from .notifier import Notifier
 
@@ -84,13 +85,14 @@ def run_demo(
     feed = _LogFeed(printer, arrived)
     logger = logging.getLogger("instrument.notifications")
     saved = (logger.level, logger.propagate)
+    notifier = Notifier.from_config(options)
     if strategy == "logging":
         logger.setLevel(logging.INFO)
         logger.propagate = False
         logger.addHandler(feed)
     else:
+        _check_broker(notifier)  # connects and declares the exchange the listener binds to
         _feed_from_broker(strategy, url, printer, arrived, stop)
-    notifier = Notifier.from_config(options)
     try:
         return _serve_and_drive(notifier, printer, arrived, size_mib)
     finally:
@@ -99,6 +101,14 @@ def run_demo(
         logger.removeHandler(feed)
         logger.setLevel(saved[0])
         logger.propagate = saved[1]
+
+
+def _check_broker(notifier: Notifier) -> None:
+    try:
+        notifier.check(15)
+    except StrategyError as exc:
+        notifier.close()
+        raise SystemExit(f"instrument demo: {exc}") from None
 
 
 def _feed_from_broker(

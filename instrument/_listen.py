@@ -121,11 +121,17 @@ def listen_amqp1(
     from proton.utils import BlockingConnection
 
     stop = stop or threading.Event()
+    source = address or f"/exchange/{exchange}/{topic}.#"
     connection = BlockingConnection(url, timeout=10)
     try:
-        receiver = connection.create_receiver(
-            address or f"/exchange/{exchange}/{topic}.#", credit=100
-        )
+        try:
+            receiver = connection.create_receiver(source, credit=100)
+        except Timeout:
+            # RabbitMQ never opens a link to an exchange that does not exist.
+            raise ConnectionError(
+                f"cannot attach to {source}: does exchange {exchange!r} exist? "
+                "(the publisher declares it; start it first)"
+            ) from None
         if ready is not None:
             ready.set()
         while not stop.is_set():

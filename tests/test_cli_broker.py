@@ -150,3 +150,43 @@ def test_check_with_wrong_credentials(
     assert code == 1
     assert "authentication failed" in err.lower()
     assert "not-the-password" not in err
+
+
+def test_demo_through_amqp_1_0(rabbit_node: RabbitNode) -> None:
+    """`instrument demo --strategy qpid`: sent with proton, read back over AMQP 1.0."""
+    url = f"amqp://guest:guest@127.0.0.1:{rabbit_node.port}"
+    demo = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "instrument.cli",
+            "demo",
+            "--strategy",
+            "qpid",
+            "--url",
+            url,
+            "--json",
+            "--size",
+            "16",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert demo.returncode == 0, demo.stderr
+    shown = [json.loads(line) for line in demo.stdout.splitlines()]
+    assert sorted((n["event_type"], n["priority"]) for n in shown) == sorted(
+        [
+            ("image.create", "INFO"),
+            ("image.prepare", "INFO"),
+            ("image.upload", "INFO"),
+            ("image.activate", "INFO"),
+            ("image.send", "INFO"),
+            ("image.send", "INFO"),
+            ("image.send", "ERROR"),
+            ("image.update", "INFO"),
+            ("image.delete", "INFO"),
+        ]
+    )
+    assert all(n["publisher_id"] == "instrument-demo" for n in shown)
