@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +155,7 @@ def _serve_and_drive(
     _say(f"example image API with the instrument filter on http://127.0.0.1:{port}/ (waitress)")
     printer.header()
     try:
-        _lifecycle(port, size_mib * _CHUNK)
+        _lifecycle(port, size_mib * _CHUNK, lambda count: _await(printer, arrived, count))
         return _await_all(notifier, printer, arrived)
     finally:
         stopping.set()
@@ -183,7 +183,12 @@ def _await_all(notifier: Notifier, printer: Printer, arrived: threading.Conditio
     return 0 if missing <= 0 else 1
 
 
-def _lifecycle(port: int, size: int) -> None:
+def _await(printer: Printer, arrived: threading.Condition, count: int, timeout: float = 5) -> None:
+    with arrived:
+        arrived.wait_for(lambda: printer.count >= count, timeout)
+
+
+def _lifecycle(port: int, size: int, settle: Callable[[int], None]) -> None:
     image = _request(
         port,
         "POST",
@@ -198,6 +203,9 @@ def _lifecycle(port: int, size: int) -> None:
     _request(port, "GET", f"/v2/images/{image_id}/file", headers={"X-User-Id": "demo-user"})
     _request(port, "GET", f"/v2/images/{image_id}/file", headers={"Range": "bytes=0-1048575"})
     _aborted_download(port, f"/v2/images/{image_id}/file")
+    # The server reports an abort when it notices the reset, which may be after the
+    # next request has started: wait for it, so the events come in lifecycle order.
+    settle(7)
     patch = json.dumps(
         [{"op": "replace", "path": "/name", "value": "demo-cirros-renamed"}]
     ).encode()

@@ -12,6 +12,8 @@ import pytest
 from instrument._check import filter_options
 from instrument.cli import main
 
+from .lifecycle import LIFECYCLE_EVENTS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,17 +29,7 @@ def test_readme_demo_command_runs_the_whole_lifecycle() -> None:
     )
     assert result.returncode == 0, result.stderr
     notes = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [(n["event_type"], n["priority"]) for n in notes] == [
-        ("image.create", "INFO"),
-        ("image.prepare", "INFO"),
-        ("image.upload", "INFO"),
-        ("image.activate", "INFO"),
-        ("image.send", "INFO"),
-        ("image.send", "INFO"),
-        ("image.send", "ERROR"),
-        ("image.update", "INFO"),
-        ("image.delete", "INFO"),
-    ]
+    assert [(n["event_type"], n["priority"]) for n in notes] == LIFECYCLE_EVENTS
     full, ranged, aborted = (
         n["payload"]["bytes_sent"] for n in notes if n["event_type"] == "image.send"
     )

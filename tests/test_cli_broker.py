@@ -13,6 +13,8 @@ import pytest
 
 from instrument.cli import main
 
+from .lifecycle import LIFECYCLE_EVENTS
+
 if TYPE_CHECKING:
     from tests.support.rabbitmq import RabbitNode
 
@@ -35,8 +37,8 @@ def start_listener(url: str, *extra: str) -> subprocess.Popen[str]:
     return listener
 
 
-def test_listen_shows_a_demo_run_through_rabbitmq(rabbit_node: RabbitNode) -> None:
-    listener = start_listener(rabbit_node.url, "--count", "9", "--timeout", "90")
+def run_demo(strategy: str, url: str) -> list[dict[str, object]]:
+    """`instrument demo --json` through a broker; the notifications it printed."""
     demo = subprocess.run(
         [
             sys.executable,
@@ -44,9 +46,9 @@ def test_listen_shows_a_demo_run_through_rabbitmq(rabbit_node: RabbitNode) -> No
             "instrument.cli",
             "demo",
             "--strategy",
-            "rabbit",
+            strategy,
             "--url",
-            rabbit_node.url,
+            url,
             "--json",
             "--size",
             "16",
@@ -57,43 +59,32 @@ def test_listen_shows_a_demo_run_through_rabbitmq(rabbit_node: RabbitNode) -> No
         timeout=120,
     )
     assert demo.returncode == 0, demo.stderr
+    return [json.loads(line) for line in demo.stdout.splitlines()]
+
+
+def events(notifications: list[dict[str, object]]) -> list[tuple[object, object]]:
+    return [(n["event_type"], n["priority"]) for n in notifications]
+
+
+def test_listen_shows_a_demo_run_through_rabbitmq(rabbit_node: RabbitNode) -> None:
+    listener = start_listener(rabbit_node.url, "--count", "9", "--timeout", "90")
+    shown = run_demo("rabbit", rabbit_node.url)
     out, _ = listener.communicate(timeout=60)
     heard = [json.loads(line) for line in out.splitlines()]
-    shown = [json.loads(line) for line in demo.stdout.splitlines()]
-    assert [(n["event_type"], n["priority"]) for n in heard] == [
-        (n["event_type"], n["priority"]) for n in shown
-    ]
+    assert events(heard) == events(shown)
+    assert sorted(events(heard)) == sorted(LIFECYCLE_EVENTS)
     assert {n["message_id"] for n in heard} == {n["message_id"] for n in shown}
-    assert ("image.send", "ERROR") in [(n["event_type"], n["priority"]) for n in heard]
 
 
 def test_listen_filters_by_event_type(rabbit_node: RabbitNode) -> None:
     listener = start_listener(
         rabbit_node.url, "--event", "image.send", "--count", "3", "--timeout", "90"
     )
-    demo = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "instrument.cli",
-            "demo",
-            "--strategy",
-            "rabbit",
-            "--url",
-            rabbit_node.url,
-            "--json",
-            "--size",
-            "16",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert demo.returncode == 0, demo.stderr
+    shown = run_demo("rabbit", rabbit_node.url)
     out, _ = listener.communicate(timeout=60)
     heard = [json.loads(line) for line in out.splitlines()]
-    assert [(n["event_type"], n["priority"]) for n in heard] == [
+    assert len(shown) == len(LIFECYCLE_EVENTS)
+    assert events(heard) == [
         ("image.send", "INFO"),
         ("image.send", "INFO"),
         ("image.send", "ERROR"),
@@ -154,39 +145,6 @@ def test_check_with_wrong_credentials(
 
 def test_demo_through_amqp_1_0(rabbit_node: RabbitNode) -> None:
     """`instrument demo --strategy qpid`: sent with proton, read back over AMQP 1.0."""
-    url = f"amqp://guest:guest@127.0.0.1:{rabbit_node.port}"
-    demo = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "instrument.cli",
-            "demo",
-            "--strategy",
-            "qpid",
-            "--url",
-            url,
-            "--json",
-            "--size",
-            "16",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert demo.returncode == 0, demo.stderr
-    shown = [json.loads(line) for line in demo.stdout.splitlines()]
-    assert sorted((n["event_type"], n["priority"]) for n in shown) == sorted(
-        [
-            ("image.create", "INFO"),
-            ("image.prepare", "INFO"),
-            ("image.upload", "INFO"),
-            ("image.activate", "INFO"),
-            ("image.send", "INFO"),
-            ("image.send", "INFO"),
-            ("image.send", "ERROR"),
-            ("image.update", "INFO"),
-            ("image.delete", "INFO"),
-        ]
-    )
+    shown = run_demo("qpid", f"amqp://guest:guest@127.0.0.1:{rabbit_node.port}")
+    assert sorted(events(shown)) == sorted(LIFECYCLE_EVENTS)
     assert all(n["publisher_id"] == "instrument-demo" for n in shown)

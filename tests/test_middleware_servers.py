@@ -6,6 +6,7 @@ import http.client
 import json
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from instrument import Notifier
 from instrument.middleware import NotificationMiddleware
 from instrument.testing import CapturedNotifications
 
+from .lifecycle import LIFECYCLE_EVENTS
 from .servers import gunicorn_server, waitress_server
 
 pytestmark = pytest.mark.servers
@@ -51,7 +53,7 @@ def aborted_download(port: int, path: str, read: int) -> None:
     sock.close()
 
 
-def lifecycle(port: int) -> str:
+def lifecycle(port: int, settle: Callable[[int], object]) -> str:
     status, body = request(
         port,
         "POST",
@@ -78,6 +80,7 @@ def lifecycle(port: int) -> str:
     )
     assert status == 206 and body == DATA[10:1034]
     aborted_download(port, f"/v2/images/{image_id}/file", 64 * 1024)
+    settle(7)  # the server reports the abort when it notices it: keep the order stable
     patch = [{"op": "replace", "path": "/name", "value": "cirros-2"}]
     assert (
         request(
@@ -93,17 +96,7 @@ def lifecycle(port: int) -> str:
     return image_id
 
 
-EXPECTED = [
-    ("image.create", "INFO"),
-    ("image.prepare", "INFO"),
-    ("image.upload", "INFO"),
-    ("image.activate", "INFO"),
-    ("image.send", "INFO"),
-    ("image.send", "INFO"),
-    ("image.send", "ERROR"),
-    ("image.update", "INFO"),
-    ("image.delete", "INFO"),
-]
+EXPECTED = LIFECYCLE_EVENTS
 
 
 def check(events: list[tuple[str, str]], sends: list[dict[str, Any]]) -> None:
@@ -118,9 +111,17 @@ def check(events: list[tuple[str, str]], sends: list[dict[str, Any]]) -> None:
 def test_lifecycle_through_waitress(tmp_path: Path, notifications: CapturedNotifications) -> None:
     app = NotificationMiddleware(ImageAPI(tmp_path), Notifier())
     with waitress_server(app) as port:
-        lifecycle(port)
+        lifecycle(port, lambda count: notifications.wait_for(count, timeout=10))
         assert notifications.wait_for(len(EXPECTED), timeout=10)
     check(notifications.events, notifications.payloads("image.send"))
+
+
+def wait_for_lines(path: Path, count: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_text().splitlines()) >= count:
+            return
+        time.sleep(0.05)
 
 
 def test_lifecycle_through_gunicorn_with_sendfile(tmp_path: Path) -> None:
@@ -131,13 +132,8 @@ def test_lifecycle_through_gunicorn_with_sendfile(tmp_path: Path) -> None:
         "IMAGE_API_DATA_DIR": str(tmp_path / "data"),
     }
     with gunicorn_server("examples.image_api.wsgi:application", env) as port:
-        lifecycle(port)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            lines = log_file.read_text().splitlines() if log_file.exists() else []
-            if len(lines) >= len(EXPECTED):
-                break
-            time.sleep(0.05)
+        lifecycle(port, lambda count: wait_for_lines(log_file, count))
+        wait_for_lines(log_file, len(EXPECTED))
     notes = [json.loads(line) for line in log_file.read_text().splitlines()]
     check(
         [(n["event_type"], n["priority"]) for n in notes],

@@ -39,18 +39,14 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from ..delivery import DELIVERY_OPTIONS, Delivery, Publisher
-from ..exceptions import ConfigError, StrategyError
+from ..delivery import DELIVERY_OPTIONS, Publisher
 from ..options import Option, boolean, choice, integer, number, string
 from ._broker_common import parse_options
+from ._broker_strategy import BrokerStrategy
 from ._qpid_config import BROKERS, QpidTarget, check_template, parse_brokers, retry_schedule
-from .base import Strategy
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
-
-    from ..config import Settings
-    from ..events import Notification
+    pass
 
 __all__ = ["QPID_OPTIONS", "QpidStrategy"]
 
@@ -137,7 +133,7 @@ QPID_OPTIONS: Final = (
 _OPTIONS: Final = (*QPID_OPTIONS, *DELIVERY_OPTIONS)
 
 
-class QpidStrategy(Strategy):
+class QpidStrategy(BrokerStrategy):
     """Publish notifications to an AMQP 1.0 broker in the background.
 
     Keyword arguments are the option names, e.g.
@@ -148,57 +144,38 @@ class QpidStrategy(Strategy):
     options: ClassVar[tuple[Option, ...]] = _OPTIONS
     asynchronous: ClassVar[bool] = True
 
+    client = "proton"
+    package = "python-qpid-proton"
+    extra = "qpid"
+
     def __init__(self, **values: Any) -> None:
-        self.config = _parse(values)
-        self.target = _target(self.config)
-        self._delivery = Delivery(
-            self._new_publisher, name=self.name, **_delivery_kwargs(self.config)
-        )
+        super().__init__(**values)
         _strategies.add(self)
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
-        """As :meth:`Strategy.from_settings`; ConfigError naming the extra without proton."""
-        try:
-            import proton  # noqa: F401
-        except ImportError:
-            raise ConfigError(
-                "strategy", "qpid", "python-qpid-proton installed (pip install 'instrument[qpid]')"
-            ) from None
-        return super().from_settings(settings)
+    def configure(self, values: Mapping[str, Any]) -> None:
+        self.config = _parse(values)
+        self.target = _target(self.config)
 
-    def emit(self, notification: Notification) -> None:
-        self._delivery.submit(notification)
+    def delivery_options(self) -> dict[str, Any]:
+        return _delivery_kwargs(self.config)
 
-    def check(self, timeout: float = 10.0) -> None:
-        """Connect, declare and attach now with a fresh connection; StrategyError if not."""
-        from ._qpid_publisher import QpidPublisher
-
-        per_broker = max(0.1, min(self.target.connect_timeout, timeout / len(self.target.brokers)))
-        target = dataclasses.replace(self.target, connect_timeout=per_broker, heartbeat=0.0)
-        publisher = QpidPublisher(target)
-        try:
-            publisher.connect()
-        except StrategyError as exc:
-            raise StrategyError(f"no broker reachable: {exc}") from None
-        finally:
-            publisher.close()
-
-    def flush(self, timeout: float | None = None) -> bool:
-        return self._delivery.flush(timeout)
-
-    def close(self) -> None:
-        _strategies.discard(self)
-        self._delivery.close()
-
-    def stats(self) -> Mapping[str, Any]:
-        return self._delivery.stats()
-
-    def _new_publisher(self) -> Publisher:
+    def new_publisher(self) -> Publisher:
         from ._qpid_publisher import QpidPublisher
 
         _register_exit_hook()
         return QpidPublisher(self.target)
+
+    def check_publisher(self, timeout: float) -> Publisher:
+        from ._qpid_publisher import QpidPublisher
+
+        per_broker = max(0.1, min(self.target.connect_timeout, timeout / len(self.target.brokers)))
+        return QpidPublisher(
+            dataclasses.replace(self.target, connect_timeout=per_broker, heartbeat=0.0)
+        )
+
+    def close(self) -> None:
+        _strategies.discard(self)
+        super().close()
 
     def __repr__(self) -> str:
         return f"<QpidStrategy {self.target.masked_urls} exchange={self.target.exchange!r}>"

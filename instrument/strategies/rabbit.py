@@ -25,18 +25,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from ..delivery import DELIVERY_OPTIONS, Delivery, Publisher, retry_options
-from ..exceptions import ConfigError, StrategyError
+from ..delivery import DELIVERY_OPTIONS, Publisher, retry_options
+from ..exceptions import ConfigError
 from ..options import Option, boolean, choice, integer, number, string
 from ._broker_common import parse_options
+from ._broker_strategy import BrokerStrategy
 from ._rabbit_config import ENVELOPES, RabbitTarget, host_url, split_transport_url, url_secrets
-from .base import Strategy
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
-
-    from ..config import Settings
-    from ..events import Notification
+    pass
 
 __all__ = ["RABBIT_OPTIONS", "RabbitStrategy"]
 
@@ -81,7 +78,7 @@ RABBIT_OPTIONS: Final = (
 _OPTIONS: Final = (*RABBIT_OPTIONS, *retry_options("rabbit"), *DELIVERY_OPTIONS)
 
 
-class RabbitStrategy(Strategy):
+class RabbitStrategy(BrokerStrategy):
     """Publish notifications to RabbitMQ (or any kombu transport) in the background.
 
     Keyword arguments are the option names, e.g.
@@ -92,53 +89,26 @@ class RabbitStrategy(Strategy):
     options: ClassVar[tuple[Option, ...]] = _OPTIONS
     asynchronous: ClassVar[bool] = True
 
-    def __init__(self, **values: Any) -> None:
+    client = "kombu"
+    package = "kombu"
+    extra = "rabbit"
+
+    def configure(self, values: Mapping[str, Any]) -> None:
         self.config = _parse(values)
         self.target = _target(self.config)
-        self._delivery = Delivery(
-            self._new_publisher, name=self.name, **_delivery_kwargs(self.config)
-        )
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
-        """As :meth:`Strategy.from_settings`; ConfigError naming the extra without kombu."""
-        try:
-            import kombu  # noqa: F401
-        except ImportError:
-            raise ConfigError(
-                "strategy", "rabbit", "kombu installed (pip install 'instrument[rabbit]')"
-            ) from None
-        return super().from_settings(settings)
+    def delivery_options(self) -> dict[str, Any]:
+        return _delivery_kwargs(self.config)
 
-    def emit(self, notification: Notification) -> None:
-        self._delivery.submit(notification)
-
-    def check(self, timeout: float = 10.0) -> None:
-        """Connect to a broker and declare everything now; StrategyError saying why not."""
-        from ._rabbit_publisher import RabbitPublisher
-
-        target = _with_timeout(self.target, timeout)
-        publisher = RabbitPublisher(target)
-        try:
-            publisher.connect()
-        except StrategyError as exc:
-            raise StrategyError(f"no broker reachable: {exc}") from None
-        finally:
-            publisher.close()
-
-    def flush(self, timeout: float | None = None) -> bool:
-        return self._delivery.flush(timeout)
-
-    def close(self) -> None:
-        self._delivery.close()
-
-    def stats(self) -> Mapping[str, Any]:
-        return self._delivery.stats()
-
-    def _new_publisher(self) -> Publisher:
+    def new_publisher(self) -> Publisher:
         from ._rabbit_publisher import RabbitPublisher
 
         return RabbitPublisher(self.target)
+
+    def check_publisher(self, timeout: float) -> Publisher:
+        from ._rabbit_publisher import RabbitPublisher
+
+        return RabbitPublisher(_with_timeout(self.target, timeout))
 
     def __repr__(self) -> str:
         return f"<RabbitStrategy {self.target.masked_urls} envelope={self.target.envelope}>"

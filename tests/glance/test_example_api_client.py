@@ -15,22 +15,14 @@ from instrument.middleware import NotificationMiddleware
 from instrument.testing import CapturedNotifications
 
 from ..servers import waitress_server
-from .environment import EnvironmentUnavailable, close_stdin, ensure_venv
+from .environment import close_stdin
 
 pytestmark = pytest.mark.glance
 
 
 @pytest.fixture(scope="module")
-def glance_cli() -> Path:
-    try:
-        venv = ensure_venv()
-    except EnvironmentUnavailable as exc:
-        reason = f"cannot build the Glance virtualenv: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        print(reason)
-        pytest.skip(reason)
-    return venv / "bin" / "glance"
+def glance_cli(glance_venv: Path) -> Path:
+    return glance_venv / "bin" / "glance"
 
 
 def run(cli: Path, port: int, *args: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from .environment import EnvironmentUnavailable, ensure_venv, running_glance
+from .environment import running_glance
 from .parity import differences, table, verdict
 from .scenario import IMAGE_SIZE, RANGE, SUFFIX, Step, run_scenario
 
@@ -46,17 +46,9 @@ STEPS = (
 
 
 @pytest.fixture(scope="module")
-def steps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Step]:
-    try:
-        venv = ensure_venv()
-    except EnvironmentUnavailable as exc:
-        reason = f"cannot build the Glance virtualenv: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        print(reason)
-        pytest.skip(reason)
+def steps(glance_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Step]:
     work = tmp_path_factory.mktemp("glance")
-    with running_glance(venv, work) as glance:
+    with running_glance(glance_venv, work) as glance:
         recorded = run_scenario(glance, work)
     comparison = table(recorded)
     print(f"\n{comparison}\n")
