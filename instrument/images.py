@@ -16,6 +16,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from .events import JSONSafe
+
 __all__ = [
     "CORE_FIELDS",
     "UPLOADABLE_STATUSES",
@@ -65,9 +67,13 @@ _V1_BOOLEANS: Final = frozenset({"is_public", "protected", "deleted"})
 _HEADER_PREFIX: Final = "x-image-meta-"
 
 
-def notification_image(image: Mapping[str, Any]) -> dict[str, Any]:
-    """*image* (v1 or v2 REST form) in Glance's notification shape."""
-    result: dict[str, Any] = {}
+def notification_image(image: Mapping[str, Any], *, from_json: bool = False) -> dict[str, Any]:
+    """*image* (v1 or v2 REST form) in Glance's notification shape.
+
+    With *from_json* (the image was parsed from JSON or headers) the result is marked
+    :class:`~instrument.events.JSONSafe`, so the Notifier need not convert it.
+    """
+    result: dict[str, Any] = JSONSafe() if from_json else {}
     properties: dict[str, Any] = dict(image.get("properties") or {})
     for key, value in image.items():
         if key in CORE_FIELDS:
@@ -113,7 +119,7 @@ def image_from_body(body: bytes) -> dict[str, Any] | None:
     if isinstance(document, dict) and isinstance(document.get("image"), dict):
         document = document["image"]
     if isinstance(document, dict) and isinstance(document.get("id"), str):
-        return notification_image(document)
+        return notification_image(document, from_json=True)
     return None
 
 
@@ -136,7 +142,7 @@ def image_from_headers(headers: Iterable[tuple[str, str]]) -> dict[str, Any] | N
     if "id" not in image:
         return None
     image["properties"] = properties
-    return notification_image(image)
+    return notification_image(image, from_json=True)
 
 
 def _v1_value(key: str, value: str) -> Any:

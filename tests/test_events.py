@@ -173,3 +173,16 @@ def test_self_referencing_payload_is_cut_not_recursed_forever() -> None:
     loop.append(loop)
     out = jsonable(loop)
     json.dumps(out)
+
+
+def test_json_safe_payloads_are_redacted_without_being_copied_when_clean() -> None:
+    from instrument.events import JSONSafe
+
+    clean = JSONSafe({"id": "1", "properties": {"a": 1}, "tags": ["x"]})
+    assert jsonable(clean, frozenset({"location"})) is clean
+    leaky = JSONSafe(
+        {"id": "1", "properties": {"Location": "swift://k@s"}, "list": [{"direct_url": 1}]}
+    )
+    out = jsonable(leaky, frozenset({"location", "direct_url"}))
+    assert out == {"id": "1", "properties": {}, "list": [{}]}
+    assert leaky["properties"] == {"Location": "swift://k@s"}, "the original is not modified"
