@@ -50,7 +50,10 @@ def filter_options(path: str, name: str | None = None) -> dict[str, str]:
             "filter", name, f"one filter section that uses instrument (found: {found})"
         )
     uri = f"config:{os.path.abspath(path)}"
-    context = loadwsgi.loadcontext(loadwsgi.FILTER, uri, name=chosen[0].removeprefix("filter:"))
+    try:
+        context = loadwsgi.loadcontext(loadwsgi.FILTER, uri, name=chosen[0].removeprefix("filter:"))
+    except (LookupError, ImportError, configparser.Error) as exc:  # what Paste itself raises
+        raise ConfigError("paste-ini", path, f"a section Paste can load ({exc})") from None
     return {k: v for k, v in context.local_conf.items() if k not in _PASTE_KEYS}
 
 

@@ -27,6 +27,7 @@ from ._display import Printer
 from .exceptions import StrategyError
 from .middleware import NotificationMiddleware
 from .notifier import Notifier
+from .payloads import mask_credentials
 
 __all__ = ["EXPECTED_EVENTS", "run_demo"]
 
@@ -85,8 +86,12 @@ def run_demo(
     feed = _LogFeed(printer, arrived)
     logger = logging.getLogger("instrument.notifications")
     saved = (logger.level, logger.propagate)
+    if strategy != "logging" and not url:
+        raise SystemExit(
+            f"--strategy {strategy} needs --url (e.g. amqp://guest:guest@127.0.0.1:5672//)"
+        )
     notifier = Notifier.from_config(options)
-    if strategy == "logging":
+    if strategy == "logging" or url is None:
         logger.setLevel(logging.INFO)
         logger.propagate = False
         logger.addHandler(feed)
@@ -113,17 +118,12 @@ def _check_broker(notifier: Notifier) -> None:
 
 def _feed_from_broker(
     strategy: str,
-    url: str | None,
+    url: str,
     printer: Printer,
     arrived: threading.Condition,
     stop: threading.Event,
 ) -> None:
     from ._listen import listen_amqp1, listen_kombu
-
-    if not url:
-        raise SystemExit(
-            f"--strategy {strategy} needs --url (e.g. amqp://guest:guest@127.0.0.1:5672//)"
-        )
 
     def show(notification: dict[str, Any]) -> None:
         with arrived:
@@ -137,7 +137,7 @@ def _feed_from_broker(
     )
     thread.start()
     if not ready.wait(15):
-        raise SystemExit(f"cannot listen on {url}: the broker did not answer")
+        raise SystemExit(f"cannot listen on {mask_credentials(url)}: the broker did not answer")
 
 
 def _serve_and_drive(

@@ -85,7 +85,9 @@ def _owner_alive(owner: str) -> bool:
     except ValueError:
         return False
     if pid == os.getpid() and _start_time(pid) == started:
-        return not engine or owner in _live_owners  # no engine id: this process, older code
+        # Only an engine open in this process owns its rows; an id without an engine
+        # part is from older code in an earlier image of this pid (exec): adopt them.
+        return bool(engine) and owner in _live_owners
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -309,6 +309,8 @@ class _Send(_Step):
         size = image.get("size") if isinstance(image.get("size"), int) else None
         if callable(result):
             return _CountedApp(result, self.notifier, fields, size)
+        if not hasattr(result, "__iter__"):
+            return result  # not a body: nothing to count
         return count_sent(result, self.notifier, expected=size, environ=environ, **fields)
 
     def succeeded(self, call: _Call, result: Any) -> None:

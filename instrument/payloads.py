@@ -27,7 +27,9 @@ __all__ = [
 ]
 
 # user:password@ in a URL of an exception text (a store or copy-from location).
-_USERINFO: Final = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+# Up to the last @ of the URL: secrets may hold "/" or "@" (S3 keys do); masking too much
+# is better than leaking.
+_USERINFO: Final = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)\S*@")
 
 #: Keys that never leave the process: they may hold store credentials.
 ALWAYS_REDACTED: Final = frozenset({"location", "locations", "direct_url"})

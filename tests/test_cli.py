@@ -97,3 +97,19 @@ def test_check_reads_the_paste_ini_as_paste_does(tmp_path: Path) -> None:
         "log_file": f"{tmp_path}/notifications.log",
         "publisher_id": "/var/log/glance",
     }
+
+
+def test_check_paste_ini_that_paste_cannot_load_is_a_configuration_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ini = tmp_path / "api-paste.ini"
+    ini.write_text(
+        "[filter:notify]\nuse = egg:instrument#notifications\nlog_file = %(nowhere)s/x.log\n"
+    )
+    assert main(["check", "--paste-ini", str(ini)]) == 2
+    assert "a section Paste can load" in capsys.readouterr().err
+
+
+def test_demo_through_a_broker_needs_a_url_and_says_so_at_once() -> None:
+    with pytest.raises(SystemExit, match="--strategy rabbit needs --url"):
+        main(["demo", "--strategy", "rabbit"])

@@ -107,3 +107,10 @@ def test_notifier_redacts_dict_payloads_given_directly() -> None:
 def test_error_payload_masks_credentials_in_urls() -> None:
     text = error_payload("image.upload", "i", "StoreError: swift://glance:s3cr3t@swift/v1/x")
     assert "s3cr3t" not in text and "swift://***@swift/v1/x" in text
+
+
+def test_error_payload_masks_secrets_holding_slashes_and_at_signs() -> None:
+    s3 = error_payload("image.upload", "i", "BadStoreUri: s3://AKIA:wJalr/XUtnFEMI@s3.example/b/o")
+    swift = error_payload("image.upload", "i", "swift://t:u:p@ss@host/v1/x gone")
+    assert "wJalr" not in s3 and "XUtnFEMI" not in s3 and "s3://***@s3.example/b/o" in s3
+    assert "p@ss" not in swift and "ss@host" not in swift and "swift://***@host/v1/x" in swift

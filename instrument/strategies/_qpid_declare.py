@@ -17,6 +17,7 @@ the exchange (and queues) must exist; a missing exchange is then reported precis
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 from typing import Any, Final
@@ -46,16 +47,24 @@ def declare_on_rabbitmq(target: QpidTarget, broker: Broker) -> None:
                 target.exchange,
             )
         return
+    # Socket timeouts, and no close handshake: a silent broker must not hold the worker.
+    conn = kombu.Connection(
+        _url(broker),
+        ssl=_ssl_options(target, broker),
+        connect_timeout=target.connect_timeout,
+        transport_options={
+            "read_timeout": target.connect_timeout,
+            "write_timeout": target.connect_timeout,
+        },
+    )
     try:
-        with kombu.Connection(
-            _url(broker), ssl=_ssl_options(target, broker), connect_timeout=target.connect_timeout
-        ) as conn:
-            conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
-            declare_glance(
-                kombu, conn.channel(), target.exchange, target.topic, target.durable_queues
-            )
+        conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
+        declare_glance(kombu, conn.channel(), target.exchange, target.topic, target.durable_queues)
     except Exception as exc:
         raise StrategyError(target.scrub(_explain(exc, target))) from None
+    finally:
+        with contextlib.suppress(Exception):
+            conn.collect()
 
 
 def _url(broker: Broker) -> str:

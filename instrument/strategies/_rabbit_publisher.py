@@ -141,6 +141,9 @@ class RabbitPublisher:
         conn, self._conn, self._channel = self._conn, None, None
         if conn is not None:
             with contextlib.suppress(Exception):
+                # A TLS socket's close() exchanges close_notify: make it fail at once.
+                conn.connection.transport.sock.settimeout(0)
+            with contextlib.suppress(Exception):
                 conn.collect()
 
     # ------------------------------------------------------------ internals
