@@ -110,12 +110,11 @@ def test_submit_does_not_wait_for_a_blocked_broker(
 ) -> None:
     publisher.hold.clear()
     engine.submit(make()[0])
-    time.sleep(0.05)  # the worker is now stuck inside publish_batch
-    started = time.perf_counter()
-    for note in make(1000):
-        engine.submit(note)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 0.5  # about a microsecond each; generous for slow CI machines
+    time.sleep(0.05)  # the worker is now stuck inside publish_batch, and stays stuck
+    submitter = threading.Thread(target=lambda: [engine.submit(n) for n in make(1000)])
+    submitter.start()
+    submitter.join(30)  # a deadlock detector, not a speed limit: bench_delivery measures
+    assert not submitter.is_alive(), "submit() waited on the stuck broker"
     assert not engine.flush(0.05)
     publisher.hold.set()
     assert engine.flush(5)
@@ -405,27 +404,28 @@ def test_works_under_monkey_patching(library: str) -> None:
         from instrument.delivery import Delivery
         from instrument.events import Notification
         sent = []
+        submitted = [0]
+        during = []  # submits that completed while a publish was in progress
         class Sleepy:
             def connect(self): pass
             def publish_batch(self, batch):
+                before = submitted[0]
                 time.sleep(0.02)   # cooperative: other greenlets run meanwhile
+                during.append(submitted[0] - before)
                 sent.extend(n.message_id for n in batch)
             def idle(self): pass
             def close(self): pass
         d = Delivery(Sleepy, name="green", batch_size=50)
-        worst = 0.0
         def request(k):
-            global worst
             for i in range(100):
-                t = time.perf_counter()
                 d.submit(Notification.create("image.send", "INFO", {{"k": k, "i": i}}))
-                worst = max(worst, time.perf_counter() - t)
+                submitted[0] += 1
                 time.sleep(0)
         threads = [{spawn}(request, k) for k in range(10)]
         for t in threads:
             t.wait() if hasattr(t, "wait") else t.join()
         ok = d.flush(10)
-        print(json.dumps({{"ok": ok, "sent": len(set(sent)), "worst": worst}}))
+        print(json.dumps({{"ok": ok, "sent": len(set(sent)), "during": max(during)}}))
         d.close()
         """,
         preamble=False,
@@ -434,7 +434,7 @@ def test_works_under_monkey_patching(library: str) -> None:
     assert child.returncode == 0, err
     result = json.loads(out.strip().splitlines()[-1])
     assert result["ok"] and result["sent"] == 1000
-    assert result["worst"] < 0.01  # never waited on the 20 ms publish
+    assert result["during"] > 0, "requests kept submitting while the worker published"
 
 
 def test_two_live_engines_sharing_an_outbox_never_send_each_others_rows(tmp_path: Path) -> None:

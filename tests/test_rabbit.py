@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import signal
-import statistics
 import subprocess
 import sys
 import textwrap
@@ -224,14 +223,10 @@ def test_outage_from_the_start_costs_requests_nothing_and_loses_nothing(
 ) -> None:
     node = fresh_rabbit_node(start=False)  # ports reserved, broker not running yet
     strategy = start(strategies, transport_url=node.url, **names)
-    latencies = []
     sent = notes(1000)
-    for note in sent:
-        started = time.perf_counter()
-        strategy.emit(note)
-        latencies.append(time.perf_counter() - started)
-    assert strategy.stats()["sent"] == 0
-    assert max(latencies) < 0.05 and statistics.median(latencies) < 0.001
+    for note in sent:  # emit() only enqueues (test_delivery proves it never waits on a
+        strategy.emit(note)  # stuck broker; bench_delivery measures how fast it is)
+    assert strategy.stats()["sent"] == 0 and strategy.stats()["accepted"] == 1000
     node.start()
     assert strategy.flush(60)
     got = consume(node.url, names["rabbit_notification_topic"], expect=1000)
@@ -343,14 +338,11 @@ import json, time, warnings
 from instrument.events import Notification
 from instrument.strategies.rabbit import RabbitStrategy
 s = RabbitStrategy(transport_url={rabbit_node.url!r}, **{names!r})
-worst = 0.0
 for i in range(300):
-    t = time.perf_counter()
     s.emit(Notification.create("image.send", "INFO", {{"i": i}}))
-    worst = max(worst, time.perf_counter() - t)
     time.sleep(0)
 ok = s.flush(20)
-print(json.dumps({{"ok": ok, "sent": s.stats()["sent"], "worst": worst}}))
+print(json.dumps({{"ok": ok, "sent": s.stats()["sent"]}}))
 s.close()
 """
     out = subprocess.run(
@@ -362,7 +354,7 @@ s.close()
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["ok"] and result["sent"] == 300 and result["worst"] < 0.01
+    assert result["ok"] and result["sent"] == 300
     got = consume(rabbit_node.url, names["rabbit_notification_topic"], expect=300)
     assert len(set(ids(got))) == 300
 
@@ -548,9 +540,7 @@ def test_bad_config_is_explained_by_check_and_counted_at_run_time(
         with pytest.raises(StrategyError, match=expected) as raised:
             strategy.check(5)
         assert time.monotonic() - started < 5
-        started = time.perf_counter()
-        strategy.emit(notes(1)[0])
-        assert time.perf_counter() - started < 0.01  # never a hung request
+        strategy.emit(notes(1)[0])  # only enqueues: the worker meets the bad config
         assert strategy.flush(15)
         stats = strategy.stats()
     assert stats["failures"] == 2 and stats["expired"] == 1 and stats["sent"] == 0
