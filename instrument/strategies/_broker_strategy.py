@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..delivery import Delivery, Publisher
+from ..delivery import DELIVERY_OPTIONS, Delivery, Publisher
 from ..exceptions import ConfigError, StrategyError
 from .base import Strategy
 
@@ -52,12 +52,21 @@ class BrokerStrategy(Strategy):
         return super().from_settings(settings)
 
     # Subclasses --------------------------------------------------------------------
+    #: The parsed options, by name (set by :meth:`configure`).
+    config: dict[str, Any]
+
     def configure(self, values: Mapping[str, Any]) -> None:
-        """Parse and validate the options (ConfigError), keeping what publishers need."""
+        """Parse and validate the options into ``config`` (ConfigError), and the target."""
         raise NotImplementedError
 
     def delivery_options(self) -> dict[str, Any]:
         """Keyword arguments for :class:`~instrument.delivery.Delivery`."""
+        return {option.name: self.config[option.name] for option in DELIVERY_OPTIONS} | (
+            self.retry_settings()
+        )
+
+    def retry_settings(self) -> dict[str, Any]:
+        """``max_retries``, ``retry_backoff`` and ``retry_max_backoff`` for the engine."""
         raise NotImplementedError
 
     def new_publisher(self) -> Publisher:

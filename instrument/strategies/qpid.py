@@ -156,8 +156,8 @@ class QpidStrategy(BrokerStrategy):
         self.config = _parse(values)
         self.target = _target(self.config)
 
-    def delivery_options(self) -> dict[str, Any]:
-        return _delivery_kwargs(self.config)
+    def retry_settings(self) -> dict[str, Any]:
+        return retry_schedule(self.config)
 
     def new_publisher(self) -> Publisher:
         from ._qpid_publisher import QpidPublisher
@@ -203,16 +203,6 @@ def _target(config: Mapping[str, Any]) -> QpidTarget:
         ssl_key_file=config["qpid_ssl_key_file"],
         ssl_server_name=config["qpid_ssl_server_name"],
     )
-
-
-def _delivery_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "queue_size": config["queue_size"],
-        "batch_size": config["batch_size"],
-        "outbox_path": config["outbox_path"],
-        "close_timeout": config["close_timeout"],
-        **retry_schedule(config),
-    }
 
 
 # Held strongly until closed, as the engines are: one dropped without close() must still

@@ -97,8 +97,12 @@ class RabbitStrategy(BrokerStrategy):
         self.config = _parse(values)
         self.target = _target(self.config)
 
-    def delivery_options(self) -> dict[str, Any]:
-        return _delivery_kwargs(self.config)
+    def retry_settings(self) -> dict[str, Any]:
+        return {
+            "max_retries": self.config["rabbit_max_retries"],
+            "retry_backoff": self.config["rabbit_retry_backoff"],
+            "retry_max_backoff": self.config["rabbit_retry_max_backoff"],
+        }
 
     def new_publisher(self) -> Publisher:
         from ._rabbit_publisher import RabbitPublisher
@@ -150,18 +154,6 @@ def _target(config: Mapping[str, Any]) -> RabbitTarget:
         ssl_cert_file=config["rabbit_ssl_cert_file"],
         ssl_key_file=config["rabbit_ssl_key_file"],
     )
-
-
-def _delivery_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "queue_size": config["queue_size"],
-        "batch_size": config["batch_size"],
-        "outbox_path": config["outbox_path"],
-        "close_timeout": config["close_timeout"],
-        "max_retries": config["rabbit_max_retries"],
-        "retry_backoff": config["rabbit_retry_backoff"],
-        "retry_max_backoff": config["rabbit_retry_max_backoff"],
-    }
 
 
 def _with_timeout(target: RabbitTarget, timeout: float) -> RabbitTarget:
