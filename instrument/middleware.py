@@ -102,6 +102,11 @@ class NotificationMiddleware:
         self.notifier = notifier if notifier is not None else Notifier()
         self.routes = routes if routes is not None else RouteTable()
         self.image_lookup = image_lookup
+        # The Notifier's disabled events are fixed: decide once which kinds are watched.
+        enabled = self.notifier.is_enabled
+        self._observed_kinds = frozenset(
+            kind for kind, events in _KIND_EVENTS.items() if any(map(enabled, events))
+        )
 
     @classmethod
     def from_settings(cls, app: WSGIApp, settings: Settings) -> NotificationMiddleware:
@@ -127,10 +132,7 @@ class NotificationMiddleware:
         except Exception:
             log.exception("instrument: cannot match request; passing it through")
             return None
-        if match is None:
-            return None
-        enabled = self.notifier.is_enabled
-        return match if any(enabled(event) for event in _KIND_EVENTS[match.kind]) else None
+        return match if match is not None and match.kind in self._observed_kinds else None
 
     def lookup(self, environ: Environ, match: Match) -> LookupResult | None:
         """The image's metadata from the application, or None (logged) if it failed."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -32,6 +33,37 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def read_partially(port: int, target: str, stop_after: int, timeout: float = 60) -> int:
+    """Read about *stop_after* bytes of a GET, then reset the connection like a crashed client.
+
+    A small receive buffer keeps the server from pushing the whole body into the socket.
+    """
+    client = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    client.sendall(f"GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
+    received = 0
+    while received < stop_after:
+        data = client.recv(65536)
+        if not data:
+            break
+        received += len(data)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+    return received
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 15) -> None:
+    """Terminate *process*, killing it if it does not end within *timeout* seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @contextmanager
@@ -84,9 +116,4 @@ def gunicorn_server(app_spec: str, env: dict[str, str], *extra: str) -> Iterator
         wait_for_port(port)
         yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
-import struct
 import subprocess
 import sys
 import time
@@ -25,6 +23,8 @@ import pytest
 
 from instrument import Notifier
 from instrument.iterators import count_sent, expected_length
+
+from .servers import read_partially, stop_process
 
 pytestmark = pytest.mark.servers
 
@@ -184,13 +184,8 @@ class Server:
         return None
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
 
     def output(self) -> str:
         files = ("server.out", "gunicorn.log")
@@ -278,24 +273,6 @@ def download(port: int, target: str, headers: dict[str, str] | None = None) -> t
         return response.status, response.read()
     finally:
         connection.close()
-
-
-def read_partially(port: int, target: str, stop_after: int) -> int:
-    """Read about *stop_after* bytes of the response, then reset the connection."""
-    client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-    client.settimeout(DEADLINE)
-    client.connect(("127.0.0.1", port))
-    client.sendall(f"GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
-    received = 0
-    while received < stop_after:
-        data = client.recv(65536)
-        if not data:
-            break
-        received += len(data)
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    client.close()
-    return received
 
 
 # Tests -------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from instrument.middleware import NotificationMiddleware
 from instrument.testing import CapturedNotifications
 
 from .lifecycle import LIFECYCLE_EVENTS
-from .servers import gunicorn_server, waitress_server
+from .servers import gunicorn_server, read_partially, waitress_server
 
 pytestmark = pytest.mark.servers
 
@@ -36,21 +35,6 @@ def request(
     data = response.read()
     connection.close()
     return response.status, data
-
-
-def aborted_download(port: int, path: str, read: int) -> None:
-    """Read *read* bytes of a download, then reset the connection."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    received = 0
-    while received < read:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        received += len(chunk)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    sock.close()
 
 
 def lifecycle(port: int, settle: Callable[[int], object]) -> str:
@@ -79,7 +63,7 @@ def lifecycle(port: int, settle: Callable[[int], object]) -> str:
         port, "GET", f"/v2/images/{image_id}/file", headers={"Range": "bytes=10-1033"}
     )
     assert status == 206 and body == DATA[10:1034]
-    aborted_download(port, f"/v2/images/{image_id}/file", 64 * 1024)
+    read_partially(port, f"/v2/images/{image_id}/file", 64 * 1024)
     settle(7)  # the server reports the abort when it notices it: keep the order stable
     patch = [{"op": "replace", "path": "/name", "value": "cirros-2"}]
     assert (

@@ -27,6 +27,7 @@ import pytest
 from instrument.events import Notification
 from instrument.exceptions import ConfigError, StrategyError
 from instrument.strategies.qpid import QpidStrategy
+from tests.support.consume import consume, ids
 from tests.support.rabbitmq import TLS_SERVER_NAME, RabbitError, RabbitNode, free_port
 from tests.support.rabbitmq_fixtures import broker_unavailable
 
@@ -82,36 +83,6 @@ def on(node: RabbitNode) -> dict[str, Any]:
 
 def notes(n: int, priority: str = "INFO") -> list[Notification]:
     return [Notification.create("image.send", priority, {"i": i}) for i in range(n)]
-
-
-def consume(url: str, topic: str, *, expect: int, timeout: float = 30) -> list[dict[str, Any]]:
-    """Read Glance's queues ``topic.info|warn|error`` with kombu until quiet."""
-    got: list[dict[str, Any]] = []
-
-    def on_message(message: Any) -> None:
-        got.append({"body": message.body, "content_type": message.content_type,
-                    "routing_key": message.delivery_info["routing_key"]})  # fmt: skip
-
-    queues = [kombu.Queue(f"{topic}.{p}", no_declare=True) for p in ("info", "warn", "error")]
-    deadline = time.monotonic() + timeout
-    with (
-        kombu.Connection(url) as conn,
-        conn.Consumer(queues, on_message=on_message, no_ack=True, prefetch_count=2000),
-    ):
-        quiet_since = time.monotonic()
-        while time.monotonic() < deadline:
-            before = len(got)
-            with contextlib.suppress(TimeoutError):
-                conn.drain_events(timeout=0.3)
-            if len(got) != before:
-                quiet_since = time.monotonic()
-            elif len(got) >= expect and time.monotonic() - quiet_since > 0.3:
-                break
-    return got
-
-
-def ids(messages: list[dict[str, Any]]) -> list[str]:
-    return [json.loads(m["body"])["message_id"] for m in messages]
 
 
 # --------------------------------------------------------------------------- no broker

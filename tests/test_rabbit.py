@@ -7,7 +7,6 @@ read by plain kombu consumers or by oslo.messaging's NotificationListener.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import signal
@@ -26,6 +25,7 @@ import pytest
 from instrument.events import Notification
 from instrument.exceptions import ConfigError, StrategyError
 from instrument.strategies.rabbit import RabbitStrategy
+from tests.support.consume import consume, ids
 from tests.support.rabbitmq import free_port
 
 kombu = pytest.importorskip("kombu")
@@ -67,45 +67,6 @@ def notes(n: int, priority: str = "INFO") -> list[Notification]:
     return [
         Notification.create("image.send", priority, {"i": i, "bytes_sent": i}) for i in range(n)
     ]
-
-
-def consume(
-    url: str, topic: str, *, expect: int, timeout: float = 30, ssl: Any = None
-) -> list[dict[str, Any]]:
-    """Read ``topic.info|warn|error`` with a plain kombu consumer until quiet."""
-    got: list[dict[str, Any]] = []
-
-    def on_message(message: Any) -> None:
-        got.append(
-            {
-                "routing_key": message.delivery_info["routing_key"],
-                "body": message.body,
-                "content_type": message.content_type,
-                "delivery_mode": message.properties.get("delivery_mode"),
-                "message_id": message.properties.get("message_id"),
-            }
-        )
-
-    queues = [kombu.Queue(f"{topic}.{p}", no_declare=True) for p in ("info", "warn", "error")]
-    deadline = time.monotonic() + timeout
-    with (
-        kombu.Connection(url, ssl=ssl) as conn,
-        conn.Consumer(queues, on_message=on_message, no_ack=True, prefetch_count=2000),
-    ):
-        quiet_since = time.monotonic()
-        while time.monotonic() < deadline:
-            before = len(got)
-            with contextlib.suppress(TimeoutError):
-                conn.drain_events(timeout=0.3)
-            if len(got) != before:
-                quiet_since = time.monotonic()
-            elif len(got) >= expect and time.monotonic() - quiet_since > 0.3:
-                break
-    return got
-
-
-def ids(messages: list[dict[str, Any]]) -> list[str]:
-    return [json.loads(m["body"])["message_id"] for m in messages]
 
 
 pytestmark = pytest.mark.broker

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.servers import free_port, wait_for_port
+from tests.servers import free_port, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -340,10 +340,5 @@ def running_glance(venv: Path, work: Path) -> Iterator[Glance]:
             ) from exc
         yield Glance(venv, work, port, native_log, kit_log, glance_log, client_env)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         server_log.close()
