@@ -16,7 +16,13 @@ must not make up for own notifications still pending.
 The thread holds ``_busy`` while it works (SQLite, the broker) and releases it whenever
 it waits, so :meth:`Worker.pause` (run before ``fork()``) lets a fork happen only
 between two steps, never inside SQLite or a TLS library (bounded: a step stuck on a
-broker does not hold up the fork for more than a few seconds).
+broker does not hold up the fork for more than a few seconds). When the pause gives
+up, the outbox's own lock still keeps the fork out of SQLite (:mod:`instrument._outbox`).
+The thread calls ``on_exit`` as its very last act: until then its engine stays where
+the pre-fork hook looks, also after close() gave up waiting for it.
+
+``sealed`` is set (under ``take_lock``) when the thread has taken its last look at the
+queue: only from then on may a submit() racing with close() take its notification back.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ class Worker:
         max_retries: int,
         retry_backoff: float,
         retry_max_backoff: float,
+        on_exit: Callable[[], None],
     ) -> None:
         self.name = name
         self._queue = queue
@@ -89,6 +96,7 @@ class Worker:
         self._sleeping = False
         self.take_lock = threading.Lock()  # makes taken + len(queue) a consistent sum
         self._taken = 0
+        self.sealed = False  # no more looks at the queue (see module docstring)
         self._stop = threading.Event()
         self._done = threading.Condition()
         self._ready = threading.Event()
@@ -101,6 +109,7 @@ class Worker:
         self._own_done = 0  # of sent + expired: notifications this engine accepted
         self._busy = threading.Lock()  # held by the thread while it works (see pause())
         self._last_error: str | None = None
+        self._on_exit = on_exit
         self._thread = threading.Thread(target=self._run, name=f"instrument-{name}", daemon=True)
 
     # ------------------------------------------------------------ other threads
@@ -172,6 +181,7 @@ class Worker:
         self._stop.set()
         self._wake.set()
         if not self._thread.is_alive() and self._thread.ident is None:  # never started
+            self._seal()  # Delivery.close() made sure it never will
             if self._outbox is not None:
                 self._outbox.close()
             return 0, False
@@ -212,8 +222,11 @@ class Worker:
                     log.exception("%s: delivery worker error", self.name)
                     self._stop.wait(_IDLE_INTERVAL)
         finally:
-            with self._busy:
-                self._finish()
+            try:
+                with self._busy:
+                    self._finish()
+            finally:
+                self._on_exit()  # last: a fork until here still pauses this thread
 
     def _step(self) -> None:
         self._absorb()
@@ -449,8 +462,14 @@ class Worker:
     def _memory_inflight(self) -> int:
         return sum(1 for row_id, _ in self._inflight if row_id is None)
 
+    def _seal(self) -> None:
+        """From now on submit() takes back what it appends (see Delivery._take_back)."""
+        with self.take_lock:
+            self.sealed = True
+
     def _finish(self) -> None:
         """Thread exit: keep what can be kept in the outbox, count the rest, close."""
+        self._seal()  # first: what is queued before this is still stored or counted
         self._absorb()
         lost = len(self._pop(len(self._queue))) + self._memory_inflight()
         self._inflight = []

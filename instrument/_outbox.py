@@ -24,18 +24,35 @@ Decisions:
 * **Fork**: the child must neither use nor close a connection it inherited (closing it
   could release the parent's locks or checkpoint under it). :meth:`Outbox.abandon`
   keeps the object alive forever and forgets it; the child opens its own.
+* **No fork inside an SQLite call.** Every method that uses SQLite holds one lock of
+  the process, which the pre-fork hook of :mod:`instrument.delivery` takes too
+  (:func:`hold_for_fork`, after pausing the workers): even when a worker's pause gave
+  up (a publish stuck on a broker), a fork waits for the outbox call under way, and the
+  worker's next one waits for the fork. The lock is reentrant, so a thread that forks
+  from inside an outbox call does not wait for itself, and the child gets a new one,
+  released (:func:`reset_after_fork`). No request thread ever takes it: only the
+  worker, and close() for a worker that never started, use an outbox.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
+import threading
 import time
 import uuid
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Final, ParamSpec, TypeVar
 
-__all__ = ["Outbox", "engine_owner", "process_owner"]
+__all__ = [
+    "Outbox",
+    "engine_owner",
+    "hold_for_fork",
+    "process_owner",
+    "release_after_fork",
+    "reset_after_fork",
+]
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -54,6 +71,58 @@ _abandoned: list[sqlite3.Connection] = []
 # Owner ids of this process's open outboxes (engines): rows of an owner of this process
 # that is not in here belong to a closed engine and may be adopted.
 _live_owners: set[str] = set()
+
+_FORK_WAIT: Final = 3.0  # longest a fork waits for an outbox call to end (a stalled disk)
+
+# Held around every SQLite call of this process's outboxes, and across fork() (see the
+# module docstring). Looked up at each call: the child replaces it.
+_calls = threading.RLock()
+_fork_holder: int | None = None  # the thread whose pre-fork hook holds _calls
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _one_call(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run *method* holding :data:`_calls`, so that no fork lands in the middle of it."""
+
+    @functools.wraps(method)
+    def locked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with _calls:
+            return method(*args, **kwargs)
+
+    return locked
+
+
+def hold_for_fork() -> bool:
+    """Before ``fork()``: wait (bounded) until no outbox call runs, and keep it so.
+
+    False when one did not end in time: the fork goes ahead rather than hang on a
+    stalled disk. :func:`release_after_fork` must follow in the parent either way.
+    """
+    global _fork_holder
+    if not _calls.acquire(timeout=_FORK_WAIT):
+        return False
+    _fork_holder = threading.get_ident()
+    return True
+
+
+def release_after_fork() -> None:
+    """In the parent after ``fork()``: outbox calls may run again.
+
+    Only the thread that holds the lock releases it: two threads forking at once must
+    not release each other's.
+    """
+    global _fork_holder
+    if _fork_holder == threading.get_ident():
+        _fork_holder = None
+        _calls.release()
+
+
+def reset_after_fork() -> None:
+    """In the child: a new lock, released; the inherited one may be held for good."""
+    global _calls, _fork_holder
+    _calls, _fork_holder = threading.RLock(), None
 
 
 def _start_time(pid: int) -> str:
@@ -107,6 +176,7 @@ class Outbox:
         _live_owners.add(self.owner)
         self._db: sqlite3.Connection | None = None
 
+    @_one_call
     def open(self) -> None:
         """Open (and create) the database; idempotent."""
         if self._db is not None:
@@ -126,6 +196,7 @@ class Outbox:
         assert self._db is not None
         return self._db
 
+    @_one_call
     def add(self, bodies: Sequence[str]) -> None:
         """Store *bodies* (JSON envelopes) as rows owned by this process, in one commit."""
         now = time.time()
@@ -135,6 +206,7 @@ class Outbox:
                 "INSERT INTO outbox (channel, owner, created, body) VALUES (?, ?, ?, ?)", rows
             )
 
+    @_one_call
     def load(self, limit: int) -> list[tuple[int, str]]:
         """The oldest *limit* rows this process owns, as ``(id, body)``."""
         cursor = self.db.execute(
@@ -143,11 +215,13 @@ class Outbox:
         )
         return [(int(row_id), str(body)) for row_id, body in cursor]
 
+    @_one_call
     def delete(self, ids: Sequence[int]) -> None:
         """Remove confirmed (or given up) rows."""
         with self._transaction() as db:
             db.executemany("DELETE FROM outbox WHERE id = ?", [(row_id,) for row_id in ids])
 
+    @_one_call
     def count(self) -> int:
         """How many rows this process owns."""
         cursor = self.db.execute(
@@ -156,6 +230,7 @@ class Outbox:
         )
         return int(cursor.fetchone()[0])
 
+    @_one_call
     def adopt(self) -> list[int]:
         """Take over the rows of owners that no longer run; return their ids."""
         owners = [
@@ -181,6 +256,7 @@ class Outbox:
                 adopted += [int(row_id) for (row_id,) in ids]
         return adopted
 
+    @_one_call
     def close(self) -> None:
         """Close the database; this engine's rows left over are adoptable from now on."""
         _live_owners.discard(self.owner)

@@ -29,16 +29,21 @@ Decisions:
   OpenSSL at ``fork()``.
 * **Fork safety**: a running worker is paused between two steps around ``fork()``
   (``os.register_at_fork``; bounded, a step stuck on a broker delays a fork by at most
-  a few seconds). After ``fork()`` the child gets fresh locks, an empty queue, fresh
-  counters, a new publisher (the inherited one shares the parent's socket and is never
-  touched again) and a new, not yet started, worker. The parent's queued notifications
-  stay the parent's.
+  a few seconds). Then the fork waits (bounded too) for an outbox call under way: when
+  the pause gave up, the worker may be about to enter SQLite, and a fork must never
+  land inside it. An engine is paused until its worker has ended, also after close()
+  gave up waiting for it. After ``fork()`` the child gets fresh locks, an empty queue,
+  fresh counters, a new publisher (the inherited one shares the parent's socket and is
+  never touched again) and a new, not yet started, worker. The parent's queued
+  notifications stay the parent's.
 * **Shutdown**: :meth:`Delivery.close` (also run at interpreter exit for every engine
   not closed: engines are held strongly until closed, so a forgotten one is still
   flushed) waits up to ``close_timeout`` seconds for pending notifications; without an
   outbox what is left is counted as dropped (``abandoned``), with one it stays on disk
   for the next process. A :meth:`Delivery.submit` racing with :meth:`Delivery.close`
-  is either delivered by the worker or counted as abandoned, never lost uncounted.
+  is either delivered by the worker or counted as abandoned, never lost uncounted; it
+  takes its notification back only once the worker has taken its last look at the
+  queue, so close() never waits for a notification that nobody will send.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
+from . import _outbox
 from ._delivery_worker import Worker
 from ._ratelimit import RateLimitedLog
 from .events import Notification
@@ -167,6 +173,7 @@ class Delivery:
             max_retries=max_retries,
             retry_backoff=retry_backoff,
             retry_max_backoff=retry_max_backoff,
+            on_exit=self._worker_ended,
         )
         self._has_outbox = outbox_path is not None
         self._overflow_log = RateLimitedLog(log)
@@ -217,8 +224,15 @@ class Delivery:
         return True
 
     def _take_back(self, notification: Notification) -> bool:
-        """After a race with close(): remove *notification* unless the worker took it."""
+        """After a race with close(): remove *notification* if the worker will never see it.
+
+        Until the worker is sealed it still sends, stores or counts what is queued, and
+        close()'s flush may already be waiting for this one: taking it back then would
+        make close() wait its whole timeout for a notification that nobody sends.
+        """
         with self._worker.take_lock:
+            if not self._worker.sealed:
+                return True
             try:
                 self._queue.remove(notification)
             except ValueError:  # the worker has it: it sends, stores or counts it
@@ -241,14 +255,15 @@ class Delivery:
 
     def close(self, timeout: float | None = None) -> None:
         """Flush for up to *timeout* (default ``close_timeout``), then stop the worker."""
-        if self._closed:
-            return
-        self._closed = True
-        _engines.discard(self)
-        if self._running:
+        with self._lock:  # _run_worker() starts no worker from now on
+            if self._closed:
+                return
+            self._closed = True
+            running = self._running
+        if running:
             self.flush(self.close_timeout if timeout is None else timeout)
         pending, busy = self._worker.stop(join_timeout=2.0)
-        if busy:
+        if busy:  # it stays registered: its thread unregisters it as it ends (_worker_ended)
             log.warning(
                 "%s: close() timed out with %d notifications not confirmed; the worker is "
                 "still waiting on the broker and finishes in the background: what it cannot "
@@ -257,7 +272,9 @@ class Delivery:
                 pending,
                 "kept in the outbox" if self._has_outbox else "counted as abandoned (lost)",
             )
-        elif pending:
+            return
+        _engines.discard(self)  # only now that its worker has ended (or never started)
+        if pending:
             log.error(
                 "%s: %d notifications were not delivered before close() and are lost "
                 "(set outbox_path to keep them for the next process)",
@@ -285,9 +302,16 @@ class Delivery:
     def closed(self) -> bool:
         return self._closed
 
+    def _worker_ended(self) -> None:
+        """The worker thread's last act: forks no longer need to pause it."""
+        if self._closed:
+            _engines.discard(self)
+
     def _after_fork_in_child(self) -> None:
         self._worker.abandon()
-        if not self._closed:
+        if self._closed:  # its worker, if any, goes on in the parent only
+            _engines.discard(self)
+        else:
             self._start()
 
     def __repr__(self) -> str:
@@ -295,8 +319,9 @@ class Delivery:
         return f"<Delivery {self.name!r} {state} queued={self.stats()['queued']}>"
 
 
-# Every engine not closed yet, held strongly: one dropped without close() still has its
-# worker running, and must still be flushed at exit.
+# Every engine not closed yet, and every closed one whose worker still runs, held
+# strongly: one dropped without close() still has its worker running, and must still
+# be flushed at exit; one closed must still be paused at fork until its worker ended.
 _engines: set[Delivery] = set()
 _paused: list[Delivery] = []  # engines whose worker the current fork paused
 
@@ -305,14 +330,23 @@ def _before_fork() -> None:
     for engine in list(_engines):
         if engine._running and engine._worker.pause():
             _paused.append(engine)
+    # After the pauses: a paused worker holds no outbox call, one that could not be
+    # paused finishes the call it is in and then waits for the fork at its next one.
+    if not _outbox.hold_for_fork():
+        log.warning(
+            "fork(): an outbox (SQLite) call did not end within %.0f s; forking anyway",
+            _outbox._FORK_WAIT,
+        )
 
 
 def _after_fork_in_parent() -> None:
+    _outbox.release_after_fork()
     while _paused:
         _paused.pop()._worker.resume()
 
 
 def _after_fork_in_child() -> None:
+    _outbox.reset_after_fork()
     _paused.clear()  # the child's workers are replaced, their locks never used again
     for engine in list(_engines):
         engine._after_fork_in_child()

@@ -1,0 +1,261 @@
+"""The delivery engine's races with fork() and close(), each forced to happen.
+
+Forks run in a child interpreter (a fork from pytest's own process would run this
+file's at-fork state in every later test); each script reports what the forked child
+saw as JSON lines. Bounds of seconds here are deadlock detectors, never speed limits.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from instrument.delivery import Delivery
+from instrument.exceptions import StrategyError
+
+from .test_delivery import ScriptedPublisher, _python, make
+
+# The head of every script: a publisher that writes what it sent to a file per pid.
+_PRELUDE = """
+    import json, os, threading, time
+    from instrument import _delivery_worker
+    from instrument._outbox import Outbox
+    from instrument.delivery import Delivery
+    from instrument.events import Notification
+    def note():
+        return Notification.create("image.send", "INFO", {{}})
+    class ToFile:
+        def connect(self): pass
+        def publish_batch(self, batch):
+            with open(os.path.join({sink!r}, str(os.getpid())), "a") as f:
+                f.writelines(n.message_id + "\\n" for n in batch)
+        def idle(self): pass
+        def close(self): pass
+    def report(**values):
+        print(json.dumps(values), flush=True)
+"""
+
+# Makes the worker's first outbox call after ``armed`` is set run ``inside_sqlite()``
+# from SQLite's progress handler, i.e. in the middle of an SQLite statement.
+_SLOW_OUTBOX = """
+    armed = threading.Event()
+    real_open = Outbox.open
+    def open_with_hook(self):
+        real_open(self)
+        def progress():
+            if armed.is_set():
+                armed.clear()
+                inside_sqlite()
+            return 0
+        self.db.set_progress_handler(progress, 1)
+    Outbox.open = open_with_hook
+"""
+
+
+def _run(tmp_path: Path, script: str) -> dict[str, dict[str, Any]]:
+    """Run *script* after the prelude; its reports by ``role``."""
+    child = _python(_PRELUDE.format(sink=str(tmp_path)) + script)
+    out, err = child.communicate(timeout=60)  # a deadlock detector
+    assert child.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return {line["role"]: line for line in lines}
+
+
+# ------------------------------------------------------------------ fork and SQLite
+
+
+def test_a_fork_never_lands_inside_an_outbox_call_when_the_pause_gives_up(
+    tmp_path: Path,
+) -> None:
+    reports = _run(
+        tmp_path,
+        _SLOW_OUTBOX
+        + f"""
+    _delivery_worker._FORK_PAUSE = 0.2  # the pause gives up soon, as on a stuck broker
+    where = ["before"]
+    def inside_sqlite():
+        where[0] = "inside"  # the worker thread is in the middle of an SQLite statement
+        time.sleep(1.5)
+        where[0] = "after"
+    d = Delivery(ToFile, name="sqlite", outbox_path={str(tmp_path / "box.sqlite")!r})
+    d.submit(note())
+    assert d.flush(5)
+    armed.set()
+    d.submit(note())  # the worker stores it: the INSERT runs inside_sqlite()
+    while where[0] == "before":
+        time.sleep(0.005)
+    pid = os.fork()
+    if pid == 0:
+        seen = where[0]
+        ok = d.submit(note()) and d.flush(5)  # the child's own outbox calls must not block
+        report(role="child", where=seen, ok=ok)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    report(role="parent", ok=d.flush(5))
+    """,
+    )
+    assert reports["child"]["where"] == "after", "fork() landed inside an SQLite call"
+    assert reports["child"]["ok"] and reports["parent"]["ok"]
+
+
+def test_a_fork_from_inside_an_outbox_call_neither_deadlocks_nor_blocks_the_child(
+    tmp_path: Path,
+) -> None:
+    reports = _run(
+        tmp_path,
+        _SLOW_OUTBOX
+        + f"""
+    forked = threading.Event()
+    def inside_sqlite():  # the worker thread itself forks, inside an outbox call
+        if os.fork() == 0:
+            ok = d.submit(note()) and d.flush(5)  # a fresh engine, a fresh outbox lock
+            report(role="child", ok=ok)
+            os._exit(0)
+        forked.set()
+    d = Delivery(ToFile, name="sqlite", outbox_path={str(tmp_path / "box.sqlite")!r})
+    d.submit(note())
+    assert d.flush(5)
+    armed.set()
+    d.submit(note())
+    assert forked.wait(30)
+    os.wait()
+    report(role="parent", ok=d.flush(5))
+    """,
+    )
+    assert reports["child"]["ok"] and reports["parent"]["ok"]
+
+
+# ------------------------------------------------------------------ fork and close()
+
+
+def test_a_fork_during_close_still_pauses_the_worker_until_it_has_ended(
+    tmp_path: Path,
+) -> None:
+    reports = _run(
+        tmp_path,
+        """
+    gate = threading.Event()
+    where = ["idle"]
+    class Held(ToFile):
+        def publish_batch(self, batch):
+            where[0] = "publishing"
+            gate.wait()
+            super().publish_batch(batch)
+            where[0] = "published"
+    d = Delivery(Held, name="closing")
+    d.submit(note())
+    while where[0] != "publishing":
+        time.sleep(0.005)
+    closer = threading.Thread(target=d.close, kwargs={"timeout": 0.1})
+    closer.start()
+    while not d.closed:
+        time.sleep(0.001)
+    time.sleep(0.05)  # close() now waits for the worker, which is still publishing
+    threading.Timer(0.5, gate.set).start()  # the broker answers while fork() waits
+    pid = os.fork()
+    if pid == 0:
+        report(role="child", where=where[0])
+        os._exit(0)
+    os.waitpid(pid, 0)
+    closer.join(10)
+    report(role="parent", closed=not closer.is_alive(), sent=d.stats()["sent"])
+    """,
+    )
+    assert reports["child"]["where"] == "published", "fork() landed in the middle of a step"
+    assert reports["parent"] == {"role": "parent", "closed": True, "sent": 1}
+
+
+# ------------------------------------------------------------------ submit and close()
+
+
+def test_a_notification_close_already_waits_for_does_not_stall_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    publisher = ScriptedPublisher()
+    delivery = Delivery(lambda: publisher, name="race", close_timeout=20.0)
+    assert delivery.submit(make()[0]) and delivery.flush(5)
+    worker = delivery._worker
+    closer = threading.Thread(target=delivery.close)
+    target_taken = threading.Event()
+    real_accepted = worker.accepted
+
+    def accepted() -> int:  # close()'s flush takes its target from this
+        count = real_accepted()
+        if threading.current_thread() is closer:
+            target_taken.set()
+        return count
+
+    def wake() -> None:  # runs between submit()'s append and its look at `closed`
+        closer.start()
+        assert target_taken.wait(10)
+
+    monkeypatch.setattr(worker, "accepted", accepted)
+    monkeypatch.setattr(worker, "wake", wake)
+    late = make()[0]
+    try:
+        taken = delivery.submit(late)
+        closer.join(10)  # a liveness bound, half of close_timeout
+        assert not closer.is_alive(), "close() waited for a notification nobody sends"
+    finally:
+        closer.join()
+    stats = delivery.stats()
+    assert stats["accepted"] == 2 and stats["sent"] + stats["abandoned"] == 2
+    assert (late.message_id in publisher.sent) == taken
+
+
+@pytest.mark.parametrize("outbox", [False, True], ids=["memory", "outbox"])
+def test_submits_racing_with_close_are_each_delivered_stored_or_counted(
+    tmp_path: Path, outbox: bool
+) -> None:
+    path = str(tmp_path / "box.sqlite") if outbox else None
+    publisher = ScriptedPublisher()
+    delivery = Delivery(
+        lambda: publisher, name="race", queue_size=10**6, outbox_path=path, close_timeout=20.0
+    )
+    warm_up = make()[0]  # the worker runs: close() has something to wait for
+    results = {warm_up.message_id: delivery.submit(warm_up)}
+    assert delivery.flush(5)
+    batches = [make(2000) for _ in range(4)]
+    go = threading.Barrier(len(batches) + 1)
+
+    def submit_all(notes: list[Any]) -> None:
+        go.wait()
+        for note in notes:
+            try:
+                results[note.message_id] = delivery.submit(note)
+            except StrategyError:  # closed
+                return
+
+    submitters = [threading.Thread(target=submit_all, args=(notes,)) for notes in batches]
+    closer = threading.Thread(target=delivery.close)
+    for thread in submitters:
+        thread.start()
+    go.wait()
+    closer.start()
+    closer.join(10)  # a liveness bound, half of close_timeout
+    assert not closer.is_alive(), "close() waited for a notification nobody sends"
+    for thread in submitters:
+        thread.join(10)
+    accepted = {message_id for message_id, ok in results.items() if ok}
+    refused = set(results) - accepted
+    sent, stored = set(publisher.sent), _stored(path)
+    stats = delivery.stats()
+    assert len(sent) == len(publisher.sent) and not (sent | stored) & refused
+    assert stats["accepted"] == len(results)
+    if outbox:
+        assert sent | stored == accepted and stats["abandoned"] == len(refused)
+    else:
+        assert sent <= accepted
+        assert len(accepted) == len(sent) + stats["abandoned"] - len(refused)
+
+
+def _stored(path: str | None) -> set[str]:
+    if path is None or not Path(path).exists():
+        return set()
+    with sqlite3.connect(path) as db:
+        return {json.loads(body)["message_id"] for (body,) in db.execute("SELECT body FROM outbox")}
