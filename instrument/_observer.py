@@ -22,9 +22,16 @@ Done = Callable[[bytes | None, BaseException | None], None]
 
 
 def close_once(iterable: Iterable[bytes]) -> None:
+    # A list or tuple (the commonest body) has no close(): skip a lookup that would
+    # build an AttributeError only to discard it.
+    if type(iterable) in _PLAIN_SEQUENCES:
+        return
     close = getattr(iterable, "close", None)
     if close is not None:
         close()
+
+
+_PLAIN_SEQUENCES: Final = frozenset({list, tuple})
 
 
 class ObservedBody:
@@ -57,10 +64,12 @@ class ObservedBody:
         try:
             chunk = next(self._iterator)
         except StopIteration:
-            self._report(None)
+            if self._on_done is not None:
+                self._report(None)
             raise
         except BaseException as exc:
-            self._report(exc)
+            if self._on_done is not None:
+                self._report(exc)
             raise
         if self._size <= BODY_LIMIT:
             self._chunks.append(chunk)
@@ -74,7 +83,8 @@ class ObservedBody:
         try:
             close_once(self._iterable)
         finally:
-            self._report(None)
+            if self._on_done is not None:  # not reported yet (closed before exhaustion)
+                self._report(None)
 
     def _report(self, exc: BaseException | None) -> None:
         on_done, self._on_done = self._on_done, None

@@ -17,6 +17,7 @@ import decimal
 import enum
 import json
 import logging
+import operator
 import pathlib
 import random
 import socket
@@ -95,11 +96,10 @@ _second: tuple[int, str] = (0, "")
 
 def _now_timestamp() -> str:
     global _second
-    now = time.time()
-    whole = int(now)
+    whole, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
     if _second[0] != whole:
-        _second = (whole, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(whole)))
-    return f"{_second[1]}.{int((now - whole) * 1_000_000):06d}"
+        _second = (whole, time.strftime("%Y-%m-%d %H:%M:%S.", time.gmtime(whole)))
+    return f"{_second[1]}{nanoseconds // 1000:06d}"
 
 
 _UUID4_CLEAR: Final = ~(0xF000 << 64) & ~(0xC000 << 48)
@@ -147,13 +147,14 @@ class Notification:
         """
         if priority not in PRIORITIES:
             raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, not {priority!r}")
+        # Positional, in field order: this runs on the request path for every event.
         return cls(
-            message_id=new_message_id(),
-            publisher_id=publisher_id or default_publisher_id(),
-            event_type=event_type,
-            priority=priority,
-            timestamp=utc_timestamp(),
-            payload=jsonable(payload, without),
+            new_message_id(),
+            publisher_id or default_publisher_id(),
+            event_type,
+            priority,
+            _now_timestamp(),
+            _convert(payload, 0, without),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -247,8 +248,8 @@ def _convert_mapping(
         )
         for key, item in value.items()
     }
-    # One C-level pass finds the keys to drop; they are rare, so deleting is cheap.
-    if without and not without.isdisjoint(map(str.lower, result)):
+    # Keys to drop are rare, so deleting them afterwards is cheap.
+    if without and _has_hidden_key(result, without):
         for key in [key for key in result if key.lower() in without]:
             del result[key]
     return result
@@ -257,21 +258,46 @@ def _convert_mapping(
 def _redact_json(value: Any, without: frozenset[str]) -> Any:
     """*value* (JSON data) without the keys in *without*; unchanged parts are shared."""
     if type(value) is list:
+        if _CONTAINERS.isdisjoint(map(type, value)):
+            return value  # a list of scalars (tags): nothing to look into
         items = [_redact_json(item, without) for item in value]
-        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+        return value if all(map(operator.is_, items, value)) else items
     if not isinstance(value, dict) or not without:
         return value
     result = value
-    if not without.isdisjoint(map(str.lower, value)):
+    if _has_hidden_key(value, without):
         result = {key: item for key, item in value.items() if key.lower() not in without}
     for key, item in result.items():
-        if type(item) is dict or type(item) is list:
+        if item and type(item) in _CONTAINERS:  # an empty one has nothing to hide
             stripped = _redact_json(item, without)
             if stripped is not item:
                 if result is value:
                     result = dict(value)
                 result[key] = stripped
     return result
+
+
+_CONTAINERS: Final = frozenset({dict, list, JSONSafe})
+# Per redaction set, keys already seen not to be hidden. Image payloads repeat the same
+# few dozen keys, so lower-casing each key of each payload is mostly avoidable; the
+# memo is bounded so that a stream of invented keys cannot grow it without end.
+_survivors: dict[frozenset[str], set[str]] = {}
+_SURVIVORS_MAX: Final = 4096
+
+
+def _has_hidden_key(mapping: Mapping[str, Any], without: frozenset[str]) -> bool:
+    survivors = _survivors.get(without)
+    if survivors is None:
+        survivors = _survivors.setdefault(without, set())
+    if survivors.issuperset(mapping):
+        return False
+    hidden = False
+    for key in mapping:
+        if key.lower() in without:
+            hidden = True
+        elif len(survivors) < _SURVIVORS_MAX:
+            survivors.add(key)
+    return hidden
 
 
 def _convert_scalar(value: Any, depth: int, without: frozenset[str]) -> Any:

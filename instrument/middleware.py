@@ -75,6 +75,10 @@ _FAILURE_EVENT: Final = {
     "send": ev.IMAGE_SEND,
 }
 _DATA_EVENTS: Final = (ev.IMAGE_PREPARE, ev.IMAGE_UPLOAD, ev.IMAGE_ACTIVATE)
+#: Kinds whose requests may carry image data (v1 create and update).
+_DATA_KINDS: Final = frozenset({"create_with_data", "update_with_data"})
+#: Kinds that do something before the application runs (see _Lifecycle.prepare).
+_PREPARING_KINDS: Final = frozenset({"upload", "update_with_data", "delete"})
 #: Every event a kind may emit: a route whose events are all disabled is not observed.
 _KIND_EVENTS: Final = {
     "create": (ev.IMAGE_CREATE,),
@@ -161,6 +165,8 @@ class NotificationMiddleware:
 class _Exchange:
     """One observed request: the status and headers the application answered with."""
 
+    __slots__ = ("environ", "headers", "match", "middleware", "notifier", "status")
+
     def __init__(self, middleware: NotificationMiddleware, match: Match, environ: Environ) -> None:
         self.middleware = middleware
         self.notifier = middleware.notifier
@@ -192,15 +198,18 @@ class _Exchange:
 class _Lifecycle(_Exchange):
     """create / update / upload / delete: emit after the application has answered."""
 
+    __slots__ = ("before", "has_data", "kind", "prepared")
+
     def __init__(self, middleware: NotificationMiddleware, match: Match, environ: Environ) -> None:
         super().__init__(middleware, match, environ)
         self.kind = match.kind
-        self.has_data = _has_data(environ)
+        self.has_data = self.kind in _DATA_KINDS and _has_data(environ)
         self.before: dict[str, Any] | None = None
         self.prepared = False
 
     def run(self, start_response: StartResponse) -> Iterable[bytes]:
-        guard(self.prepare)
+        if self.kind in _PREPARING_KINDS:
+            guard(self.prepare)
         try:
             app_iter = self.middleware.app(self.environ, self.recording(start_response))
         except Exception as exc:
@@ -268,6 +277,8 @@ class _Lifecycle(_Exchange):
 
 class _Download(_Exchange):
     """image.send: count the body while it streams (see :mod:`instrument._download`)."""
+
+    __slots__ = ()
 
     def run(self, start_response: StartResponse) -> Iterable[bytes]:
         return counted_download(

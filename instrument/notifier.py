@@ -66,6 +66,7 @@ class Notifier:
         self._disabled_exact = frozenset(self.disabled_notifications)
         self._disabled_groups = tuple(f"{group}." for group in self.disabled_notifications)
         self._counts = {id(s): {"sent": 0, "failed": 0} for s in self.strategies}
+        self._targets = tuple((s, self._counts[id(s)]) for s in self.strategies)
         self._disabled_count = 0
         self._lock = threading.Lock()
         self._failures = RateLimitedLog(log)
@@ -127,7 +128,7 @@ class Notifier:
         """Hand a finished notification to every strategy, isolating their failures."""
         if _capture.sinks:
             _capture.deliver(notification)
-        for strategy in self.strategies:
+        for strategy, counts in self._targets:
             try:
                 strategy.emit(notification)
             except Exception as exc:
@@ -142,7 +143,8 @@ class Notifier:
                     exc,
                 )
             else:
-                self._count(strategy, "sent")
+                with self._lock:
+                    counts["sent"] += 1
 
     def is_enabled(self, event_type: str) -> bool:
         """False for an event type disabled exactly or through its group (``image``)."""

@@ -36,8 +36,9 @@ Configured routes are tried before the built-in ones.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
-from typing import Final
+from typing import Final, NamedTuple
 
 from .exceptions import ConfigError
 
@@ -73,18 +74,17 @@ class Route:
     api: int = 2
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Match:
-    """A matched request: its route, the image id (if any) and where the API lives."""
+class Match(NamedTuple):
+    """A matched request: its route and kind, the image id (if any), where the API lives.
+
+    A tuple rather than a dataclass: one is built for every image request.
+    """
 
     route: Route
+    kind: str
     image_id: str | None
     prefix: str
     version: str
-
-    @property
-    def kind(self) -> str:
-        return self.route.kind
 
     def lookup_path(self) -> str:
         """The path that returns this image's metadata (v1 HEAD, v2 GET)."""
@@ -116,7 +116,7 @@ BUILTIN_ROUTES: Final = (
 class RouteTable:
     """Match requests against configured routes first, then the built-in table."""
 
-    __slots__ = ("_by_method", "_needle")
+    __slots__ = ("_by_method", "_needle", "_remembered")
 
     def __init__(self, extra: tuple[Route, ...] = (), *, builtin: bool = True) -> None:
         routes = (*extra, *(BUILTIN_ROUTES if builtin else ()))
@@ -125,11 +125,19 @@ class RouteTable:
             self._by_method[route.method] = (*self._by_method.get(route.method, ()), route)
         # Every built-in path contains "/images"; custom routes may not.
         self._needle = "/images" if not extra else "/"
+        # Image paths repeat (POST /v2/images, GET /v2/images, one image's PATCH, PUT
+        # and GET): remember recent answers instead of running the regexes again.
+        self._remembered = functools.lru_cache(maxsize=_REMEMBERED)(self._search)
 
     def match(self, method: str, path: str) -> Match | None:
         """The first route matching *method* and *path*, or None (also for ``ignore``)."""
         if self._needle not in path:
             return None
+        if len(path) > _REMEMBERED_LENGTH:  # no client fills the memory with long paths
+            return self._search(method, path)
+        return self._remembered(method, path)
+
+    def _search(self, method: str, path: str) -> Match | None:
         for route in self._by_method.get(method, ()):
             found = route.pattern.match(path)
             if found is not None:
@@ -138,11 +146,16 @@ class RouteTable:
                 groups = found.groupdict()
                 return Match(
                     route,
+                    route.kind,
                     groups.get("id"),
                     groups.get("prefix") or "",
                     groups.get("version") or f"v{route.api}",
                 )
         return None
+
+
+_REMEMBERED: Final = 1024
+_REMEMBERED_LENGTH: Final = 256
 
 
 def parse_routes(name: str, text: str) -> tuple[Route, ...]:

@@ -22,6 +22,11 @@ PROBE = """
 import importlib.util, instrument
 from instrument import ConfigError, Notifier
 assert importlib.util.find_spec("kombu") is None and importlib.util.find_spec("proton") is None
+assert importlib.util.find_spec("orjson") is None
+from instrument.images import image_from_body
+big = 12345678901234567890123  # beyond 64 bits: orjson would make it a float
+assert image_from_body(b'{"id": "1", "size": %d}' % big)["size"] == big
+assert image_from_body(b'{"id": ') is None
 Notifier.from_config(strategy="logging,memory").info("image.create", {"id": "1"})
 for strategy, extra in (("rabbit", "instrument[rabbit]"), ("qpid", "instrument[qpid]")):
     try:

@@ -134,3 +134,36 @@ def test_non_image_requests_reach_the_app_with_the_same_objects() -> None:
 
     result = middleware(environ, start_response)
     assert result == [b"ok"] and seen == [(environ, start_response)]
+
+
+def test_remembered_route_answers_are_the_searched_ones() -> None:
+    """The route table remembers recent answers; a remembered answer is the searched one."""
+    from instrument.routes import _REMEMBERED, _REMEMBERED_LENGTH
+
+    table = RouteTable(parse_routes("routes", "GET /v2/images/{id}/file ignore"))
+    requests = [
+        ("POST", "/v2/images"),
+        ("GET", "/v2/images"),
+        ("PATCH", "/v2/images/1"),
+        ("DELETE", "/v2/images/1"),
+        ("GET", "/v2/images/1/file"),  # switched off by the operator's route
+        ("PUT", "/v1/images/2"),
+        ("GET", "/image/v2.1/images/3/file/"),
+        ("GET", "/v1/images/" + "x" * _REMEMBERED_LENGTH),  # too long to remember
+    ]
+    first = [table.match(method, path) for method, path in requests]
+    for _ in range(_REMEMBERED + 1):  # push everything out once, then ask again
+        table.match("DELETE", f"/v2/images/{_}")
+    assert [table.match(method, path) for method, path in requests] == first
+    assert [table._search(method, path) for method, path in requests] == first
+    assert [m and (m.kind, m.image_id, m.prefix, m.version) for m in first] == [
+        ("create", None, "", "v2"),
+        None,
+        ("update", "1", "", "v2"),
+        ("delete", "1", "", "v2"),
+        None,
+        ("update_with_data", "2", "", "v1"),
+        ("send", "3", "/image", "v2.1"),
+        ("send", "x" * _REMEMBERED_LENGTH, "", "v1"),
+    ]
+    assert table._remembered.cache_info().currsize == _REMEMBERED

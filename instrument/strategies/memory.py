@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import threading
 from typing import TYPE_CHECKING
 
@@ -32,32 +33,39 @@ class MemoryStrategy(Strategy):
 
     def __init__(self, memory_max: int = 0) -> None:
         self.memory_max = memory_max
-        self._items: list[Notification] = []
+        # A bounded deque drops the oldest itself, without moving the others.
+        self._items: collections.deque[Notification] = collections.deque(maxlen=memory_max or None)
         self._dropped = 0
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._waiters = 0  # emit() wakes no one when no one waits: it runs per request
 
     def emit(self, notification: Notification) -> None:
-        with self._changed:
+        with self._lock:
+            if self.memory_max and len(self._items) == self.memory_max:
+                self._dropped += 1  # the append below pushes the oldest out
             self._items.append(notification)
-            if self.memory_max and len(self._items) > self.memory_max:
-                del self._items[0]
-                self._dropped += 1
-            self._changed.notify_all()
+            if self._waiters:
+                self._changed.notify_all()
 
     @property
     def notifications(self) -> list[Notification]:
         """A copy of what was received, oldest first."""
-        with self._changed:
+        with self._lock:
             return list(self._items)
 
     def clear(self) -> None:
-        with self._changed:
+        with self._lock:
             self._items.clear()
 
     def wait_for(self, count: int, timeout: float = 5.0) -> bool:
         """Wait until at least *count* notifications are held; False on timeout."""
-        with self._changed:
-            return self._changed.wait_for(lambda: len(self._items) >= count, timeout)
+        with self._lock:
+            self._waiters += 1
+            try:
+                return self._changed.wait_for(lambda: len(self._items) >= count, timeout)
+            finally:
+                self._waiters -= 1
 
     def stats(self) -> dict[str, int]:
         return {"dropped": self._dropped} if self._dropped else {}
