@@ -10,7 +10,7 @@ them), messages durable, same payload everywhere:
 
 Usage::
 
-    python benchmarks/bench_qpid.py [--count 20000] [--blocking-count 3000]
+    python benchmarks/bench_qpid.py [--count 20000] [--blocking-count 3000] [--rounds 3]
 
 It starts its own node through tests/support/rabbitmq.py. Timed assertions never live
 in tests/; this script only reports.
@@ -81,28 +81,41 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--blocking-count", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs, best taken")
     args = parser.parse_args(argv)
-    tag = uuid.uuid4().hex[:8]
-    qpid_names = {"qpid_notification_exchange": f"b-{tag}", "qpid_notification_topic": f"q-{tag}"}
-    rabbit_names = {
-        "rabbit_notification_exchange": f"r-{tag}",
-        "rabbit_notification_topic": f"r-{tag}",
-    }
+    best = {"qpid": 0.0, "blocking": 0.0, "rabbit": 0.0}
     with running_node() as node:
         print(f"RabbitMQ node {node.nodename} (AMQP 1.0 plugin on port {node.port})")
-        room = {"queue_size": args.count}  # measure delivery, not the overflow policy
-        port = {"qpid_hostname": "127.0.0.1", "qpid_port": node.port}
-        qpid = strategy_rate(QpidStrategy(**port, **room, **qpid_names), args.count)
-        blocking = blocking_rate(node.amqp1_url, f"b-{tag}", f"q-{tag}", args.blocking_count)
-        rabbit = strategy_rate(
-            RabbitStrategy(transport_url=node.url, **room, **rabbit_names), args.count
-        )
+        for _ in range(args.rounds):
+            for name, rate in one_round(node, args).items():
+                best[name] = max(best[name], rate)
+    qpid, blocking, rabbit = best["qpid"], best["blocking"], best["rabbit"]
+    print(f"best of {args.rounds} interleaved rounds")
     print(f"qpid strategy            {qpid:10,.0f} msg/s  ({args.count} notifications)")
     print(f"blocking proton sender   {blocking:10,.0f} msg/s  ({args.blocking_count} messages)")
     print(f"rabbit strategy          {rabbit:10,.0f} msg/s  ({args.count} notifications)")
     print(f"qpid / blocking proton   {qpid / blocking:10.1f} x  (goal >= 5)")
     print(f"qpid / rabbit            {qpid / rabbit:10.2f} x")
     return 0
+
+
+def one_round(node: Any, args: argparse.Namespace) -> dict[str, float]:
+    """One rate of each sender, on fresh names (no queue left over from a round before)."""
+    tag = uuid.uuid4().hex[:8]
+    qpid_names = {"qpid_notification_exchange": f"b-{tag}", "qpid_notification_topic": f"q-{tag}"}
+    rabbit_names = {
+        "rabbit_notification_exchange": f"r-{tag}",
+        "rabbit_notification_topic": f"r-{tag}",
+    }
+    room = {"queue_size": args.count}  # measure delivery, not the overflow policy
+    port = {"qpid_hostname": "127.0.0.1", "qpid_port": node.port}
+    return {
+        "qpid": strategy_rate(QpidStrategy(**port, **room, **qpid_names), args.count),
+        "blocking": blocking_rate(node.amqp1_url, f"b-{tag}", f"q-{tag}", args.blocking_count),
+        "rabbit": strategy_rate(
+            RabbitStrategy(transport_url=node.url, **room, **rabbit_names), args.count
+        ),
+    }
 
 
 if __name__ == "__main__":

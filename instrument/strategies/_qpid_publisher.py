@@ -28,9 +28,11 @@ Decisions:
   after a bounded wait for the broker's close, also when the constructor gives up.
 * **Failover by hand**, as for rabbit: ``connect()`` tries every broker once, starting
   with the one that worked last, and says for each why it failed.
-* **Message**: the JSON envelope as bytes in a Data section (``inferred=True``), so
-  AMQP 0-9-1 consumers of RabbitMQ get plain JSON; content type ``application/json``;
-  ``durable``; ``id`` = the notification's ``message_id``; subject = routing key.
+* **Message**: the JSON envelope as bytes in a Data section, so AMQP 0-9-1 consumers
+  of RabbitMQ get plain JSON; content type ``application/json``; ``durable``; ``id`` =
+  the notification's ``message_id``; subject = routing key. Encoded by
+  :mod:`._amqp1_message` (the same bytes as proton's ``Message``, without its six
+  encoding attempts per message), then sent as a delivery on the link.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from typing import Any, Final
 
 from ..events import Notification
 from ..exceptions import DeliveryError, StrategyError
+from ._amqp1_message import encode_message
 from ._qpid_config import Broker, QpidTarget
 from ._qpid_declare import declare_on_rabbitmq
 
@@ -118,7 +121,6 @@ class QpidPublisher:
         self._index = 0
         self._conn: Any = None
         self._senders: dict[str, Any] = {}  # routing key -> proton Sender
-        self._reusable: Any = None  # one Message, refilled per notification (cheaper)
         self._endpoints: list[tuple[str, Any]] = []  # see _fault
 
     # ------------------------------------------------------------ Publisher
@@ -146,7 +148,10 @@ class QpidPublisher:
                 sender = self._senders[self.target.routing_key(notification.priority)]
                 if sender.credit <= 0:
                     self._wait(functools.partial(_has_credit, sender), "waiting for link credit")
-                pending.append(sender.send(self._message(notification)))
+                delivery = sender.delivery(sender.delivery_tag())
+                sender.stream(self._encode(notification))
+                sender.advance()
+                pending.append(delivery)
             self._wait(lambda: _drain_settled(pending, refused), "waiting for settlement")
         except StrategyError:
             raise
@@ -242,17 +247,13 @@ class QpidPublisher:
             self._endpoints = endpoints
         return endpoints
 
-    def _message(self, notification: Notification) -> Any:
-        message = self._reusable
-        if message is None:
-            message = self._reusable = proton.Message(
-                inferred=True, content_type="application/json", durable=True
-            )
-        message.body = notification.to_json().encode()
-        message.subject = self.target.routing_key(notification.priority)
-        message.id = notification.message_id
-        message.creation_time = time.time()
-        return message
+    def _encode(self, notification: Notification) -> bytes:
+        return encode_message(
+            notification.to_json().encode(),
+            notification.message_id,
+            self.target.routing_key(notification.priority),
+            int(time.time() * 1000),
+        )
 
 
 def _has_credit(sender: Any) -> bool:
