@@ -14,7 +14,10 @@ measured side by side in one run (runs interleaved, best of N each):
 
 Ratios are bare time / counted time (1.0 = no cost), by wall clock and by CPU time
 (the consuming thread's in process, the server process's over loopback). On a shared
-or small VM the wall-clock figures are noisy; the CPU figures are steadier.
+or small VM these measured figures move by several percent between runs, more than
+the counter costs, so each line also prints a *modelled* ratio: the bare time per
+chunk against the same plus the counter's own CPU per chunk, which the empty loop and
+os.write to /dev/null measure steadily (no data is copied there).
 """
 
 from __future__ import annotations
@@ -101,6 +104,18 @@ def ratios(label: str, total: int, bare: Best, counted: Best, chunks: int | None
     )
 
 
+def modelled(bare: Best, chunks: int, own_cost: float) -> str:
+    """The ratio the counter's own cost per chunk allows: steadier than a measured one.
+
+    A measured ratio of two I/O-bound runs moves by several percent from run to run,
+    more than the counter costs. The counter's own CPU per chunk, measured where no
+    data is copied (the empty loop, os.write to /dev/null), is steady; the bare time
+    per chunk only enters the denominator, where its noise hardly moves the result.
+    """
+    per_chunk = bare.wall / chunks
+    return f"modelled {per_chunk / (per_chunk + own_cost):.4f}"
+
+
 Consume = Callable[[Iterable[bytes]], None]
 
 
@@ -130,23 +145,34 @@ def in_process(chunk_size: int, total: int, rounds: int, consume: Consume) -> tu
     return best_bare, best_counted
 
 
-def report_in_process(total: int, rounds: int) -> None:
+def report_in_process(total: int, rounds: int) -> float:
+    """Print the in-process ratios; return the counter's own CPU per served chunk."""
     print(f"in process: {total / GIB:g} GiB of preallocated chunks, best of {rounds}")
     fd = os.open(os.devnull, os.O_WRONLY)
     drained = Drained()
+    consume_socket_bound: Consume = lambda chunks: consume_socket(chunks, drained.near)  # noqa: E731
     consumers: list[tuple[str, Consume]] = [
         ("empty loop", consume_empty),
         ("os.write /dev/null", lambda chunks: consume_devnull(chunks, fd)),
-        ("sendall socketpair", lambda chunks: consume_socket(chunks, drained.near)),
+        ("sendall socketpair", consume_socket_bound),
     ]
+    # The counter's own CPU seconds per chunk, by size: the larger of what the empty
+    # loop and os.write to /dev/null measure (neither copies data, so both are steady).
+    own_cost: dict[int, float] = {}
     try:
         for label, consume in consumers:
             for size in (64 * 1024, 4 * 1024):
+                chunks = total // size
                 bare, counted = in_process(size, total, rounds, consume)
-                print(ratios(f"{label}, {size // 1024} KiB", total, bare, counted, total // size))
+                if consume is not consume_socket_bound:  # no copy: a steady CPU figure
+                    extra = (counted.cpu - bare.cpu) / chunks
+                    own_cost[size] = max(own_cost.get(size, 0.0), extra)
+                line = ratios(f"{label}, {size // 1024} KiB", total, bare, counted, chunks)
+                print(f"{line}  {modelled(bare, chunks, own_cost[size])}")
     finally:
         drained.close()
         os.close(fd)
+    return own_cost[SERVED_CHUNK]
 
 
 # 2. through waitress ---------------------------------------------------------------
@@ -223,12 +249,23 @@ def start_server(workdir: Path, total: int, image: Path) -> tuple[subprocess.Pop
 
 
 def process_cpu(pid: int) -> float:
-    """utime + stime of *pid*, all threads, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of all of *pid*'s threads, to the nanosecond (schedstat, Linux).
+
+    /proc/<pid>/stat counts clock ticks (10 ms): over a download of a fraction of a
+    second that alone moves a ratio by several percent.
+    """
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
+            continue
+    return total / 1e9
 
 
-def through_waitress(kind: str, total: int, rounds: int, workdir: Path, image: Path) -> None:
+def through_waitress(
+    kind: str, total: int, rounds: int, workdir: Path, image: Path, own_cost: float
+) -> None:
     process, port = start_server(workdir / kind, total, image)
     try:
         download(port, f"/{kind}/bare")  # warm up: imports, page cache, first buffers
@@ -246,7 +283,8 @@ def through_waitress(kind: str, total: int, rounds: int, workdir: Path, image: P
                 wall, cpu = time.perf_counter() - wall, process_cpu(process.pid) - cpu
                 best[mode].add(wall, cpu)
                 growth[mode] += vm_rss_kib(process.pid) - rss
-        print(ratios(f"{kind} body", total, best["bare"], best["counted"]))
+        line = ratios(f"{kind} body", total, best["bare"], best["counted"])
+        print(f"{line}  {modelled(best['bare'], total // SERVED_CHUNK, own_cost)}")
         print(
             f"  {'':<30} server VmRSS growth over {rounds} downloads each:"
             f" bare {growth['bare']:+d} KiB, counted {growth['counted']:+d} KiB"
@@ -261,7 +299,7 @@ def check(received: int, total: int) -> None:
         raise RuntimeError(f"short download: {received} bytes for a {total} byte body")
 
 
-def report_waitress(total: int, rounds: int) -> None:
+def report_waitress(total: int, rounds: int, own_cost: float) -> None:
     print(f"waitress over loopback: {total / GIB:g} GiB per download, best of {rounds}")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -271,7 +309,7 @@ def report_waitress(total: int, rounds: int) -> None:
                 file.write(b"\0" * SERVED_CHUNK)
         for kind in ("generator", "file"):
             (workdir / kind).mkdir()
-            through_waitress(kind, total, rounds, workdir, image)
+            through_waitress(kind, total, rounds, workdir, image, own_cost)
 
 
 def main() -> None:
@@ -286,8 +324,8 @@ def main() -> None:
         serve(args.serve, args.bytes, args.image)
         return
     total = int(args.gib * GIB) // SERVED_CHUNK * SERVED_CHUNK
-    report_in_process(total, args.rounds)
-    report_waitress(total, args.rounds)
+    own_cost = report_in_process(total, args.rounds)
+    report_waitress(total, args.rounds, own_cost)
 
 
 if __name__ == "__main__":
