@@ -323,13 +323,16 @@ class Delivery:
 # strongly: one dropped without close() still has its worker running, and must still
 # be flushed at exit; one closed must still be paused at fork until its worker ended.
 _engines: set[Delivery] = set()
-_paused: list[Delivery] = []  # engines whose worker the current fork paused
+# Engines whose worker a fork under way paused, by forking thread: two threads forking
+# at once each resume only the workers they paused themselves.
+_paused: dict[int, list[Delivery]] = {}
 
 
 def _before_fork() -> None:
+    paused = _paused.setdefault(threading.get_ident(), [])
     for engine in list(_engines):
         if engine._running and engine._worker.pause():
-            _paused.append(engine)
+            paused.append(engine)
     # After the pauses: a paused worker holds no outbox call, one that could not be
     # paused finishes the call it is in and then waits for the fork at its next one.
     if not _outbox.hold_for_fork():
@@ -341,8 +344,8 @@ def _before_fork() -> None:
 
 def _after_fork_in_parent() -> None:
     _outbox.release_after_fork()
-    while _paused:
-        _paused.pop()._worker.resume()
+    for engine in _paused.pop(threading.get_ident(), []):
+        engine._worker.resume()
 
 
 def _after_fork_in_child() -> None:

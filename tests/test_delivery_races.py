@@ -259,3 +259,39 @@ def _stored(path: str | None) -> set[str]:
         return set()
     with sqlite3.connect(path) as db:
         return {json.loads(body)["message_id"] for (body,) in db.execute("SELECT body FROM outbox")}
+
+
+def test_two_threads_forking_at_once_each_resume_only_the_workers_they_paused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The at-fork hooks run in the forking thread: B's after-hook must not resume A's."""
+    from instrument import _delivery_worker, _outbox, delivery
+
+    monkeypatch.setattr(_delivery_worker, "_FORK_PAUSE", 0.2)  # B gives up soon
+    monkeypatch.setattr(_outbox, "_FORK_WAIT", 0.2)
+    publisher = ScriptedPublisher()
+    engine = Delivery(lambda: publisher, name="forks", retry_backoff=0.01, close_timeout=1.0)
+    try:
+        engine.submit(make(1)[0])
+        assert engine.flush(5)
+        a_paused, a_may_resume = threading.Event(), threading.Event()
+
+        def fork_a() -> None:  # the hooks of a fork in thread A, the fork itself left out
+            delivery._before_fork()
+            a_paused.set()
+            a_may_resume.wait(10)
+            delivery._after_fork_in_parent()
+
+        thread_a = threading.Thread(target=fork_a)
+        thread_a.start()
+        assert a_paused.wait(10)
+        delivery._before_fork()  # thread B (this one): A holds the worker, B gives up
+        delivery._after_fork_in_parent()
+        assert engine._worker._busy.locked(), "B resumed a worker that A's fork paused"
+        a_may_resume.set()
+        thread_a.join(10)
+        assert not engine._worker._busy.locked()
+        engine.submit(make(1)[0])
+        assert engine.flush(5), "the worker runs again after both forks"
+    finally:
+        engine.close()
