@@ -226,12 +226,14 @@ class Delivery:
     def _take_back(self, notification: Notification) -> bool:
         """After a race with close(): remove *notification* if the worker will never see it.
 
-        Until the worker is sealed it still sends, stores or counts what is queued, and
-        close()'s flush may already be waiting for this one: taking it back then would
-        make close() wait its whole timeout for a notification that nobody sends.
+        Until a running worker is sealed it still sends, stores or counts what is
+        queued, and close()'s flush may already be waiting for this one: taking it back
+        then would make close() wait its whole timeout for a notification that nobody
+        sends. A worker that never started never will (close() saw to that): what it
+        would have found is taken back in any case.
         """
         with self._worker.take_lock:
-            if not self._worker.sealed:
+            if self._running and not self._worker.sealed:
                 return True
             try:
                 self._queue.remove(notification)

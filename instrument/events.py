@@ -23,7 +23,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Final
 
 __all__ = [
@@ -97,9 +97,10 @@ _second: tuple[int, str] = (0, "")
 def _now_timestamp() -> str:
     global _second
     whole, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
-    if _second[0] != whole:
-        _second = (whole, time.strftime("%Y-%m-%d %H:%M:%S.", time.gmtime(whole)))
-    return f"{_second[1]}{nanoseconds // 1000:06d}"
+    second = _second  # read once: another thread may swap it for the next second
+    if second[0] != whole:
+        second = _second = (whole, time.strftime("%Y-%m-%d %H:%M:%S.", time.gmtime(whole)))
+    return f"{second[1]}{nanoseconds // 1000:06d}"
 
 
 _UUID4_CLEAR: Final = ~(0xF000 << 64) & ~(0xC000 << 48)
@@ -195,7 +196,7 @@ class JSONSafe(dict[str, Any]):
     __slots__ = ()
 
 
-def jsonable(value: Any, without: frozenset[str] = frozenset()) -> Any:
+def jsonable(value: Any, without: Collection[str] = frozenset()) -> Any:
     """Turn *value* into something :func:`json.dumps` accepts, without ever raising.
 
     Datetimes become ISO 8601 UTC with ``Z`` (naive ones are taken as UTC, Glance
@@ -204,7 +205,7 @@ def jsonable(value: Any, without: frozenset[str] = frozenset()) -> Any:
     become dicts. Anything else is replaced by its ``repr`` and logged once per type.
     Mapping keys in *without* (compared in lower case) are dropped at any depth.
     """
-    return _convert(value, 0, without)
+    return _convert(value, 0, frozenset(without))
 
 
 _MAX_DEPTH: Final = 32
@@ -257,8 +258,8 @@ def _convert_mapping(
 
 def _redact_json(value: Any, without: frozenset[str]) -> Any:
     """*value* (JSON data) without the keys in *without*; unchanged parts are shared."""
-    if type(value) is list:
-        if _CONTAINERS.isdisjoint(map(type, value)):
+    if isinstance(value, list):
+        if _SCALARS.issuperset(map(type, value)):
             return value  # a list of scalars (tags): nothing to look into
         items = [_redact_json(item, without) for item in value]
         return value if all(map(operator.is_, items, value)) else items
@@ -268,7 +269,7 @@ def _redact_json(value: Any, without: frozenset[str]) -> Any:
     if _has_hidden_key(value, without):
         result = {key: item for key, item in value.items() if key.lower() not in without}
     for key, item in result.items():
-        if item and type(item) in _CONTAINERS:  # an empty one has nothing to hide
+        if item and type(item) not in _SCALARS:  # an empty one has nothing to hide
             stripped = _redact_json(item, without)
             if stripped is not item:
                 if result is value:
@@ -277,17 +278,21 @@ def _redact_json(value: Any, without: frozenset[str]) -> Any:
     return result
 
 
-_CONTAINERS: Final = frozenset({dict, list, JSONSafe})
+# Exact types, so that a subclass (an OrderedDict in a list, say) is still looked into.
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 # Per redaction set, keys already seen not to be hidden. Image payloads repeat the same
 # few dozen keys, so lower-casing each key of each payload is mostly avoidable; the
 # memo is bounded so that a stream of invented keys cannot grow it without end.
 _survivors: dict[frozenset[str], set[str]] = {}
 _SURVIVORS_MAX: Final = 4096
+_SURVIVOR_SETS_MAX: Final = 64
 
 
 def _has_hidden_key(mapping: Mapping[str, Any], without: frozenset[str]) -> bool:
     survivors = _survivors.get(without)
     if survivors is None:
+        if len(_survivors) >= _SURVIVOR_SETS_MAX:  # redaction sets are few: one per Notifier
+            _survivors.clear()
         survivors = _survivors.setdefault(without, set())
     if survivors.issuperset(mapping):
         return False

@@ -143,7 +143,9 @@ def parse_json(body: bytes) -> Any:
     :mod:`json` directly. Without orjson, a UTF-8 object with no leading whitespace is
     handed straight to json's C scanner, skipping ``json.loads``'s encoding detection;
     anything else goes through ``json.loads``. Either way the result is what
-    ``json.loads(body)`` gives, for every body.
+    ``json.loads(body)`` gives, keys in the same order (one exception: orjson parses
+    documents nested about 1,000 to 1,024 levels deep, where ``json.loads`` runs out of
+    recursion).
     """
     if _fast_loads is not None and body.translate(_DIGITS_AS_ZERO).find(_LONG_DIGIT_RUN) < 0:
         try:

@@ -81,10 +81,10 @@ class Match(NamedTuple):
     """
 
     route: Route
-    kind: str
     image_id: str | None
     prefix: str
     version: str
+    kind: str  # route.kind, read on every request: a field, not a property
 
     def lookup_path(self) -> str:
         """The path that returns this image's metadata (v1 HEAD, v2 GET)."""
@@ -146,10 +146,10 @@ class RouteTable:
                 groups = found.groupdict()
                 return Match(
                     route,
-                    route.kind,
                     groups.get("id"),
                     groups.get("prefix") or "",
                     groups.get("version") or f"v{route.api}",
+                    route.kind,
                 )
         return None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -295,3 +296,33 @@ def test_two_threads_forking_at_once_each_resume_only_the_workers_they_paused(
         assert engine.flush(5), "the worker runs again after both forks"
     finally:
         engine.close()
+
+
+def test_a_first_submit_racing_with_close_is_counted_when_no_worker_ever_starts() -> None:
+    """submit() passes its closed check; close() marks the engine closed and is held
+    before it stops the (never started) worker; submit() appends and must take it back."""
+    publisher = ScriptedPublisher()
+    engine = Delivery(lambda: publisher, name="first", retry_backoff=0.01, close_timeout=1.0)
+    may_stop = threading.Event()
+    real_stop = engine._worker.stop
+
+    def held_stop(join_timeout: float) -> Any:
+        may_stop.wait(10)
+        return real_stop(join_timeout=join_timeout)
+
+    closer = threading.Thread(target=engine.close)
+
+    def close_wins_the_race() -> None:  # in place of starting the worker
+        closer.start()
+        while not engine.closed:
+            time.sleep(0.001)
+
+    engine._worker.stop = held_stop  # type: ignore[method-assign]
+    engine._run_worker = close_wins_the_race  # type: ignore[method-assign]
+    accepted = engine.submit(make(1)[0])
+    may_stop.set()
+    closer.join(10)
+    stats = engine.stats()
+    assert accepted is False
+    assert (stats["queued"], stats["abandoned"]) == (0, 1), stats
+    assert publisher.batches == []

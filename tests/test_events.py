@@ -212,3 +212,14 @@ def test_redaction_memo_is_bounded_and_still_redacts_when_full() -> None:
     assert len(events._survivors[without]) == events._SURVIVORS_MAX
     fresh = {"unseen-key": 1, "PASSWORD": "p", "nested": [{"Password": "p", "x": 2}]}
     assert jsonable(fresh, without) == {"unseen-key": 1, "nested": [{"x": 2}]}
+
+
+def test_dict_subclasses_inside_json_safe_lists_are_redacted_too() -> None:
+    from collections import OrderedDict
+
+    from instrument.events import JSONSafe
+
+    payload = JSONSafe(
+        {"id": "1", "tags": [OrderedDict(password="s", a=1)], "deep": [[{"Password": "s"}]]}
+    )
+    assert jsonable(payload, {"password"}) == {"id": "1", "tags": [{"a": 1}], "deep": [[{}]]}

@@ -42,7 +42,7 @@ class MemoryStrategy(Strategy):
 
     def emit(self, notification: Notification) -> None:
         with self._lock:
-            if self.memory_max and len(self._items) == self.memory_max:
+            if len(self._items) == self._items.maxlen:
                 self._dropped += 1  # the append below pushes the oldest out
             self._items.append(notification)
             if self._waiters:
