@@ -64,12 +64,10 @@ class ObservedBody:
         try:
             chunk = next(self._iterator)
         except StopIteration:
-            if self._on_done is not None:
-                self._report(None)
+            self._report(None)
             raise
         except BaseException as exc:
-            if self._on_done is not None:
-                self._report(exc)
+            self._report(exc)
             raise
         if self._size <= BODY_LIMIT:
             self._chunks.append(chunk)

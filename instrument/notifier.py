@@ -132,7 +132,8 @@ class Notifier:
             try:
                 strategy.emit(notification)
             except Exception as exc:
-                self._count(strategy, "failed")
+                with self._lock:
+                    counts["failed"] += 1
                 self._failures.log(
                     f"emit:{id(strategy)}",
                     logging.ERROR,
@@ -187,10 +188,6 @@ class Notifier:
         """Close every strategy (asynchronous ones flush what they can first)."""
         for strategy in self.strategies:
             _safe_call(strategy.close)
-
-    def _count(self, strategy: Strategy, key: str) -> None:
-        with self._lock:
-            self._counts[id(strategy)][key] += 1
 
     def __enter__(self) -> Self:
         return self

@@ -54,16 +54,18 @@ def encode_message(body: bytes, message_id: str, subject: str, creation_ms: int)
 
 
 def _string(text: str) -> bytes:
-    data = text.encode()
-    if len(data) < 256:
-        return b"\xa1" + bytes((len(data),)) + data  # str8-utf8
-    return b"\xb1" + len(data).to_bytes(4, "big") + data  # str32-utf8
+    return _sized(b"\xa1", b"\xb1", text.encode())  # str8-utf8, str32-utf8
 
 
 def _binary(data: bytes) -> bytes:
+    return _sized(b"\xa0", b"\xb0", data)  # vbin8, vbin32
+
+
+def _sized(code8: bytes, code32: bytes, data: bytes) -> bytes:
+    """*data* behind a one-byte length (below 256 bytes) or a four-byte one."""
     if len(data) < 256:
-        return b"\xa0" + bytes((len(data),)) + data  # vbin8
-    return b"\xb0" + len(data).to_bytes(4, "big") + data  # vbin32
+        return code8 + bytes((len(data),)) + data
+    return code32 + len(data).to_bytes(4, "big") + data
 
 
 def _list(fields: bytes, count: int) -> bytes:

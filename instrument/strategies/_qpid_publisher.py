@@ -145,11 +145,12 @@ class QpidPublisher:
         refused: list[str] = []
         try:
             for notification in batch:
-                sender = self._senders[self.target.routing_key(notification.priority)]
+                key = self.target.routing_key(notification.priority)
+                sender = self._senders[key]
                 if sender.credit <= 0:
                     self._wait(functools.partial(_has_credit, sender), "waiting for link credit")
                 delivery = sender.delivery(sender.delivery_tag())
-                sender.stream(self._encode(notification))
+                sender.stream(_encode(notification, key))
                 sender.advance()
                 pending.append(delivery)
             self._wait(lambda: _drain_settled(pending, refused), "waiting for settlement")
@@ -247,13 +248,14 @@ class QpidPublisher:
             self._endpoints = endpoints
         return endpoints
 
-    def _encode(self, notification: Notification) -> bytes:
-        return encode_message(
-            notification.to_json().encode(),
-            notification.message_id,
-            self.target.routing_key(notification.priority),
-            int(time.time() * 1000),
-        )
+
+def _encode(notification: Notification, routing_key: str) -> bytes:
+    return encode_message(
+        notification.to_json().encode(),
+        notification.message_id,
+        routing_key,
+        int(time.time() * 1000),
+    )
 
 
 def _has_credit(sender: Any) -> bool:
