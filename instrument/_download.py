@@ -20,6 +20,7 @@ from typing import Any
 from . import events as ev
 from ._guard import guard
 from ._observer import Primed
+from ._wsgi import status_code
 from .iterators import count_sent, expected_length, receiver_fields
 from .notifier import Notifier
 from .payloads import send_payload
@@ -76,7 +77,7 @@ def _counted(
     status: str,
     headers: list[tuple[str, str]],
 ) -> Iterable[bytes]:
-    code = _code(status)
+    code = status_code(status)
     if code >= 400:
         refused_send(notifier, image_id, environ, code < 500)
     if code not in COUNTED_STATUSES:
@@ -96,10 +97,3 @@ def refused_send(
         image_id=image_id, owner_id=None, bytes_sent=0, **receiver_fields(environ)
     )
     (notifier.warn if warn else notifier.error)(ev.IMAGE_SEND, payload)
-
-
-def _code(status: str) -> int:
-    try:
-        return int(str(status)[:3])
-    except ValueError:
-        return 0

@@ -11,7 +11,9 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
-__all__ = ["ObservedBody", "Primed", "SizedObservedBody", "close_once", "observe"]
+from ._wsgi import close_iterable as close_once
+
+__all__ = ["ObservedBody", "Primed", "SizedObservedBody", "observe"]
 
 log = logging.getLogger("instrument.middleware")
 
@@ -19,19 +21,6 @@ log = logging.getLogger("instrument.middleware")
 BODY_LIMIT: Final = 1024 * 1024
 
 Done = Callable[[bytes | None, BaseException | None], None]
-
-
-def close_once(iterable: Iterable[bytes]) -> None:
-    # A list or tuple (the commonest body) has no close(): skip a lookup that would
-    # build an AttributeError only to discard it.
-    if type(iterable) in _PLAIN_SEQUENCES:
-        return
-    close = getattr(iterable, "close", None)
-    if close is not None:
-        close()
-
-
-_PLAIN_SEQUENCES: Final = frozenset({list, tuple})
 
 
 class ObservedBody:

@@ -14,7 +14,7 @@ import io
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-from ._observer import close_once
+from ._wsgi import close_iterable as close_once
 from .images import image_from_body, image_from_headers
 
 __all__ = ["SUBREQUEST_KEY", "LookupResult", "lookup_image"]

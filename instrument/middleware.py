@@ -33,6 +33,7 @@ from ._download import counted_download
 from ._guard import guard
 from ._observer import observe
 from ._subrequest import SUBREQUEST_KEY, LookupResult, lookup_image
+from ._wsgi import Environ, StartResponse, WSGIApp, status_code
 from .config import Settings
 from .images import deleted_image, image_from_body, image_from_headers, prepared_image
 from .notifier import Notifier
@@ -43,10 +44,6 @@ from .routes import Match, RouteTable, parse_routes
 __all__ = ["MIDDLEWARE_OPTIONS", "NotificationMiddleware", "filter_factory"]
 
 log = logging.getLogger("instrument.middleware")
-
-Environ = dict[str, Any]
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 ROUTES_OPTION: Final = Option(
     "routes",
@@ -237,7 +234,7 @@ class _Lifecycle(_Exchange):
             self.before = self.image_or_id()
 
     def finish(self, body: bytes | None, exc: BaseException | None) -> None:
-        code = _status_code(self.status) if exc is None else 500
+        code = status_code(self.status) if exc is None else 500
         if 200 <= code < 300:
             self.succeeded(body)
         elif code >= 400:
@@ -316,13 +313,6 @@ def filter_factory(
         return NotificationMiddleware(app, notifier, routes=routes, image_lookup=image_lookup)
 
     return make_filter
-
-
-def _status_code(status: str | None) -> int:
-    try:
-        return int(str(status)[:3])
-    except ValueError:
-        return 0
 
 
 def _has_data(environ: Environ) -> bool:
