@@ -76,11 +76,17 @@ from .images import (
     image_from_body,
     image_from_headers,
     notification_image,
-    prepared_image,
 )
 from .iterators import count_sent
+from .lifecycle import (
+    emit_prepare,
+    failure_priority,
+    problem_of,
+    report_failure,
+    upload_events,
+)
 from .notifier import Notifier
-from .payloads import error_payload, image_id_of, mapping_of
+from .payloads import image_id_of, mapping_of
 
 __all__ = ["Instrumentation", "instrument_class"]
 
@@ -175,7 +181,7 @@ class _Step:
         if isinstance(exc, HTTPException):
             guard(self.outcome, call, exc.wsgi_response, None)
         else:
-            guard(self.failed, call, f"{type(exc).__name__}: {exc}", False)
+            guard(self.failed, call, problem_of(exc), 500)
 
     def before(self, call: _Call) -> None:
         """Nothing, unless the step reads the image before the handler runs."""
@@ -189,15 +195,15 @@ class _Step:
         if 200 <= code < 300:
             self.succeeded(call, result)
         elif code >= 400:
-            self.failed(call, str(response.status), code < 500)
+            self.failed(call, str(response.status), code)
 
     def succeeded(self, call: _Call, result: Any) -> None:
         if self.notifier.is_enabled(self.event):
             self.notifier.info(self.event, self.payload(call, result))
 
-    def failed(self, call: _Call, problem: str, warn: bool) -> None:
-        payload = error_payload(self.event, self.image_id(call), problem)
-        (self.notifier.warn if warn else self.notifier.error)(self.event, payload)
+    def failed(self, call: _Call, problem: str, code: int) -> None:
+        priority = failure_priority(code, self.event, call.prepared)
+        report_failure(self.notifier, self.event, self.image_id(call), problem, priority)
 
     def payload(self, call: _Call, result: Any) -> Any:
         if self.options.payload is not None:
@@ -272,23 +278,15 @@ class _Upload(_Step):
             return  # unknown image: the upload will fail before the store is touched
         known = isinstance(image, Mapping) and set(image) != {"id"}  # not a bare-id stub
         image = image if isinstance(image, Mapping) else {"id": self.image_id(call)}
-        prepared = prepared_image(image)
-        if prepared is not None:
-            self.notifier.info(ev.IMAGE_PREPARE, prepared)
-            # Only a confirmed, uploadable image makes a later failure an ERROR.
-            call.prepared = known
-
-    def failed(self, call: _Call, problem: str, warn: bool) -> None:
-        # After image.prepare the store was touched: any failure is an ERROR upload.
-        super().failed(call, problem, warn and not call.prepared)
+        call.prepared = emit_prepare(self.notifier, image, known=known)
 
     def succeeded(self, call: _Call, result: Any) -> None:
         if not any(map(self.notifier.is_enabled, (ev.IMAGE_UPLOAD, ev.IMAGE_ACTIVATE))):
             return
         image = self.payload(call, result)
-        self.notifier.info(ev.IMAGE_UPLOAD, image)
-        if isinstance(image, Mapping) and image.get("status") == "active":
-            self.notifier.info(ev.IMAGE_ACTIVATE, image)
+        events = upload_events(image) if isinstance(image, Mapping) else [ev.IMAGE_UPLOAD]
+        for event_type in events:
+            self.notifier.info(event_type, image)
 
 
 class _Send(_Step):
@@ -316,10 +314,10 @@ class _Send(_Step):
     def succeeded(self, call: _Call, result: Any) -> None:
         """Nothing: the counter reports what was sent."""
 
-    def failed(self, call: _Call, problem: str, warn: bool) -> None:
+    def failed(self, call: _Call, problem: str, code: int) -> None:
         environ = _environ_of(call)
         if not _is_head(environ):
-            refused_send(self.notifier, self.image_id(call), environ, warn)
+            refused_send(self.notifier, self.image_id(call), environ, code < 500)
 
 
 class _CountedApp(_Proxy):

@@ -35,10 +35,19 @@ from ._observer import observe
 from ._subrequest import SUBREQUEST_KEY, LookupResult, lookup_image
 from ._wsgi import Environ, StartResponse, WSGIApp, status_code
 from .config import Settings
-from .images import deleted_image, image_from_body, image_from_headers, prepared_image
+from .images import deleted_image, image_from_body, image_from_headers
+from .lifecycle import (
+    DATA_KINDS,
+    KIND_EVENTS,
+    emit_prepare,
+    failure_event,
+    failure_priority,
+    problem_of,
+    report_failure,
+    success_events,
+)
 from .notifier import Notifier
 from .options import Option, boolean
-from .payloads import error_payload
 from .routes import Match, RouteTable, parse_routes
 
 __all__ = ["MIDDLEWARE_OPTIONS", "NotificationMiddleware", "filter_factory"]
@@ -61,31 +70,8 @@ LOOKUP_OPTION: Final = Option(
 )
 MIDDLEWARE_OPTIONS: Final = (ROUTES_OPTION, LOOKUP_OPTION)
 
-#: The event that fails when a request of each kind fails.
-_FAILURE_EVENT: Final = {
-    "create": ev.IMAGE_CREATE,
-    "create_with_data": ev.IMAGE_CREATE,
-    "update": ev.IMAGE_UPDATE,
-    "update_with_data": ev.IMAGE_UPDATE,
-    "upload": ev.IMAGE_UPLOAD,
-    "delete": ev.IMAGE_DELETE,
-    "send": ev.IMAGE_SEND,
-}
-_DATA_EVENTS: Final = (ev.IMAGE_PREPARE, ev.IMAGE_UPLOAD, ev.IMAGE_ACTIVATE)
-#: Kinds whose requests may carry image data (v1 create and update).
-_DATA_KINDS: Final = frozenset({"create_with_data", "update_with_data"})
 #: Kinds that do something before the application runs (see _Lifecycle.prepare).
 _PREPARING_KINDS: Final = frozenset({"upload", "update_with_data", "delete"})
-#: Every event a kind may emit: a route whose events are all disabled is not observed.
-_KIND_EVENTS: Final = {
-    "create": (ev.IMAGE_CREATE,),
-    "create_with_data": (ev.IMAGE_CREATE, *_DATA_EVENTS),
-    "update": (ev.IMAGE_UPDATE,),
-    "update_with_data": (ev.IMAGE_UPDATE, *_DATA_EVENTS),
-    "upload": _DATA_EVENTS,
-    "delete": (ev.IMAGE_DELETE,),
-    "send": (ev.IMAGE_SEND,),
-}
 
 
 class NotificationMiddleware:
@@ -106,7 +92,7 @@ class NotificationMiddleware:
         # The Notifier's disabled events are fixed: decide once which kinds are watched.
         enabled = self.notifier.is_enabled
         self._observed_kinds = frozenset(
-            kind for kind, events in _KIND_EVENTS.items() if any(map(enabled, events))
+            kind for kind, events in KIND_EVENTS.items() if any(map(enabled, events))
         )
 
     @classmethod
@@ -187,10 +173,6 @@ class _Exchange:
             return result.image
         return {"id": self.match.image_id}
 
-    def fail(self, event_type: str, problem: str, image_id: str | None, *, warn: bool) -> None:
-        payload = error_payload(event_type, image_id, problem)
-        (self.notifier.warn if warn else self.notifier.error)(event_type, payload)
-
 
 class _Lifecycle(_Exchange):
     """create / update / upload / delete: emit after the application has answered."""
@@ -200,7 +182,7 @@ class _Lifecycle(_Exchange):
     def __init__(self, middleware: NotificationMiddleware, match: Match, environ: Environ) -> None:
         super().__init__(middleware, match, environ)
         self.kind = match.kind
-        self.has_data = self.kind in _DATA_KINDS and _has_data(environ)
+        self.has_data = self.kind in DATA_KINDS and _has_data(environ)
         self.before: dict[str, Any] | None = None
         self.prepared = False
 
@@ -222,14 +204,10 @@ class _Lifecycle(_Exchange):
             if result is not None and result.refused:
                 return  # the upload will be refused before the store is touched
             known = result is not None and result.image is not None
-            image = (
-                result.image if result is not None and result.image else {"id": self.match.image_id}
+            image = result.image if known and result is not None else None
+            self.prepared = emit_prepare(
+                self.notifier, image or {"id": self.match.image_id}, known=known
             )
-            prepared = prepared_image(image)
-            if prepared is not None:
-                self.notifier.info(ev.IMAGE_PREPARE, prepared)
-                # Only a confirmed, uploadable image makes a later failure an ERROR.
-                self.prepared = known
         elif self.kind == "delete" and self.notifier.is_enabled(ev.IMAGE_DELETE):
             self.before = self.image_or_id()
 
@@ -238,14 +216,10 @@ class _Lifecycle(_Exchange):
         if 200 <= code < 300:
             self.succeeded(body)
         elif code >= 400:
-            problem = self.status if exc is None else f"{type(exc).__name__}: {exc}"
-            event = _FAILURE_EVENT[self.kind]
-            if self.kind == "update_with_data" and self.has_data:
-                event = ev.IMAGE_UPLOAD
-            # Once image.prepare went out the store was touched: Glance reports any
-            # failure after it as an ERROR image.upload, whatever the HTTP status.
-            warn = code < 500 and not (self.prepared and event == ev.IMAGE_UPLOAD)
-            self.fail(event, str(problem), self.match.image_id, warn=warn)
+            problem = str(self.status) if exc is None else problem_of(exc)
+            event = failure_event(self.kind, self.has_data)
+            priority = failure_priority(code, event, self.prepared)
+            report_failure(self.notifier, event, self.match.image_id, problem, priority)
 
     def succeeded(self, body: bytes | None) -> None:
         if self.kind == "delete":
@@ -256,20 +230,8 @@ class _Lifecycle(_Exchange):
         image = (body and image_from_body(body)) or image_from_headers(self.headers)
         if image is None:
             image = self.image_or_id()
-        for event_type in self.events_for(image):
+        for event_type in success_events(self.kind, self.has_data, image):
             self.notifier.info(event_type, image)
-
-    def events_for(self, image: Mapping[str, Any]) -> list[str]:
-        data = [ev.IMAGE_UPLOAD] + ([ev.IMAGE_ACTIVATE] if image.get("status") == "active" else [])
-        if self.kind == "create_with_data":
-            return (
-                [ev.IMAGE_CREATE, ev.IMAGE_PREPARE, *data] if self.has_data else [ev.IMAGE_CREATE]
-            )
-        if self.kind == "update_with_data":
-            return [*data, ev.IMAGE_UPDATE] if self.has_data else [ev.IMAGE_UPDATE]
-        if self.kind == "upload":
-            return data
-        return [_FAILURE_EVENT[self.kind]]
 
 
 class _Download(_Exchange):

@@ -1,0 +1,134 @@
+"""What an image API request means: the events of each kind of request and their rules.
+
+The middleware (from HTTP exchanges) and the decorators (from handler calls) both
+decide with these functions, so the two front ends cannot drift apart:
+
+- which events a kind of request emits on success, in Glance's order
+  (:func:`success_events`, :func:`upload_events`);
+- which event fails when it fails (:func:`failure_event`), and at which priority
+  (:func:`failure_priority`): WARN for a 4xx, ERROR for a 5xx or an exception, and
+  ERROR image.upload for any failure once image.prepare went out;
+- image.prepare itself (:func:`emit_prepare`): only for an image that can take data.
+
+The kinds are the route kinds of :mod:`instrument.routes` (``ignore`` aside).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from . import events as ev
+from .images import prepared_image
+from .payloads import error_payload
+
+if TYPE_CHECKING:
+    from .notifier import Notifier
+
+__all__ = [
+    "DATA_KINDS",
+    "KIND_EVENTS",
+    "emit_prepare",
+    "failure_event",
+    "failure_priority",
+    "problem_of",
+    "report_failure",
+    "success_events",
+    "upload_events",
+]
+
+_DATA_EVENTS: Final = (ev.IMAGE_PREPARE, ev.IMAGE_UPLOAD, ev.IMAGE_ACTIVATE)
+
+#: Kinds whose requests may carry image data (v1 create and update).
+DATA_KINDS: Final = frozenset({"create_with_data", "update_with_data"})
+
+#: Every event a kind may emit: a kind whose events are all disabled need not be watched.
+KIND_EVENTS: Final = {
+    "create": (ev.IMAGE_CREATE,),
+    "create_with_data": (ev.IMAGE_CREATE, *_DATA_EVENTS),
+    "update": (ev.IMAGE_UPDATE,),
+    "update_with_data": (ev.IMAGE_UPDATE, *_DATA_EVENTS),
+    "upload": _DATA_EVENTS,
+    "delete": (ev.IMAGE_DELETE,),
+    "send": (ev.IMAGE_SEND,),
+}
+
+#: The event a request of each kind is about: what succeeds, or fails, without data.
+_MAIN_EVENT: Final = {
+    "create": ev.IMAGE_CREATE,
+    "create_with_data": ev.IMAGE_CREATE,
+    "update": ev.IMAGE_UPDATE,
+    "update_with_data": ev.IMAGE_UPDATE,
+    "upload": ev.IMAGE_UPLOAD,
+    "delete": ev.IMAGE_DELETE,
+    "send": ev.IMAGE_SEND,
+}
+
+
+def upload_events(image: Mapping[str, Any]) -> list[str]:
+    """After data reached the store: image.upload, then image.activate if it is active."""
+    if image.get("status") == "active":
+        return [ev.IMAGE_UPLOAD, ev.IMAGE_ACTIVATE]
+    return [ev.IMAGE_UPLOAD]
+
+
+def success_events(kind: str, has_data: bool, image: Mapping[str, Any]) -> list[str]:
+    """The INFO events of a successful request of *kind*, in Glance's order.
+
+    image.prepare of ``upload`` and ``update_with_data`` is not here: it goes out
+    before the data is passed on (:func:`emit_prepare`).
+    """
+    if kind == "create_with_data":
+        return (
+            [ev.IMAGE_CREATE, ev.IMAGE_PREPARE, *upload_events(image)]
+            if has_data
+            else [ev.IMAGE_CREATE]
+        )
+    if kind == "update_with_data":
+        return [*upload_events(image), ev.IMAGE_UPDATE] if has_data else [ev.IMAGE_UPDATE]
+    if kind == "upload":
+        return upload_events(image)
+    return [_MAIN_EVENT[kind]]
+
+
+def failure_event(kind: str, has_data: bool = False) -> str:
+    """The event a failed request of *kind* reports: the upload when data was sent."""
+    if kind == "update_with_data" and has_data:
+        return ev.IMAGE_UPLOAD
+    return _MAIN_EVENT[kind]
+
+
+def failure_priority(code: int, event: str = "", prepared: bool = False) -> str:
+    """WARN for a 4xx, ERROR for a 5xx (give 500 for an exception).
+
+    Once image.prepare went out the store was touched: Glance reports any failure
+    after it as an ERROR image.upload, whatever the HTTP status.
+    """
+    if code >= 500 or (prepared and event == ev.IMAGE_UPLOAD):
+        return ev.ERROR
+    return ev.WARN
+
+
+def problem_of(exc: BaseException) -> str:
+    """The text an exception gives a WARN/ERROR payload: ``"Type: message"``."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def report_failure(
+    notifier: Notifier, event: str, image_id: str | None, problem: str, priority: str
+) -> None:
+    """Emit *event* at *priority* with the text payload naming the image and the problem."""
+    notifier.notify(priority, event, error_payload(event, image_id, problem))
+
+
+def emit_prepare(notifier: Notifier, image: Mapping[str, Any], *, known: bool) -> bool:
+    """image.prepare for *image* if it can take data; True if a later failure is an ERROR.
+
+    Only a confirmed (*known*), uploadable image makes a later failure an ERROR
+    image.upload: a bare id may still be refused before the store is touched.
+    """
+    prepared = prepared_image(image)
+    if prepared is None:
+        return False
+    notifier.info(ev.IMAGE_PREPARE, prepared)
+    return known
