@@ -17,7 +17,7 @@ import json.scanner
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-from .events import JSONSafe
+from .payloads import ALWAYS_REDACTED, JSONSafe
 
 _fast_loads: Callable[[bytes], Any] | None
 try:  # instrument[speedups]: parses a response body several times faster than json
@@ -67,10 +67,10 @@ CORE_FIELDS: Final = frozenset(
 #: the store is touched, so image.prepare is not emitted for it (Glance does the same).
 UPLOADABLE_STATUSES: Final = frozenset({"queued", "saving", "uploading", "importing"})
 # "stores" is computed by Glance's multi-store API; its notifier never sends it.
-_REST_ONLY: Final = frozenset(
-    {"self", "file", "schema", "stores", "location", "locations", "direct_url"}
-)
-_NOT_PROPERTIES: Final = _REST_ONLY | {"properties"}
+_REST_ONLY: Final = frozenset({"self", "file", "schema", "stores"})
+# Not moved under "properties": the REST-only keys, and the credential keys (which the
+# Notifier would remove anyway; not copying them is cheaper).
+_NOT_PROPERTIES: Final = _REST_ONLY | ALWAYS_REDACTED | {"properties"}
 _V1_INTEGERS: Final = frozenset({"size", "min_disk", "min_ram", "virtual_size"})
 _V1_BOOLEANS: Final = frozenset({"is_public", "protected", "deleted"})
 _HEADER_PREFIX: Final = "x-image-meta-"
@@ -80,7 +80,7 @@ def notification_image(image: Mapping[str, Any], *, from_json: bool = False) -> 
     """*image* (v1 or v2 REST form) in Glance's notification shape.
 
     With *from_json* (the image was parsed from JSON or headers) the result is marked
-    :class:`~instrument.events.JSONSafe`, so the Notifier need not convert it.
+    :class:`~instrument.payloads.JSONSafe`, so the Notifier need not convert it.
     """
     # Copy everything, then move out the few keys that are not core fields: cheaper
     # than building the result key by key (this runs for every lifecycle request).

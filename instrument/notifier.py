@@ -18,7 +18,7 @@ from ._ratelimit import RateLimitedLog
 from .config import Settings, known_options
 from .events import ERROR, INFO, WARN, Notification, default_publisher_id
 from .exceptions import StrategyError
-from .payloads import ALWAYS_REDACTED
+from .payloads import hidden_keys
 from .strategies import create_strategies
 from .strategies.base import Strategy
 from .strategies.noop import NoopStrategy
@@ -62,7 +62,7 @@ class Notifier:
         self.publisher_id = publisher_id or default_publisher_id()
         self.disabled_notifications = tuple(disabled_notifications)
         self.redact = tuple(redact)
-        self._hidden = ALWAYS_REDACTED | {key.lower() for key in self.redact}
+        self._hidden = hidden_keys(self.redact)
         self._disabled_exact = frozenset(self.disabled_notifications)
         self._disabled_groups = tuple(f"{group}." for group in self.disabled_notifications)
         self._counts = {id(s): {"sent": 0, "failed": 0} for s in self.strategies}
