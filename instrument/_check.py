@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from .config import Settings
 from .exceptions import ConfigError, StrategyError
+from .middleware import MIDDLEWARE_OPTIONS
 from .notifier import Notifier
 
 __all__ = ["CHECK_EVENT", "filter_options", "run_check"]
@@ -63,7 +64,7 @@ def run_check(
     try:
         mapping = filter_options(paste_ini, filter_name) if paste_ini else {}
         mapping.update(_pairs(options))
-        notifier = Notifier.from_settings(Settings.load(mapping))
+        notifier = Notifier.from_settings(Settings.load(mapping), also_known=MIDDLEWARE_OPTIONS)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,10 @@ Values are parsed when first read, by the :class:`~instrument.options.Option` th
 declares them; the Notifier reads every option of its strategies at construction,
 so a bad value is a :class:`~instrument.exceptions.ConfigError` at start-up, not a
 surprise on the first request.
+
+Settings know no option but the core ones: whoever assembles the pieces (the
+Notifier, the paste filter, the ``check`` command) hands down the options its parts
+declare, for :meth:`Settings.warn_unknown`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ __all__ = [
     "ENV_PREFIX",
     "Settings",
     "UnknownOptionWarning",
-    "known_options",
 ]
 
 ENV_PREFIX: Final = "INSTRUMENT_"
@@ -97,11 +100,6 @@ class Settings:
         merged.update({_normalise(k): v for k, v in kwargs.items()})
         return cls(merged)
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Only the ``INSTRUMENT_*`` variables, e.g. ``INSTRUMENT_RABBIT_HOST``."""
-        return cls(_from_environ(os.environ if environ is None else environ))
-
     def get(self, option: Option) -> Any:
         """The typed value of *option*: given under its name or an alias, else its default."""
         if option.name not in self._cache:
@@ -152,14 +150,6 @@ class Settings:
 
     def __repr__(self) -> str:
         return f"Settings({sorted(self._values)!r})"
-
-
-def known_options() -> tuple[Option, ...]:
-    """Every option declared by the core, the middleware and the installed strategies."""
-    from .middleware import MIDDLEWARE_OPTIONS
-    from .strategies import strategy_options
-
-    return (*CORE_OPTIONS, *MIDDLEWARE_OPTIONS, *strategy_options())
 
 
 def _normalise(key: str) -> str:

@@ -34,7 +34,7 @@ from ._guard import guard
 from ._observer import observe
 from ._subrequest import SUBREQUEST_KEY, LookupResult, lookup_image
 from ._wsgi import Environ, StartResponse, WSGIApp, status_code
-from .config import Settings
+from .config import CORE_OPTIONS, Settings
 from .images import deleted_image, image_from_body, image_from_headers
 from .lifecycle import (
     DATA_KINDS,
@@ -49,8 +49,9 @@ from .lifecycle import (
 from .notifier import Notifier
 from .options import Option, boolean
 from .routes import Match, RouteTable, parse_routes
+from .strategies import strategy_options
 
-__all__ = ["MIDDLEWARE_OPTIONS", "NotificationMiddleware", "filter_factory"]
+__all__ = ["MIDDLEWARE_OPTIONS", "NotificationMiddleware", "filter_factory", "known_options"]
 
 log = logging.getLogger("instrument.middleware")
 
@@ -100,7 +101,7 @@ class NotificationMiddleware:
         """Build the middleware and its Notifier; ConfigError for any bad option."""
         return cls(
             app,
-            Notifier.from_settings(settings),
+            Notifier.from_settings(settings, also_known=MIDDLEWARE_OPTIONS),
             routes=RouteTable(settings.get(ROUTES_OPTION)),
             image_lookup=settings.get(LOOKUP_OPTION),
         )
@@ -257,6 +258,11 @@ class _Download(_Exchange):
         return image.get("owner"), image.get("size")
 
 
+def known_options() -> tuple[Option, ...]:
+    """Every option the filter reads: the core's, its own and the installed strategies'."""
+    return (*CORE_OPTIONS, *MIDDLEWARE_OPTIONS, *strategy_options())
+
+
 def filter_factory(
     global_conf: Mapping[str, Any], **local_conf: Any
 ) -> Callable[[WSGIApp], WSGIApp]:
@@ -267,7 +273,7 @@ def filter_factory(
     stops the service from starting with a ConfigError that names it.
     """
     settings = Settings.load(local_conf)
-    notifier = Notifier.from_settings(settings)
+    notifier = Notifier.from_settings(settings, also_known=MIDDLEWARE_OPTIONS)
     routes = RouteTable(settings.get(ROUTES_OPTION))
     image_lookup: bool = settings.get(LOOKUP_OPTION)
 

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from . import _capture
 from ._ratelimit import RateLimitedLog
-from .config import Settings, known_options
+from .config import CORE_OPTIONS, Settings
 from .events import ERROR, INFO, WARN, Notification, default_publisher_id
 from .exceptions import StrategyError
 from .payloads import hidden_keys
-from .strategies import create_strategies
+from .strategies import create_strategies, strategy_options
 from .strategies.base import Strategy
 from .strategies.noop import NoopStrategy
 
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from typing_extensions import Self
+
+    from .options import Option
 
 __all__ = ["Notifier"]
 
@@ -72,9 +74,14 @@ class Notifier:
         self._failures = RateLimitedLog(log)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Notifier:
-        """Build a Notifier and its strategies; ConfigError for any bad option."""
-        settings.warn_unknown(known_options())
+    def from_settings(cls, settings: Settings, *, also_known: Iterable[Option] = ()) -> Notifier:
+        """Build a Notifier and its strategies; ConfigError for any bad option.
+
+        Option names that neither the core, the installed strategies nor *also_known*
+        (the options of the caller's own parts, e.g. the middleware's) declare are
+        warned about as probable typos.
+        """
+        settings.warn_unknown((*CORE_OPTIONS, *strategy_options(), *also_known))
         return cls(
             create_strategies(settings),
             publisher_id=settings.publisher_id,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from instrument.config import known_options
+from instrument.middleware import known_options
 
 
 def default_text(value: Any) -> str:

@@ -41,7 +41,7 @@ def test_environment_fills_gaps_and_explicit_values_win() -> None:
 
 
 def test_from_env_reads_only_prefixed_variables() -> None:
-    settings = Settings.from_env({"INSTRUMENT_REDACT": "owner,checksum", "REDACT": "x"})
+    settings = Settings.load(environ={"INSTRUMENT_REDACT": "owner,checksum", "REDACT": "x"})
     assert settings.redact == ("owner", "checksum")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from instrument.config import known_options
+from instrument.middleware import known_options
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
