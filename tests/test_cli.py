@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from instrument._check import filter_options
 from instrument.cli import main
+from instrument.cli.check import filter_options
 
 from .lifecycle import LIFECYCLE_EVENTS
 

@@ -15,10 +15,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .config import Settings
-from .exceptions import ConfigError, StrategyError
-from .middleware import MIDDLEWARE_OPTIONS
-from .notifier import Notifier
+from ..config import Settings
+from ..exceptions import ConfigError, StrategyError
+from ..middleware import MIDDLEWARE_OPTIONS
+from ..notifier import Notifier
 
 __all__ = ["CHECK_EVENT", "filter_options", "run_check"]
 

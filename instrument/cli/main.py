@@ -14,8 +14,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ._display import Printer
-from .payloads import mask_credentials
+from ..payloads import mask_credentials
+from .display import Printer
 
 __all__ = ["main"]
 
@@ -82,13 +82,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
+    from .demo import run_demo
 
     return run_demo(strategy=args.strategy, url=args.url, as_json=args.json, size_mib=args.size)
 
 
 def _listen(args: argparse.Namespace) -> int:
-    from ._listen import listen_amqp1, listen_kombu
+    from .listen import listen_amqp1, listen_kombu
 
     printer = Printer(as_json=args.json, event=args.event)
     stop = threading.Event()
@@ -139,10 +139,6 @@ def _announce(ready: threading.Event, stop: threading.Event, args: argparse.Name
 
 
 def _check(args: argparse.Namespace) -> int:
-    from ._check import run_check
+    from .check import run_check
 
     return run_check(args.paste_ini, args.filter, args.option, args.timeout)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

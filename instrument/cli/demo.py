@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ._display import Printer
-from .exceptions import StrategyError
-from .middleware import NotificationMiddleware
-from .notifier import Notifier
-from .payloads import mask_credentials
+from ..exceptions import StrategyError
+from ..middleware import NotificationMiddleware
+from ..notifier import Notifier
+from ..payloads import mask_credentials
+from .display import Printer
 
 __all__ = ["EXPECTED_EVENTS", "run_demo"]
 
@@ -51,7 +51,7 @@ def load_image_api() -> Any:
     try:
         from examples.image_api import ImageAPI
     except ImportError:
-        root = Path(__file__).resolve().parent.parent
+        root = Path(__file__).resolve().parents[2]  # instrument/cli/demo.py -> the checkout
         if not (root / "examples" / "image_api").is_dir():
             raise SystemExit(
                 "instrument demo needs the examples/ folder of a source checkout"
@@ -123,7 +123,7 @@ def _feed_from_broker(
     arrived: threading.Condition,
     stop: threading.Event,
 ) -> None:
-    from ._listen import listen_amqp1, listen_kombu
+    from .listen import listen_amqp1, listen_kombu
 
     def show(notification: dict[str, Any]) -> None:
         with arrived:
@@ -147,9 +147,11 @@ def _serve_and_drive(
 
     data_dir = tempfile.mkdtemp(prefix="instrument-demo-")
     app = NotificationMiddleware(load_image_api()(data_dir), notifier)
-    server: Any = create_server(app, host="127.0.0.1", port=0, threads=4)
+    # The demo owns the server's socket map, so it can run the loop a step at a time.
+    socket_map: dict[int, Any] = {}
+    server: Any = create_server(app, map=socket_map, host="127.0.0.1", port=0, threads=4)
     stopping = threading.Event()
-    thread = threading.Thread(target=_serve, args=(server, stopping), daemon=True)
+    thread = threading.Thread(target=_serve, args=(server, socket_map, stopping), daemon=True)
     thread.start()
     port = int(server.effective_port)
     _say(f"example image API with the instrument filter on http://127.0.0.1:{port}/ (waitress)")
@@ -162,9 +164,9 @@ def _serve_and_drive(
         thread.join(timeout=5)
 
 
-def _serve(server: Any, stopping: threading.Event) -> None:
+def _serve(server: Any, socket_map: dict[int, Any], stopping: threading.Event) -> None:
     while not stopping.is_set():
-        server.asyncore.loop(timeout=0.05, map=server._map, count=1)
+        server.asyncore.loop(timeout=0.05, map=socket_map, count=1)
     server.close()
     server.task_dispatcher.shutdown()
 
