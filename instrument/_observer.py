@@ -15,7 +15,7 @@ from ._wsgi import close_iterable as close_once
 
 __all__ = ["ObservedBody", "Primed", "SizedObservedBody", "observe"]
 
-log = logging.getLogger("instrument.middleware")
+log = logging.getLogger("instrument.observer")
 
 #: Lifecycle responses are small JSON documents; keep at most this much of one.
 BODY_LIMIT: Final = 1024 * 1024

@@ -146,7 +146,7 @@ class NotificationMiddleware:
         return f"<NotificationMiddleware {self.notifier!r} app={self.app!r}>"
 
 
-class _Exchange:
+class _ObservedRequest:
     """One observed request: the status and headers the application answered with."""
 
     __slots__ = ("environ", "headers", "match", "middleware", "notifier", "status")
@@ -175,7 +175,7 @@ class _Exchange:
         return {"id": self.match.image_id}
 
 
-class _Lifecycle(_Exchange):
+class _Lifecycle(_ObservedRequest):
     """create / update / upload / delete: emit after the application has answered."""
 
     __slots__ = ("before", "has_data", "kind", "prepared")
@@ -235,7 +235,7 @@ class _Lifecycle(_Exchange):
             self.notifier.info(event_type, image)
 
 
-class _Download(_Exchange):
+class _Download(_ObservedRequest):
     """image.send: count the body while it streams (see :mod:`instrument._download`)."""
 
     __slots__ = ()
