@@ -98,6 +98,11 @@ class SizedObservedBody(ObservedBody):
         return len(self._iterable)  # type: ignore[arg-type]
 
 
+def joined_body(chunks: list[bytes]) -> bytes | None:
+    """A complete body given as a list, joined; None when it exceeds the limit."""
+    return b"".join(chunks) if sum(map(len, chunks)) <= BODY_LIMIT else None
+
+
 def observe(iterable: Iterable[bytes], on_done: Done) -> ObservedBody:
     """Wrap *iterable*, keeping ``len()`` when it has one."""
     if hasattr(iterable, "__len__"):

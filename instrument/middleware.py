@@ -31,7 +31,7 @@ from typing import Any, Final
 from . import events as ev
 from ._download import counted_download
 from ._guard import guard
-from ._observer import observe
+from ._observer import joined_body, observe
 from ._subrequest import SUBREQUEST_KEY, LookupResult, lookup_image
 from ._wsgi import Environ, StartResponse, WSGIApp, status_code
 from .config import CORE_OPTIONS, Settings
@@ -195,7 +195,17 @@ class _Lifecycle(_ObservedRequest):
         except Exception as exc:
             guard(self.finish, None, exc)
             raise
+        if type(app_iter) is list and self.status is not None:
+            # A list is the whole response already (WebOb and most JSON APIs answer so):
+            # emit now and give the server the very same list, len() and all. A caller
+            # that never iterates or closes a body it does not need (WebOb's
+            # Request.get_response with a 204) still gets its notifications.
+            guard(self.finish_listed, app_iter)
+            return app_iter
         return observe(app_iter, self.finish)
+
+    def finish_listed(self, chunks: list[bytes]) -> None:
+        self.finish(joined_body(chunks), None)
 
     def prepare(self) -> None:
         """Before the data is passed on: image.prepare; before a delete: remember the image."""
