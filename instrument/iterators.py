@@ -19,20 +19,9 @@
   application iterable's ``close()`` is called exactly once, even when iteration
   raised or the wrapper is closed twice. Nothing is buffered; ``len()`` passes through
   (servers use ``len()`` of a one-element list to set Content-Length).
-- **wsgi.file_wrapper.** When the application returned an instance of the server's
-  ``wsgi.file_wrapper`` class, the result is an instance of a subclass of that class
-  (one per class, cached) sharing the same file and block size, so the server keeps its
-  zero-copy path. What was sent there is read from the server's own bookkeeping:
-
-  - gunicorn (and anything using :meth:`socket.socket.sendfile` on ``.filelike``):
-    ``.filelike`` becomes a proxy that sees the ``seek(offset + total_sent)`` that
-    ``socket.sendfile`` always makes, on return and on error; that is what sendfile
-    reported as accepted by the kernel.
-  - waitress (``prepare()``/``remain`` buffers): ``prepare()``'s result minus ``remain``
-    at ``close()``; the connection decrements ``remain`` only by what ``send()`` took.
-
-  When neither is seen and the wrapper was not iterated, nothing is proven sent:
-  ``bytes_sent`` is 0 and the outcome ERROR (a false ERROR rather than a false INFO).
+- **wsgi.file_wrapper.** A body that is the server's own file wrapper keeps the
+  server's zero-copy path; what was sent there is read from the server's bookkeeping
+  (see :mod:`instrument._servers`, which knows each server).
 - **Overhead.** ``iter()`` on a counter returns a tiny counting generator (see
   :class:`SendCounter`): about 70-120 ns per chunk on the development VM, against
   about 200 ns for a Python ``__next__``. Nothing else happens per chunk: no locks,
@@ -44,13 +33,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
-import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
+from ._servers import Progress, counted_file_wrapper
 from .events import IMAGE_SEND
 from .notifier import Notifier
 from .payloads import send_payload
@@ -185,6 +173,20 @@ class SendCounter:
             if close is not None:
                 close()
 
+    def close_with(self, progress: Progress | None) -> None:
+        """Close, first reporting what the server sent outside iteration (zero-copy).
+
+        *progress* is None when the server's bookkeeping was never seen: then only a
+        response that promised nothing and sent nothing is complete.
+        """
+        report = self._report
+        if progress is not None:
+            sent, complete = progress
+            report.finish(self.bytes_sent + sent, complete or report.expected == sent)
+        elif report.expected == 0 and self.bytes_sent == 0:
+            report.finish(0, True)  # nothing promised, nothing to send
+        self.close()
+
 
 class SizedSendCounter(SendCounter):
     """A :class:`SendCounter` whose ``len()`` is the application iterable's."""
@@ -193,130 +195,6 @@ class SizedSendCounter(SendCounter):
 
     def __len__(self) -> int:
         return len(self._iterable)  # type: ignore[arg-type]
-
-
-class _SendfileWatch:
-    """Stands in for a file wrapper's ``.filelike``; remembers absolute seeks.
-
-    :meth:`socket.socket.sendfile` ends, on return and on error, with
-    ``file.seek(offset + total_sent)`` when it sent anything: that is the progress.
-    """
-
-    __slots__ = ("end", "file", "start")
-
-    def __init__(self, file: Any, start: int) -> None:
-        self.file = file
-        self.start = start
-        self.end: int | None = None
-
-    def fileno(self) -> int:
-        return int(self.file.fileno())
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        if whence == os.SEEK_SET:
-            self.end = offset
-        return int(self.file.seek(offset, whence))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.file, name)
-
-    def progress(self) -> tuple[int, bool] | None:
-        """(bytes sent, reached end of file), or None when sendfile was never seen."""
-        if self.end is None:
-            return None
-        try:
-            at_eof = self.end >= os.fstat(self.fileno()).st_size
-        except (OSError, ValueError):
-            at_eof = False
-        return max(self.end - self.start, 0), at_eof
-
-
-class _CountedFileWrapper:
-    """Mixin placed before a server's ``wsgi.file_wrapper`` class (see the module doc)."""
-
-    _instrument_counter: SendCounter
-    _instrument_watch: _SendfileWatch | None
-    _instrument_prepared: int | None
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._instrument_counter)
-
-    def __next__(self) -> bytes:
-        return self._instrument_counter.__next__()
-
-    def close(self) -> None:
-        counter = self._instrument_counter
-        zero_copy = self._instrument_zero_copy()
-        if zero_copy is not None:
-            sent, complete = zero_copy
-            report = counter._report
-            complete = complete or report.expected == sent
-            report.finish(counter.bytes_sent + sent, complete)
-        elif counter._report.expected == 0 and counter.bytes_sent == 0:
-            counter._report.finish(0, True)  # nothing promised, nothing to send
-        counter.close()
-
-    def _instrument_zero_copy(self) -> tuple[int, bool] | None:
-        prepared = self._instrument_prepared
-        if prepared is not None:
-            remain = getattr(self, "remain", None)
-            if not isinstance(remain, int):
-                return 0, False
-            return max(prepared - remain, 0), remain == 0
-        watch = self._instrument_watch
-        return None if watch is None else watch.progress()
-
-
-_counted_classes: weakref.WeakKeyDictionary[type, type] = weakref.WeakKeyDictionary()
-_class_lock = threading.Lock()
-
-
-def _counted_class(base: type) -> type:
-    with _class_lock:
-        counted = _counted_classes.get(base)
-        if counted is None:
-            namespace: dict[str, Any] = {"__module__": __name__}
-            prepare = getattr(base, "prepare", None)
-            if callable(prepare):
-                namespace["prepare"] = _recording_prepare(prepare)
-            counted = type(f"Counted{base.__name__}", (_CountedFileWrapper, base), namespace)
-            _counted_classes[base] = counted
-        return counted
-
-
-def _recording_prepare(prepare: Any) -> Any:
-    """waitress calls ``prepare(content_length)`` before handing the buffer over."""
-
-    def recording_prepare(self: Any, *args: Any, **kwargs: Any) -> Any:
-        prepared = prepare(self, *args, **kwargs)
-        # 0 means waitress will not take the zero-copy path (a file it cannot seek):
-        # it iterates the buffer instead, and the iteration path counts.
-        self._instrument_prepared = prepared if isinstance(prepared, int) and prepared else None
-        return prepared
-
-    return recording_prepare
-
-
-def _wrap_file_wrapper(wrapper: Any, report: _Report) -> Any:
-    """An instance of a counting subclass of ``type(wrapper)`` sharing its state."""
-    state = dict(vars(wrapper))
-    state.pop("close", None)  # PEP 333's FileWrapper binds filelike.close per instance
-    counted: Any = object.__new__(_counted_class(type(wrapper)))
-    counted.__dict__.update(state)
-    counted._instrument_prepared = None
-    counted._instrument_watch = _watch(state.get("filelike"))
-    if counted._instrument_watch is not None:
-        counted.filelike = counted._instrument_watch
-    counted._instrument_counter = SendCounter(wrapper, report)
-    return counted
-
-
-def _watch(filelike: Any) -> _SendfileWatch | None:
-    try:
-        start = os.lseek(filelike.fileno(), 0, os.SEEK_CUR)
-    except Exception:  # no real file: the server cannot sendfile it either
-        return None
-    return _SendfileWatch(filelike, start)
 
 
 def receiver_fields(
@@ -332,24 +210,6 @@ def receiver_fields(
         "receiver_user_id": user or env.get("HTTP_X_USER_ID"),
         "destination_ip": ip or env.get("REMOTE_ADDR"),
     }
-
-
-_warned_opaque: list[bool] = []
-
-
-def _warn_opaque_file_wrapper(file_wrapper: Any) -> None:
-    """Say once that a server's wrapper (uWSGI's is a function) cannot be kept while counting.
-
-    Such a server recognises its file responses by identity, so any wrapper around
-    them loses its zero-copy path: downloads are still counted, by iteration.
-    """
-    if not _warned_opaque:
-        _warned_opaque.append(True)
-        log.warning(
-            "wsgi.file_wrapper %r is not a class: counted downloads of its file responses "
-            "are sent by iteration, without the server's zero-copy path",
-            file_wrapper,
-        )
 
 
 def count_sent(
@@ -373,14 +233,9 @@ def count_sent(
     fields: dict[str, Any] = {"image_id": image_id, "owner_id": owner_id}
     fields.update(receiver_fields(environ, receiver_tenant_id, receiver_user_id, destination_ip))
     report = _Report(notifier, expected, fields)
-    file_wrapper = environ.get("wsgi.file_wrapper") if environ else None
-    if file_wrapper is not None and not isinstance(file_wrapper, type):
-        _warn_opaque_file_wrapper(file_wrapper)
-    if isinstance(file_wrapper, type) and isinstance(iterable, file_wrapper):
-        try:
-            return _wrap_file_wrapper(iterable, report)  # type: ignore[no-any-return]
-        except Exception:
-            log.warning("cannot subclass %r; counting without zero-copy", type(iterable))
+    zero_copy = counted_file_wrapper(iterable, environ, lambda body: SendCounter(body, report))
+    if zero_copy is not None:
+        return zero_copy  # type: ignore[no-any-return]
     if hasattr(iterable, "__len__"):
         return SizedSendCounter(iterable, report)
     return SendCounter(iterable, report)
