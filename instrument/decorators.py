@@ -41,7 +41,7 @@ Decisions:
   (cancellation, generator close) emit nothing: the step neither completed nor failed.
 - **send.** A WSGI application result (a WebOb response, a file app) comes back behind
   a transparent :class:`wrapt.ObjectProxy` that counts its body with
-  :func:`.iterators.count_sent` when called; an iterable of bytes is wrapped directly.
+  :func:`.sending.count_sent` when called; an iterable of bytes is wrapped directly.
   The receiver comes from the request argument's ``environ``; HEAD is not counted.
 - **Callable kinds**: functions, methods, class and static methods (either decorator
   order), ``async def`` (``inspect.iscoroutinefunction`` stays true), generators (event
@@ -69,7 +69,6 @@ from webob import Response
 from webob.exc import HTTPException
 
 from . import events as ev
-from ._download import counted_download, refused_send
 from ._guard import guard
 from .images import (
     deleted_image,
@@ -78,9 +77,9 @@ from .images import (
     notification_image,
     prepared_image,
 )
-from .iterators import count_sent
 from .notifier import Notifier
 from .payloads import error_payload, image_id_of, mapping_of
+from .sending import count_sent, counted_download, refused_send
 
 __all__ = ["Instrumentation", "instrument_class"]
 

@@ -22,7 +22,7 @@ from waitress.buffers import ReadOnlyFileBasedBuffer
 
 from instrument import Notifier
 from instrument._servers import opaque_warning
-from instrument.iterators import SendCounter, count_sent, expected_length
+from instrument.sending import SendCounter, count_sent, expected_length
 from instrument.strategies.memory import MemoryStrategy
 
 IDENTITY = {

@@ -1,7 +1,9 @@
-"""The image.send byte counter: a WSGI response-iterable wrapper.
+"""image.send in one place: count what a download hands to the server, report it once.
 
 :func:`count_sent` wraps the body an image API returns for a download and emits one
-``image.send`` notification per response. Decisions:
+``image.send`` notification per response; :func:`counted_download` calls a WSGI
+application and counts what it sends (the middleware's and the decorators' path);
+:func:`refused_send` reports a download that sent nothing. Decisions:
 
 - **What is counted.** The bytes handed to the server: a chunk counts when ``next()``
   returns it. A server that pulled a chunk and then failed to write it (the client went
@@ -13,6 +15,13 @@
   body that is closed without ever being iterated. INFO when the response is complete
   and ``bytes_sent == expected`` (``expected=None``: complete is enough), else ERROR.
   The payload is :func:`~instrument.payloads.send_payload`, the same dict either way.
+- **Which responses.** Through :func:`counted_download`, a 200 or 206 body is counted.
+  A 4xx or 5xx emits image.send at WARN or ERROR with nothing sent, at once; an
+  exception from the application emits it at ERROR and is re-raised unchanged. Any
+  other status (204 for an image without data, 304, redirects) sent no image and emits
+  nothing, as Glance does. An application that calls ``start_response`` lazily (a
+  generator) has its first chunk pulled before the body is returned (:class:`Primed`),
+  because what to count depends on the status.
 - **PEP 3333.** The wrappers are ``__slots__`` classes, not generators: a generator's
   ``finally`` does not run when it is closed before its first ``next()``, and
   ``yield from`` plus ``close()`` closes the application iterable twice. The
@@ -35,19 +44,41 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
+from ._guard import guard
 from ._servers import Progress, counted_file_wrapper
+from ._wsgi import Environ, StartResponse, WSGIApp, close_iterable, status_code
 from .events import IMAGE_SEND
 from .notifier import Notifier
 from .payloads import send_payload
 
-__all__ = ["SendCounter", "SizedSendCounter", "count_sent", "expected_length", "receiver_fields"]
+__all__ = [
+    "COUNTED_STATUSES",
+    "Primed",
+    "SendCounter",
+    "SizedSendCounter",
+    "count_sent",
+    "counted_download",
+    "expected_length",
+    "receiver_fields",
+    "refused_send",
+]
 
+# The loggers these parts have always used: operators' logging configs name them.
 log = logging.getLogger("instrument.iterators")
+download_log = logging.getLogger("instrument.download")
+
+#: Statuses whose body is image data.
+COUNTED_STATUSES: Final = frozenset({200, 206})
+
+#: ``describe(status, headers) -> (owner_id, image_size)``, asked only for a 200/206.
+Describe = Callable[[str, list[tuple[str, str]]], tuple[Any, Any]]
 
 _CONTENT_RANGE: Final = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+
+# What the response promised, and who receives it ---------------------------------
 
 
 def expected_length(
@@ -75,6 +106,24 @@ def _non_negative_int(value: str | None) -> int | None:
     if value is None or not value.strip().isdigit():
         return None
     return int(value)
+
+
+def receiver_fields(
+    environ: Mapping[str, Any] | None,
+    tenant: str | None = None,
+    user: str | None = None,
+    ip: str | None = None,
+) -> dict[str, Any]:
+    """Who receives the image: explicit values, else the auth layer's headers and REMOTE_ADDR."""
+    env: Mapping[str, Any] = environ or {}
+    return {
+        "receiver_tenant_id": tenant or env.get("HTTP_X_TENANT_ID") or env.get("HTTP_X_PROJECT_ID"),
+        "receiver_user_id": user or env.get("HTTP_X_USER_ID"),
+        "destination_ip": ip or env.get("REMOTE_ADDR"),
+    }
+
+
+# The one report of a response -----------------------------------------------------
 
 
 class _Report:
@@ -108,6 +157,9 @@ class _Report:
         with self._lock:
             first, self._closed = not self._closed, True
             return first
+
+
+# The counter ------------------------------------------------------------------------
 
 
 class SendCounter:
@@ -169,9 +221,7 @@ class SendCounter:
         """Emit (if not yet done) as an incomplete response, then close the app's iterable."""
         self._report.finish(self.bytes_sent, False)
         if self._report.claim_close():
-            close = getattr(self._iterable, "close", None)
-            if close is not None:
-                close()
+            close_iterable(self._iterable)
 
     def close_with(self, progress: Progress | None) -> None:
         """Close, first reporting what the server sent outside iteration (zero-copy).
@@ -195,21 +245,6 @@ class SizedSendCounter(SendCounter):
 
     def __len__(self) -> int:
         return len(self._iterable)  # type: ignore[arg-type]
-
-
-def receiver_fields(
-    environ: Mapping[str, Any] | None,
-    tenant: str | None = None,
-    user: str | None = None,
-    ip: str | None = None,
-) -> dict[str, Any]:
-    """Who receives the image: explicit values, else the auth layer's headers and REMOTE_ADDR."""
-    env: Mapping[str, Any] = environ or {}
-    return {
-        "receiver_tenant_id": tenant or env.get("HTTP_X_TENANT_ID") or env.get("HTTP_X_PROJECT_ID"),
-        "receiver_user_id": user or env.get("HTTP_X_USER_ID"),
-        "destination_ip": ip or env.get("REMOTE_ADDR"),
-    }
 
 
 def count_sent(
@@ -239,3 +274,115 @@ def count_sent(
     if hasattr(iterable, "__len__"):
         return SizedSendCounter(iterable, report)
     return SendCounter(iterable, report)
+
+
+# A download through a WSGI application ---------------------------------------------
+
+
+class Primed:
+    """An application iterable whose first chunk was already pulled.
+
+    Used when an application calls ``start_response`` lazily (a generator): the
+    status must be seen before it can be decided how to count a download.
+    ``close()`` closes the original iterable exactly once.
+    """
+
+    __slots__ = ("_closed", "_first", "_iterable", "_iterator")
+
+    def __init__(
+        self, first: bytes | None, iterator: Iterator[bytes], iterable: Iterable[bytes]
+    ) -> None:
+        self._first = first
+        self._iterator = iterator
+        self._iterable = iterable
+        self._closed = False
+
+    def __iter__(self) -> Primed:
+        return self
+
+    def __next__(self) -> bytes:
+        first, self._first = self._first, None
+        if first is not None:
+            return first
+        return next(self._iterator)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            close_iterable(self._iterable)
+
+    @classmethod
+    def prime(cls, iterable: Iterable[bytes]) -> Any:
+        """Pull the first chunk of *iterable* (closing it if that raises)."""
+        try:
+            iterator = iter(iterable)
+            first = next(iterator)
+        except StopIteration:
+            return cls(None, iter(()), iterable)
+        except BaseException:
+            close_iterable(iterable)
+            raise
+        return cls(first, iterator, iterable)
+
+
+def counted_download(
+    app: WSGIApp,
+    environ: Environ,
+    start_response: StartResponse,
+    notifier: Notifier,
+    *,
+    image_id: str | None,
+    describe: Describe,
+) -> Iterable[bytes]:
+    """Call ``app(environ, start_response)`` and count the image it sends."""
+    seen: list[Any] = []
+
+    def record(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        seen[:] = [status, headers]
+        return start_response(status, headers, *([exc_info] if exc_info is not None else []))
+
+    try:
+        app_iter = app(environ, record)
+        if not seen:
+            app_iter = Primed.prime(app_iter)
+    except Exception:
+        guard(refused_send, notifier, image_id, environ, False)
+        raise
+    if not seen:  # the app never answered; nothing to count
+        return app_iter
+    try:
+        return _counted(app_iter, environ, notifier, image_id, describe, *seen)
+    except Exception:
+        download_log.exception("instrument: cannot count the download of image %s", image_id)
+        return app_iter
+
+
+def _counted(
+    app_iter: Iterable[bytes],
+    environ: Mapping[str, Any],
+    notifier: Notifier,
+    image_id: str | None,
+    describe: Describe,
+    status: str,
+    headers: list[tuple[str, str]],
+) -> Iterable[bytes]:
+    code = status_code(status)
+    if code >= 400:
+        refused_send(notifier, image_id, environ, code < 500)
+    if code not in COUNTED_STATUSES:
+        return app_iter
+    owner_id, size = describe(status, headers)
+    expected = expected_length(status, headers, size if isinstance(size, int) else None)
+    return count_sent(
+        app_iter, notifier, image_id=image_id, owner_id=owner_id, expected=expected, environ=environ
+    )
+
+
+def refused_send(
+    notifier: Notifier, image_id: str | None, environ: Mapping[str, Any] | None, warn: bool
+) -> None:
+    """image.send for a download that sent nothing: WARN for a 4xx, ERROR otherwise."""
+    payload = send_payload(
+        image_id=image_id, owner_id=None, bytes_sent=0, **receiver_fields(environ)
+    )
+    (notifier.warn if warn else notifier.error)(IMAGE_SEND, payload)
