@@ -45,7 +45,9 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+import wrapt
 
 from ._guard import guard
 from ._servers import Progress, counted_file_wrapper
@@ -56,9 +58,11 @@ from .payloads import send_payload
 
 __all__ = [
     "COUNTED_STATUSES",
+    "CountedApp",
     "Primed",
     "SendCounter",
     "SizedSendCounter",
+    "count_result",
     "count_sent",
     "counted_download",
     "expected_length",
@@ -75,6 +79,11 @@ COUNTED_STATUSES: Final = frozenset({200, 206})
 
 #: ``describe(status, headers) -> (owner_id, image_size)``, asked only for a 200/206.
 Describe = Callable[[str, list[tuple[str, str]]], tuple[Any, Any]]
+
+if TYPE_CHECKING:
+    _Proxy = wrapt.ObjectProxy[Any]
+else:
+    _Proxy = wrapt.ObjectProxy
 
 _CONTENT_RANGE: Final = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
@@ -386,3 +395,48 @@ def refused_send(
         image_id=image_id, owner_id=None, bytes_sent=0, **receiver_fields(environ)
     )
     (notifier.warn if warn else notifier.error)(IMAGE_SEND, payload)
+
+
+# A decorated handler's result --------------------------------------------------------
+
+
+class CountedApp(_Proxy):
+    """A WSGI application result, unchanged but for counting the body it produces."""
+
+    def __init__(
+        self, app: Any, notifier: Notifier, fields: dict[str, Any], size: int | None
+    ) -> None:
+        super().__init__(app)
+        self._self_notifier, self._self_fields, self._self_size = notifier, fields, size
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Any:
+        fields = self._self_fields
+        return counted_download(
+            self.__wrapped__,
+            environ,
+            start_response,
+            self._self_notifier,
+            image_id=fields["image_id"],
+            describe=lambda status, headers: (fields["owner_id"], self._self_size),
+        )
+
+
+def count_result(
+    result: Any,
+    notifier: Notifier,
+    *,
+    image_id: str | None,
+    owner_id: str | None,
+    size: int | None,
+    environ: Mapping[str, Any] | None,
+) -> Any:
+    """A download handler's result, counted: a WSGI application is proxied, a body wrapped.
+
+    Anything else (not a body) is returned unchanged: there is nothing to count.
+    """
+    fields = {"image_id": image_id, "owner_id": owner_id}
+    if callable(result):
+        return CountedApp(result, notifier, fields, size)
+    if not hasattr(result, "__iter__"):
+        return result
+    return count_sent(result, notifier, expected=size, environ=environ, **fields)
