@@ -1,4 +1,4 @@
-"""Ratio benchmark of the image.send byte counter (instrument/iterators.py).
+"""Ratio benchmark of the image.send byte counter (instrument/sending.py).
 
 Run: ``python benchmarks/bench_iterators.py [--gib N] [--rounds N]``. Every ratio is
 measured side by side in one run (runs interleaved, best of N each):
@@ -34,8 +34,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from instrument import Notifier
-from instrument.iterators import count_sent
+from instrument import Notifier, count_sent
 from instrument.strategies.memory import MemoryStrategy
 
 GIB = 1024**3

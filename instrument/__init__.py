@@ -23,10 +23,10 @@ from .events import (
     Notification,
 )
 from .exceptions import ConfigError, DeliveryError, InstrumentError, StrategyError
-from .iterators import count_sent
 from .middleware import NotificationMiddleware
 from .notifier import Notifier
 from .payloads import error_payload, image_payload, send_payload
+from .sending import count_sent
 from .strategies.base import Strategy
 
 __version__ = "0.1.0.dev0"

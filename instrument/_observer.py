@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Final
+from typing import Final
 
 from ._wsgi import close_iterable as close_once
 
-__all__ = ["ObservedBody", "Primed", "SizedObservedBody", "observe"]
+__all__ = ["ObservedBody", "SizedObservedBody", "joined_body", "observe"]
 
 log = logging.getLogger("instrument.observer")
 
@@ -108,47 +108,3 @@ def observe(iterable: Iterable[bytes], on_done: Done) -> ObservedBody:
     if hasattr(iterable, "__len__"):
         return SizedObservedBody(iterable, on_done)
     return ObservedBody(iterable, on_done)
-
-
-class Primed:
-    """An application iterable whose first chunk was already pulled.
-
-    Used when an application calls ``start_response`` lazily (a generator): the
-    middleware must see the status before it can decide how to count a download.
-    ``close()`` closes the original iterable exactly once.
-    """
-
-    __slots__ = ("_closed", "_first", "_iterable", "_iterator")
-
-    def __init__(self, first: bytes | None, iterator: Iterator[bytes], iterable: Iterable[bytes]):
-        self._first = first
-        self._iterator = iterator
-        self._iterable = iterable
-        self._closed = False
-
-    def __iter__(self) -> Primed:
-        return self
-
-    def __next__(self) -> bytes:
-        first, self._first = self._first, None
-        if first is not None:
-            return first
-        return next(self._iterator)
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            close_once(self._iterable)
-
-    @classmethod
-    def prime(cls, iterable: Iterable[bytes]) -> Any:
-        """Pull the first chunk of *iterable* (closing it if that raises)."""
-        try:
-            iterator = iter(iterable)
-            first = next(iterator)
-        except StopIteration:
-            return cls(None, iter(()), iterable)
-        except BaseException:
-            close_once(iterable)
-            raise
-        return cls(first, iterator, iterable)

@@ -41,7 +41,7 @@ Decisions:
   (cancellation, generator close) emit nothing: the step neither completed nor failed.
 - **send.** A WSGI application result (a WebOb response, a file app) comes back behind
   a transparent :class:`wrapt.ObjectProxy` that counts its body with
-  :func:`.iterators.count_sent` when called; an iterable of bytes is wrapped directly.
+  :func:`.sending.count_sent` when called; an iterable of bytes is wrapped directly.
   The receiver comes from the request argument's ``environ``; HEAD is not counted.
 - **Callable kinds**: functions, methods, class and static methods (either decorator
   order), ``async def`` (``inspect.iscoroutinefunction`` stays true), generators (event
@@ -62,14 +62,13 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Generator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, Union, cast, overload
+from typing import Any, TypeVar, Union, cast, overload
 
 import wrapt
 from webob import Response
 from webob.exc import HTTPException
 
 from . import events as ev
-from ._download import counted_download, refused_send
 from ._guard import guard
 from .images import (
     deleted_image,
@@ -77,7 +76,6 @@ from .images import (
     image_from_headers,
     notification_image,
 )
-from .iterators import count_sent
 from .lifecycle import (
     emit_prepare,
     failure_priority,
@@ -87,6 +85,7 @@ from .lifecycle import (
 )
 from .notifier import Notifier
 from .payloads import image_id_of, mapping_of
+from .sending import count_result, refused_send
 
 __all__ = ["Instrumentation", "instrument_class"]
 
@@ -97,10 +96,6 @@ C = TypeVar("C", bound=type)
 Enabled = Union[bool, Callable[[], bool], None]  # noqa: UP007 - a runtime alias on 3.10
 Lookup = Union[str, Callable[[Any], Any], None]  # noqa: UP007
 PayloadFn = Callable[[Any], Any]
-if TYPE_CHECKING:
-    _Proxy = wrapt.ObjectProxy[Any]
-else:
-    _Proxy = wrapt.ObjectProxy
 _METADATA_EVENTS = frozenset(ev.EVENT_TYPES) - {ev.IMAGE_SEND}
 
 
@@ -300,16 +295,14 @@ class _Send(_Step):
             self.outcome(call, result, result)
             return result
         image = self.argument_image(call) or {}
-        fields = {
-            "image_id": self.image_id(call) or image.get("id"),
-            "owner_id": image.get("owner"),
-        }
-        size = image.get("size") if isinstance(image.get("size"), int) else None
-        if callable(result):
-            return _CountedApp(result, self.notifier, fields, size)
-        if not hasattr(result, "__iter__"):
-            return result  # not a body: nothing to count
-        return count_sent(result, self.notifier, expected=size, environ=environ, **fields)
+        return count_result(
+            result,
+            self.notifier,
+            image_id=self.image_id(call) or image.get("id"),
+            owner_id=image.get("owner"),
+            size=image.get("size") if isinstance(image.get("size"), int) else None,
+            environ=environ,
+        )
 
     def succeeded(self, call: _Call, result: Any) -> None:
         """Nothing: the counter reports what was sent."""
@@ -317,28 +310,7 @@ class _Send(_Step):
     def failed(self, call: _Call, problem: str, code: int) -> None:
         environ = _environ_of(call)
         if not _is_head(environ):
-            refused_send(self.notifier, self.image_id(call), environ, code < 500)
-
-
-class _CountedApp(_Proxy):
-    """A WSGI application result, unchanged but for counting the body it produces."""
-
-    def __init__(
-        self, app: Any, notifier: Notifier, fields: dict[str, Any], size: int | None
-    ) -> None:
-        super().__init__(app)
-        self._self_notifier, self._self_fields, self._self_size = notifier, fields, size
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        fields = self._self_fields
-        return counted_download(
-            self.__wrapped__,
-            environ,
-            start_response,
-            self._self_notifier,
-            image_id=fields["image_id"],
-            describe=lambda status, headers: (fields["owner_id"], self._self_size),
-        )
+            refused_send(self.notifier, self.image_id(call), environ, code)
 
 
 class _StepDecorator:

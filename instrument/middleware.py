@@ -15,7 +15,7 @@ answer, and emits the events the outcome means: on success the INFO events with 
 image metadata (read from the response, or asked of the application through an
 internal subrequest, see :mod:`instrument._subrequest`); on a 4xx the event at WARN
 and on a 5xx or an exception at ERROR, with a text payload. Downloads are counted by
-:func:`instrument.iterators.count_sent` while they stream.
+:func:`instrument.sending.count_sent` while they stream.
 
 The client always receives exactly what the application produced: the kit never
 changes a status, a header or a byte of the body, never buffers a download, and an
@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from . import events as ev
-from ._download import counted_download
 from ._guard import guard
 from ._observer import joined_body, observe
 from ._subrequest import SUBREQUEST_KEY, LookupResult, lookup_image
@@ -49,6 +48,7 @@ from .lifecycle import (
 from .notifier import Notifier
 from .options import Option, boolean
 from .routes import Match, RouteTable, parse_routes
+from .sending import counted_download
 from .strategies import strategy_options
 
 __all__ = ["MIDDLEWARE_OPTIONS", "NotificationMiddleware", "filter_factory", "known_options"]
@@ -246,7 +246,7 @@ class _Lifecycle(_ObservedRequest):
 
 
 class _Download(_ObservedRequest):
-    """image.send: count the body while it streams (see :mod:`instrument._download`)."""
+    """image.send: count the body while it streams (see :mod:`instrument.sending`)."""
 
     __slots__ = ()
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from instrument import Notifier
-from instrument.iterators import count_sent, expected_length
+from instrument.sending import count_sent, expected_length
 
 from .servers import read_partially, stop_process
 
@@ -122,7 +122,7 @@ os.sendfile = _logged_sendfile
 
 WAITRESS = (
     "import sys, waitress\n"
-    "from tests.test_iterators_servers import server_app\n"
+    "from tests.test_sending_servers import server_app\n"
     "server = waitress.create_server(server_app, host='127.0.0.1', port=0, threads=4)\n"
     "open(sys.argv[1] + '.tmp', 'w').write(str(server.effective_port))\n"
     "import os; os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n"
@@ -167,7 +167,7 @@ class Server:
         return [
             sys.executable, "-m", "gunicorn", "-c", str(conf), "-w", "1", *worker,
             "--bind", "127.0.0.1:0", "--error-logfile", str(self.workdir / "gunicorn.log"),
-            "tests.test_iterators_servers:server_app",
+            "tests.test_sending_servers:server_app",
         ]  # fmt: skip
 
     def _wait_for_port(self) -> int:

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from waitress.buffers import ReadOnlyFileBasedBuffer
 
 from instrument import Notifier
-from instrument.iterators import SendCounter, count_sent, expected_length
+from instrument._servers import opaque_warning
+from instrument.sending import SendCounter, count_sent, expected_length
 from instrument.strategies.memory import MemoryStrategy
 
 IDENTITY = {
@@ -652,10 +653,8 @@ def test_a_file_wrapper_that_is_not_a_class_is_counted_and_reported_once(
     def uwsgi_like_wrapper(file: Any, block_size: int = 8192) -> Any:
         return iter(lambda: file.read(block_size), b"")
 
-    import instrument.iterators
-
-    instrument.iterators._warned_opaque.clear()
-    with caplog.at_level(logging.WARNING, logger="instrument.iterators"):
+    opaque_warning.reset()
+    with caplog.at_level(logging.WARNING, logger="instrument.servers"):
         for _ in range(2):
             body = count_sent(
                 [b"abc"],

@@ -1,0 +1,132 @@
+"""What instrument._servers knows of WSGI servers, seen through its Counter protocol."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pytest
+
+from instrument import Notifier, count_sent
+from instrument._servers import Progress, _Once, counted_file_wrapper
+from instrument.strategies.memory import MemoryStrategy
+
+
+class RecordingCounter:
+    """A :class:`instrument._servers.Counter` that remembers what the server reported."""
+
+    def __init__(self, iterable: Iterable[bytes]) -> None:
+        self.iterable = iterable
+        self.closed_with: list[Progress | None] = []
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.iterable)
+
+    def __next__(self) -> bytes:
+        raise StopIteration
+
+    def close_with(self, progress: Progress | None) -> None:
+        self.closed_with.append(progress)
+
+
+class PreparedBuffer:
+    """Shaped like waitress's ReadOnlyFileBasedBuffer: prepare() then remain."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.remain = 0
+
+    def prepare(self, size: int | None = None) -> int:
+        self.remain = self.size
+        return self.size
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
+
+
+class Sealed:
+    """A file wrapper class that refuses to be subclassed."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        raise TypeError("sealed")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter([self.data])
+
+
+def counted(body: Any, file_wrapper: Any) -> tuple[Any, list[RecordingCounter]]:
+    made: list[RecordingCounter] = []
+
+    def factory(iterable: Iterable[bytes]) -> RecordingCounter:
+        made.append(RecordingCounter(iterable))
+        return made[-1]
+
+    return counted_file_wrapper(body, {"wsgi.file_wrapper": file_wrapper}, factory), made
+
+
+def test_only_an_instance_of_the_servers_class_is_kept() -> None:
+    assert counted_file_wrapper([b"x"], None, RecordingCounter) is None
+    assert counted_file_wrapper([b"x"], {}, RecordingCounter) is None
+    assert counted([b"x"], PreparedBuffer)[0] is None
+
+
+def test_a_prepared_buffer_reports_prepare_minus_remain_to_its_counter() -> None:
+    body, made = counted(PreparedBuffer(10), PreparedBuffer)
+    assert isinstance(body, PreparedBuffer)
+    assert body.prepare(None) == 10
+    body.remain = 4
+    body.close()  # type: ignore[attr-defined]
+    assert [counter.closed_with for counter in made] == [[(6, False)]]
+
+
+class InMemoryWrapper:
+    """A PEP 333 style file wrapper around something the kernel cannot sendfile."""
+
+    def __init__(self, filelike: Any) -> None:
+        self.filelike = filelike
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
+
+
+def test_a_wrapper_without_bookkeeping_reports_nothing_seen() -> None:
+    body, made = counted(InMemoryWrapper(io.BytesIO(b"abc")), InMemoryWrapper)
+    assert isinstance(body, InMemoryWrapper)
+    body.close()  # type: ignore[attr-defined]
+    assert [counter.closed_with for counter in made] == [[None]]
+
+
+def test_a_class_that_cannot_be_subclassed_is_counted_by_iteration(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    memory = MemoryStrategy()
+    with caplog.at_level(logging.WARNING, logger="instrument.servers"):
+        body = count_sent(
+            Sealed(b"abc"),
+            Notifier(memory, publisher_id="test"),
+            image_id="s",
+            expected=3,
+            environ={"wsgi.file_wrapper": Sealed},
+        )
+        assert list(body) == [b"abc"]
+    assert [n.priority for n in memory.notifications] == ["INFO"]
+    assert any("cannot subclass" in r.getMessage() for r in caplog.records)
+
+
+def test_once_is_first_for_exactly_one_thread_until_reset() -> None:
+    once = _Once()
+    firsts: list[bool] = []
+    threads = [threading.Thread(target=lambda: firsts.append(once.first())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(firsts) == [False] * 7 + [True]
+    once.reset()
+    assert (once.first(), once.first()) == (True, False)
