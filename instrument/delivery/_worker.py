@@ -17,7 +17,7 @@ The thread holds ``_busy`` while it works (SQLite, the broker) and releases it w
 it waits, so :meth:`Worker.pause` (run before ``fork()``) lets a fork happen only
 between two steps, never inside SQLite or a TLS library (bounded: a step stuck on a
 broker does not hold up the fork for more than a few seconds). When the pause gives
-up, the outbox's own lock still keeps the fork out of SQLite (:mod:`instrument._outbox`).
+up, the outbox's own lock still keeps the fork out of SQLite (:mod:`instrument.delivery._outbox`).
 The thread calls ``on_exit`` as its very last act: until then its engine stays where
 the pre-fork hook looks, also after close() gave up waiting for it.
 
@@ -35,12 +35,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from .._ratelimit import RateLimitedLog
+from ..events import Notification
 from ._outbox import Outbox
-from ._ratelimit import RateLimitedLog
-from .events import Notification
 
 if TYPE_CHECKING:
-    from .delivery import Publisher
+    from ._engine import Publisher
 
 log = logging.getLogger("instrument.delivery")
 

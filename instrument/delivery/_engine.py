@@ -19,7 +19,7 @@ Decisions:
   logs at most once a minute. What was accepted earlier keeps its place, so a
   consumer sees a gap, not a reordering. With an outbox the memory queue drains to disk
   within milliseconds, so only a stalled disk can overflow.
-* **Optional outbox** (``outbox_path``, :mod:`instrument._outbox`): the worker moves
+* **Optional outbox** (``outbox_path``, :mod:`instrument.delivery._outbox`): the worker moves
   accepted notifications to SQLite before publishing and deletes rows only after the
   broker confirmed them; rows left by a killed process are adopted and delivered.
 * **The worker starts lazily**, on the first :meth:`Delivery.submit` (or
@@ -57,12 +57,12 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
+from .._ratelimit import RateLimitedLog
+from ..events import Notification
+from ..exceptions import StrategyError
+from ..options import Option, integer, number, string
 from . import _outbox
-from ._delivery_worker import Worker
-from ._ratelimit import RateLimitedLog
-from .events import Notification
-from .exceptions import StrategyError
-from .options import Option, integer, number, string
+from ._worker import Worker
 
 __all__ = ["DELIVERY_OPTIONS", "Delivery", "Publisher", "retry_options"]
 
