@@ -54,95 +54,19 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any, Final, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from .._ratelimit import RateLimitedLog
 from ..events import Notification
 from ..exceptions import StrategyError
-from ..options import Option, integer, number, string
 from . import _outbox
+from ._publisher import Publisher
 from ._worker import Worker
 
-__all__ = ["DELIVERY_OPTIONS", "Delivery", "Publisher", "retry_options"]
+__all__ = ["Delivery"]
 
 log = logging.getLogger("instrument.delivery")
-
-DELIVERY_OPTIONS: Final = (
-    Option(
-        "queue_size",
-        10000,
-        "Broker strategies: notifications kept in memory while the broker is slow or down; "
-        "beyond it the newest is dropped and counted as overflow.",
-        integer(1),
-    ),
-    Option(
-        "batch_size",
-        200,
-        "Broker strategies: notifications published per batch (one confirm round trip).",
-        integer(1, 100000),
-    ),
-    Option(
-        "outbox_path",
-        None,
-        "Broker strategies: SQLite file keeping notifications until the broker confirmed "
-        "them, across outages and crashes (unset: memory only).",
-        string,
-    ),
-    Option(
-        "close_timeout",
-        5.0,
-        "Broker strategies: seconds close() and interpreter exit wait for pending "
-        "notifications to be confirmed.",
-        number(0),
-    ),
-)
-
-
-def retry_options(prefix: str) -> tuple[Option, ...]:
-    """The retry options of a broker strategy, named as Glance named them for *prefix*."""
-    return (
-        Option(
-            f"{prefix}_max_retries",
-            0,
-            f"{prefix} strategy: attempts per batch before its notifications are dropped "
-            "(logged and counted); 0 retries forever.",
-            integer(0),
-        ),
-        Option(
-            f"{prefix}_retry_backoff",
-            2.0,
-            f"{prefix} strategy: seconds to wait after the first failed attempt; doubled "
-            "after each further failure.",
-            number(0),
-        ),
-        Option(
-            f"{prefix}_retry_max_backoff",
-            30.0,
-            f"{prefix} strategy: the longest wait between two attempts, in seconds.",
-            number(0),
-        ),
-    )
-
-
-class Publisher(Protocol):
-    """The broker side of delivery. Used by the worker thread only.
-
-    Errors raised should be :class:`~instrument.exceptions.StrategyError` with a message
-    that is safe to log (no passwords) and says what is wrong.
-    """
-
-    def connect(self) -> None:
-        """Connect (and declare what is needed); raise if the broker cannot be reached."""
-
-    def publish_batch(self, batch: Sequence[Notification]) -> None:
-        """Return only after the broker confirmed every notification of *batch*, or raise."""
-
-    def idle(self) -> None:
-        """Called about once a second while connected and idle (heartbeats); may raise."""
-
-    def close(self) -> None:
-        """Drop the connection; the next :meth:`connect` makes a new one. Never raises."""
 
 
 class Delivery:

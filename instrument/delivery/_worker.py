@@ -33,14 +33,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from .._ratelimit import RateLimitedLog
 from ..events import Notification
 from ._outbox import Outbox
-
-if TYPE_CHECKING:
-    from ._engine import Publisher
+from ._publisher import Batch, Publisher
 
 log = logging.getLogger("instrument.delivery")
 
@@ -55,8 +53,6 @@ _FORK_PAUSE: Final = 3.0  # longest a fork waits for the current step to end
 # Publishers inherited over fork: they share the parent's sockets, so the child never
 # closes them (or lets the garbage collector do so).
 _abandoned: list[object] = []
-
-Batch = list[tuple[int | None, Notification]]
 
 
 class Worker:
