@@ -25,7 +25,7 @@ Decisions:
   could release the parent's locks or checkpoint under it). :meth:`Outbox.abandon`
   keeps the object alive forever and forgets it; the child opens its own.
 * **No fork inside an SQLite call.** Every method that uses SQLite holds one lock of
-  the process, which the pre-fork hook of :mod:`instrument.delivery` takes too
+  the process, which the pre-fork hook (:mod:`._process`) takes too
   (:func:`hold_for_fork`, after pausing the workers): even when a worker's pause gave
   up (a publish stuck on a broker), a fork waits for the outbox call under way, and the
   worker's next one waits for the fork. The lock is reentrant, so a thread that forks
@@ -46,6 +46,7 @@ from collections.abc import Callable, Sequence
 from typing import Final, ParamSpec, TypeVar
 
 __all__ = [
+    "FORK_WAIT",
     "Outbox",
     "engine_owner",
     "hold_for_fork",
@@ -72,7 +73,7 @@ _abandoned: list[sqlite3.Connection] = []
 # that is not in here belong to a closed engine and may be adopted.
 _live_owners: set[str] = set()
 
-_FORK_WAIT: Final = 3.0  # longest a fork waits for an outbox call to end (a stalled disk)
+FORK_WAIT: Final = 3.0  # longest a fork waits for an outbox call to end (a stalled disk)
 
 # Held around every SQLite call of this process's outboxes, and across fork() (see the
 # module docstring). Looked up at each call: the child replaces it.
@@ -101,7 +102,7 @@ def hold_for_fork() -> bool:
     stalled disk. :func:`release_after_fork` must follow in the parent either way.
     """
     global _fork_holder
-    if not _calls.acquire(timeout=_FORK_WAIT):
+    if not _calls.acquire(timeout=FORK_WAIT):
         return False
     _fork_holder = threading.get_ident()
     return True

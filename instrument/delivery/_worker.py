@@ -21,13 +21,12 @@ up, the outbox's own lock still keeps the fork out of SQLite (:mod:`instrument.d
 The thread calls ``on_exit`` as its very last act: until then its engine stays where
 the pre-fork hook looks, also after close() gave up waiting for it.
 
-``sealed`` is set (under ``take_lock``) when the thread has taken its last look at the
-queue: only from then on may a submit() racing with close() take its notification back.
+The thread seals the intake when it has taken its last look at it: only from then on
+may a submit() racing with close() take its notification back (:mod:`._intake`).
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import threading
@@ -37,6 +36,7 @@ from typing import Any, Final
 
 from .._ratelimit import RateLimitedLog
 from ..events import Notification
+from ._intake import Intake
 from ._outbox import Outbox
 from ._publisher import Batch, Publisher
 
@@ -60,7 +60,7 @@ class Worker:
 
     def __init__(
         self,
-        queue: collections.deque[Notification],
+        intake: Intake,
         *,
         publisher_factory: Callable[[], Publisher],
         name: str,
@@ -72,7 +72,7 @@ class Worker:
         on_exit: Callable[[], None],
     ) -> None:
         self.name = name
-        self._queue = queue
+        self._intake = intake
         self._factory = publisher_factory
         self._batch_size = batch_size
         self._outbox = Outbox(outbox_path, name) if outbox_path else None
@@ -90,9 +90,6 @@ class Worker:
         self._last_work = 0.0
         self._wake = threading.Event()
         self._sleeping = False
-        self.take_lock = threading.Lock()  # makes taken + len(queue) a consistent sum
-        self._taken = 0
-        self.sealed = False  # no more looks at the queue (see module docstring)
         self._stop = threading.Event()
         self._done = threading.Condition()
         self._ready = threading.Event()
@@ -136,8 +133,7 @@ class Worker:
 
     def accepted(self) -> int:
         """How many notifications submit() queued so far (taken or still waiting)."""
-        with self.take_lock:
-            return self._taken + len(self._queue)
+        return self._intake.accepted()
 
     def wait_finished(self, timeout: float | None) -> bool:
         """Wait until what was accepted, and what was adopted, so far is confirmed or dropped.
@@ -177,14 +173,14 @@ class Worker:
         self._stop.set()
         self._wake.set()
         if not self._thread.is_alive() and self._thread.ident is None:  # never started
-            self._seal()  # Delivery.close() made sure it never will
+            self._intake.seal()  # Delivery.close() made sure it never will
             if self._outbox is not None:
                 self._outbox.close()
             return 0, False
         if self._thread.is_alive():
             self._thread.join(join_timeout)
         if self._thread.is_alive():
-            return len(self._queue) + self._memory_inflight(), True
+            return len(self._intake) + self._memory_inflight(), True
         return self._counts["abandoned"], False
 
     def abandon(self) -> None:
@@ -264,14 +260,12 @@ class Worker:
 
     def _absorb(self) -> None:
         """Move what submit() queued to the outbox, in one transaction per chunk."""
-        while self._outbox is not None and self._queue:
-            chunk = self._pop(_ABSORB_CHUNK)
+        while self._outbox is not None and self._intake:
+            chunk = self._intake.take(_ABSORB_CHUNK)
             try:
                 self._outbox.add([notification.to_json() for notification in chunk])
             except Exception as exc:
-                with self.take_lock:
-                    self._queue.extendleft(reversed(chunk))
-                    self._taken -= len(chunk)
+                self._intake.put_back(chunk)
                 self._outbox_failed("cannot write to", exc)
                 return
             self._counts["stored"] += len(chunk)
@@ -295,7 +289,7 @@ class Worker:
 
     def _take(self) -> Batch:
         if self._outbox is None:
-            return [(None, notification) for notification in self._pop(self._batch_size)]
+            return [(None, notification) for notification in self._intake.take(self._batch_size)]
         try:
             rows = self._outbox.load(self._batch_size)
         except Exception as exc:
@@ -344,18 +338,12 @@ class Worker:
         self._sleeping = wakeable
         self._busy.release()  # waiting: a fork may happen now
         try:
-            if not (wakeable and self._queue):
+            if not (wakeable and self._intake):
                 self._wake.wait(timeout)
         finally:
             self._busy.acquire()
         self._sleeping = False
         self._wake.clear()
-
-    def _pop(self, limit: int) -> list[Notification]:
-        with self.take_lock:
-            chunk = [self._queue.popleft() for _ in range(min(len(self._queue), limit))]
-            self._taken += len(chunk)
-        return chunk
 
     def _attempt(self) -> None:
         batch = self._inflight
@@ -458,16 +446,11 @@ class Worker:
     def _memory_inflight(self) -> int:
         return sum(1 for row_id, _ in self._inflight if row_id is None)
 
-    def _seal(self) -> None:
-        """From now on submit() takes back what it appends (see Delivery._take_back)."""
-        with self.take_lock:
-            self.sealed = True
-
     def _finish(self) -> None:
         """Thread exit: keep what can be kept in the outbox, count the rest, close."""
-        self._seal()  # first: what is queued before this is still stored or counted
+        self._intake.seal()  # first: what is queued before this is still stored or counted
         self._absorb()
-        lost = len(self._pop(len(self._queue))) + self._memory_inflight()
+        lost = len(self._intake.take(len(self._intake))) + self._memory_inflight()
         self._inflight = []
         self._counts["abandoned"] += lost
         self._disconnect()
