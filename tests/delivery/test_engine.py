@@ -488,7 +488,8 @@ def test_flush_is_not_satisfied_by_rows_adopted_after_it_was_called(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from instrument.delivery import _spool
-    from instrument.delivery._outbox import Outbox, process_owner
+    from instrument.delivery._outbox import Outbox
+    from instrument.delivery._owner import process_owner
 
     monkeypatch.setattr(_spool, "_ADOPT_INTERVAL", 0.05)
     outbox = str(tmp_path / "outbox.sqlite")
