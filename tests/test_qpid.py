@@ -136,8 +136,8 @@ def test_ssl_is_never_silently_ignored() -> None:
 def test_glance_reconnect_options_map_onto_the_retry_schedule() -> None:
     def schedule(**options: Any) -> tuple[int, float, float]:
         with QpidStrategy(**options) as strategy:
-            worker = strategy._delivery._worker
-            return worker._max_retries, worker._initial_backoff, worker._max_backoff
+            sender = strategy._delivery._worker._sender  # the retry schedule lives there
+            return sender._max_retries, sender._initial_backoff, sender._max_backoff
 
     assert schedule() == (0, 1.0, 30.0)
     assert schedule(qpid_reconnect_interval=3, qpid_reconnect_limit=4) == (4, 3.0, 3.0)

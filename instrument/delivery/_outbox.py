@@ -8,24 +8,19 @@ Decisions:
 * **A row is deleted only after the broker confirmed it**, so a crash between publish
   and delete means the row is sent again by the next process (at-least-once; consumers
   deduplicate on ``message_id``).
-* **Every row has an owner**, ``<pid>:<process start time>:<engine id>``, and a
-  ``channel`` (the strategy name, so a rabbit and a qpid strategy may share one file).
-  An engine sends only the rows it owns, so two live engines of one process sharing a
-  file and a strategy name never send each other's rows. Rows of an owner that is gone
-  are *adopted* with one ``UPDATE ... WHERE owner = ?`` inside a write transaction, so
-  two live engines never adopt, and never send, the same row. Gone means: its pid no
-  longer runs, or runs a newer process (the start time in ``/proc`` differs), or it is
-  this very process and the engine id is no longer live here (the engine was closed;
-  :data:`_live_owners` is this process's registry). Adoption runs at start-up and then
-  every few seconds, so the rows of a gunicorn worker that crashed are delivered by a
-  sibling, and those a closed engine left by the next engine of the same process.
-* Processes sharing an outbox must share a host and a pid namespace: SQLite's WAL does
-  not work over network file systems anyway.
+* **Every row has an owner** (:mod:`._owner`) and a ``channel`` (the strategy name, so
+  a rabbit and a qpid strategy may share one file). An engine sends only the rows it
+  owns, so two live engines of one process sharing a file and a strategy name never
+  send each other's rows. Rows of an owner that is gone are *adopted* with one
+  ``UPDATE ... WHERE owner = ?`` inside a write transaction, so two live engines never
+  adopt, and never send, the same row. Adoption runs at start-up and then every few
+  seconds (:mod:`._spool`), so the rows of a gunicorn worker that crashed are delivered
+  by a sibling, and those a closed engine left by the next engine of the same process.
 * **Fork**: the child must neither use nor close a connection it inherited (closing it
   could release the parent's locks or checkpoint under it). :meth:`Outbox.abandon`
   keeps the object alive forever and forgets it; the child opens its own.
 * **No fork inside an SQLite call.** Every method that uses SQLite holds one lock of
-  the process, which the pre-fork hook of :mod:`instrument.delivery` takes too
+  the process, which the pre-fork hook (:mod:`._process`) takes too
   (:func:`hold_for_fork`, after pausing the workers): even when a worker's pause gave
   up (a publish stuck on a broker), a fork waits for the outbox call under way, and the
   worker's next one waits for the fork. The lock is reentrant, so a thread that forks
@@ -41,15 +36,15 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Final, ParamSpec, TypeVar
 
+from . import _owner
+
 __all__ = [
+    "FORK_WAIT",
     "Outbox",
-    "engine_owner",
     "hold_for_fork",
-    "process_owner",
     "release_after_fork",
     "reset_after_fork",
 ]
@@ -68,11 +63,7 @@ CREATE INDEX IF NOT EXISTS outbox_owner ON outbox (channel, owner, id);
 # Connections inherited over fork: never closed, never collected (see module docstring).
 _abandoned: list[sqlite3.Connection] = []
 
-# Owner ids of this process's open outboxes (engines): rows of an owner of this process
-# that is not in here belong to a closed engine and may be adopted.
-_live_owners: set[str] = set()
-
-_FORK_WAIT: Final = 3.0  # longest a fork waits for an outbox call to end (a stalled disk)
+FORK_WAIT: Final = 3.0  # longest a fork waits for an outbox call to end (a stalled disk)
 
 # Held around every SQLite call of this process's outboxes, and across fork() (see the
 # module docstring). Looked up at each call: the child replaces it.
@@ -101,7 +92,7 @@ def hold_for_fork() -> bool:
     stalled disk. :func:`release_after_fork` must follow in the parent either way.
     """
     global _fork_holder
-    if not _calls.acquire(timeout=_FORK_WAIT):
+    if not _calls.acquire(timeout=FORK_WAIT):
         return False
     _fork_holder = threading.get_ident()
     return True
@@ -125,55 +116,14 @@ def reset_after_fork() -> None:
     _calls, _fork_holder = threading.RLock(), None
 
 
-def _start_time(pid: int) -> str:
-    """The process start time in clock ticks since boot (Linux), or "" elsewhere."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return ""
-    return fields[19].decode() if len(fields) > 19 else ""
-
-
-def process_owner(pid: int | None = None) -> str:
-    """The owner id of a process: its pid and start time, so a reused pid differs."""
-    pid = os.getpid() if pid is None else pid
-    return f"{pid}:{_start_time(pid)}"
-
-
-def engine_owner() -> str:
-    """A new owner id for one engine of this process: ``<pid>:<start time>:<uuid>``."""
-    return f"{process_owner()}:{uuid.uuid4().hex}"
-
-
-def _owner_alive(owner: str) -> bool:
-    pid_text, _, rest = owner.partition(":")
-    started, _, engine = rest.partition(":")
-    try:
-        pid = int(pid_text)
-    except ValueError:
-        return False
-    if pid == os.getpid() and _start_time(pid) == started:
-        # Only an engine open in this process owns its rows; an id without an engine
-        # part is from older code in an earlier image of this pid (exec): adopt them.
-        return bool(engine) and owner in _live_owners
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, belongs to someone else
-    return _start_time(pid) == started
-
-
 class Outbox:
     """Rows of one channel in one SQLite file, used by one thread of one process."""
 
     def __init__(self, path: str | os.PathLike[str], channel: str) -> None:
         self.path = os.fspath(path)
         self.channel = channel
-        self.owner = engine_owner()
-        _live_owners.add(self.owner)
+        self.owner = _owner.engine_owner()
+        _owner.register(self.owner)
         self._db: sqlite3.Connection | None = None
 
     @_one_call
@@ -222,15 +172,6 @@ class Outbox:
             db.executemany("DELETE FROM outbox WHERE id = ?", [(row_id,) for row_id in ids])
 
     @_one_call
-    def count(self) -> int:
-        """How many rows this process owns."""
-        cursor = self.db.execute(
-            "SELECT COUNT(*) FROM outbox WHERE channel = ? AND owner = ?",
-            (self.channel, self.owner),
-        )
-        return int(cursor.fetchone()[0])
-
-    @_one_call
     def adopt(self) -> list[int]:
         """Take over the rows of owners that no longer run; return their ids."""
         owners = [
@@ -242,7 +183,7 @@ class Outbox:
         ]
         adopted: list[int] = []
         for owner in owners:
-            if _owner_alive(owner):
+            if _owner.alive(owner):
                 continue
             with self._transaction() as db:
                 where = (self.channel, owner)
@@ -259,7 +200,7 @@ class Outbox:
     @_one_call
     def close(self) -> None:
         """Close the database; this engine's rows left over are adoptable from now on."""
-        _live_owners.discard(self.owner)
+        _owner.unregister(self.owner)
         db, self._db = self._db, None
         if db is not None:
             db.close()

@@ -25,7 +25,7 @@ from instrument.delivery import DELIVERY_OPTIONS, Delivery, retry_options
 from instrument.events import Notification
 from instrument.exceptions import DeliveryError, StrategyError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 class ScriptedPublisher:
@@ -487,10 +487,11 @@ def test_rows_of_a_closed_engine_are_adopted_by_the_next_engine_of_the_process(
 def test_flush_is_not_satisfied_by_rows_adopted_after_it_was_called(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from instrument import _delivery_worker
-    from instrument._outbox import Outbox, process_owner
+    from instrument.delivery import _spool
+    from instrument.delivery._outbox import Outbox
+    from instrument.delivery._owner import process_owner
 
-    monkeypatch.setattr(_delivery_worker, "_ADOPT_INTERVAL", 0.05)
+    monkeypatch.setattr(_spool, "_ADOPT_INTERVAL", 0.05)
     outbox = str(tmp_path / "outbox.sqlite")
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:  # 10 older rows of another live process: not adoptable yet

@@ -19,13 +19,13 @@ import pytest
 from instrument.delivery import Delivery
 from instrument.exceptions import StrategyError
 
-from .test_delivery import ScriptedPublisher, _python, make
+from .test_engine import ScriptedPublisher, _python, make
 
 # The head of every script: a publisher that writes what it sent to a file per pid.
 _PRELUDE = """
     import json, os, threading, time
-    from instrument import _delivery_worker
-    from instrument._outbox import Outbox
+    from instrument.delivery import _worker
+    from instrument.delivery._outbox import Outbox
     from instrument.delivery import Delivery
     from instrument.events import Notification
     def note():
@@ -77,7 +77,7 @@ def test_a_fork_never_lands_inside_an_outbox_call_when_the_pause_gives_up(
         tmp_path,
         _SLOW_OUTBOX
         + f"""
-    _delivery_worker._FORK_PAUSE = 0.2  # the pause gives up soon, as on a stuck broker
+    _worker._FORK_PAUSE = 0.2  # the pause gives up soon, as on a stuck broker
     where = ["before"]
     def inside_sqlite():
         where[0] = "inside"  # the worker thread is in the middle of an SQLite statement
@@ -266,10 +266,10 @@ def test_two_threads_forking_at_once_each_resume_only_the_workers_they_paused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The at-fork hooks run in the forking thread: B's after-hook must not resume A's."""
-    from instrument import _delivery_worker, _outbox, delivery
+    from instrument.delivery import _outbox, _process, _worker
 
-    monkeypatch.setattr(_delivery_worker, "_FORK_PAUSE", 0.2)  # B gives up soon
-    monkeypatch.setattr(_outbox, "_FORK_WAIT", 0.2)
+    monkeypatch.setattr(_worker, "_FORK_PAUSE", 0.2)  # B gives up soon
+    monkeypatch.setattr(_outbox, "FORK_WAIT", 0.2)
     publisher = ScriptedPublisher()
     engine = Delivery(lambda: publisher, name="forks", retry_backoff=0.01, close_timeout=1.0)
     try:
@@ -278,16 +278,16 @@ def test_two_threads_forking_at_once_each_resume_only_the_workers_they_paused(
         a_paused, a_may_resume = threading.Event(), threading.Event()
 
         def fork_a() -> None:  # the hooks of a fork in thread A, the fork itself left out
-            delivery._before_fork()
+            _process.before_fork()
             a_paused.set()
             a_may_resume.wait(10)
-            delivery._after_fork_in_parent()
+            _process.after_fork_in_parent()
 
         thread_a = threading.Thread(target=fork_a)
         thread_a.start()
         assert a_paused.wait(10)
-        delivery._before_fork()  # thread B (this one): A holds the worker, B gives up
-        delivery._after_fork_in_parent()
+        _process.before_fork()  # thread B (this one): A holds the worker, B gives up
+        _process.after_fork_in_parent()
         assert engine._worker._busy.locked(), "B resumed a worker that A's fork paused"
         a_may_resume.set()
         thread_a.join(10)
