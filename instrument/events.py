@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
+import re
 import socket
 import time
 from collections.abc import Mapping
@@ -32,6 +34,7 @@ __all__ = [
     "IMAGE_UPDATE",
     "IMAGE_UPLOAD",
     "INFO",
+    "MAX_NOTIFICATION_BYTES",
     "PRIORITIES",
     "WARN",
     "Notification",
@@ -146,13 +149,83 @@ class Notification:
         }
 
     def to_json(self) -> str:
-        """The envelope as a JSON document (never raises: the payload is already JSON-safe)."""
-        return json.dumps(self.to_dict(), default=jsonable, ensure_ascii=False)
+        """The envelope as a JSON document; never raises.
+
+        Always valid JSON that encodes to UTF-8, at most :data:`MAX_NOTIFICATION_BYTES`:
+        a non-finite number becomes its name (``"inf"``), a lone surrogate U+FFFD, and
+        a payload that would make the document larger is shrunk (long strings cut,
+        long lists shortened) and marked ``"truncated": true``.
+        """
+        envelope = self.to_dict()
+        text = _dumps(envelope)
+        if len(text) > MAX_NOTIFICATION_BYTES // 4 and _size(text) > MAX_NOTIFICATION_BYTES:
+            text = _fitted(envelope)
+        return text
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Notification:
         """Rebuild a notification from its wire form (what a consumer reads)."""
         return cls(**{field.name: data[field.name] for field in dataclasses.fields(cls)})
+
+
+#: The largest notification the kit puts on the wire, in UTF-8 bytes.
+MAX_NOTIFICATION_BYTES: Final = 64 * 1024
+_LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+# Shrinking steps for an oversized payload: (longest string, longest list) per attempt.
+_SHRINK_STEPS: Final = ((4096, 1000), (1024, 100), (256, 20), (64, 5))
+
+
+def _dumps(document: Any) -> str:
+    try:
+        text = json.dumps(document, default=jsonable, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # a float beyond range ("1e400" parsed as inf): its name instead
+        text = json.dumps(_finite(document), default=jsonable, ensure_ascii=False)
+    # A lone surrogate (a "\ud800" escape in a request the application accepted) cannot
+    # be encoded: it would poison every strategy that sends the text.
+    return text if text.isascii() else _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def _size(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def _fitted(envelope: dict[str, Any]) -> str:
+    """The envelope with its payload shrunk until the document fits."""
+    payload = envelope["payload"]
+    for longest_string, longest_list in _SHRINK_STEPS:
+        shrunk = _shrunk(payload, longest_string, longest_list)
+        if isinstance(shrunk, dict):
+            shrunk["truncated"] = True
+        text = _dumps({**envelope, "payload": shrunk})
+        if _size(text) <= MAX_NOTIFICATION_BYTES:
+            return text
+    kept = (
+        {key: payload.get(key) for key in ("id", "image_id")} if isinstance(payload, dict) else {}
+    )
+    return _dumps({**envelope, "payload": {**_shrunk(kept, 255, 1), "truncated": True}})
+
+
+def _shrunk(value: Any, longest_string: int, longest_list: int) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= longest_string else value[: longest_string - 1] + "…"
+    if isinstance(value, list):
+        return [_shrunk(item, longest_string, longest_list) for item in value[:longest_list]]
+    if isinstance(value, dict):
+        return {
+            key[:longest_string]: _shrunk(item, longest_string, longest_list)
+            for key, item in list(value.items())[:longest_list]
+        }
+    return value
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    return value
 
 
 def default_publisher_id() -> str:

@@ -17,7 +17,7 @@ import json.scanner
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-from .payloads import ALWAYS_REDACTED, JSONSafe
+from .payloads import ALWAYS_REDACTED, JSONSafe, mask_credentials, masked_strings
 
 _fast_loads: Callable[[bytes], Any] | None
 try:  # instrument[speedups]: parses a response body several times faster than json
@@ -128,9 +128,11 @@ def image_from_body(body: bytes) -> dict[str, Any] | None:
         return None
     if isinstance(document, dict) and isinstance(document.get("image"), dict):
         document = document["image"]
-    if isinstance(document, dict) and isinstance(document.get("id"), str):
-        return notification_image(document, from_json=True)
-    return None
+    if not (isinstance(document, dict) and isinstance(document.get("id"), str)):
+        return None
+    if b"://" in body and b"@" in body:  # a URL with credentials in some property
+        document = masked_strings(document)
+    return notification_image(document, from_json=True)
 
 
 def parse_json(body: bytes) -> Any:
@@ -143,9 +145,11 @@ def parse_json(body: bytes) -> Any:
     :mod:`json` directly. Without orjson, a UTF-8 object with no leading whitespace is
     handed straight to json's C scanner, skipping ``json.loads``'s encoding detection;
     anything else goes through ``json.loads``. Either way the result is what
-    ``json.loads(body)`` gives, keys in the same order (one exception: orjson parses
-    documents nested about 1,000 to 1,024 levels deep, where ``json.loads`` runs out of
-    recursion).
+    ``json.loads(body)`` gives, keys in the same order, with two exceptions: the
+    non-finite numbers ``NaN``, ``Infinity`` and ``-Infinity`` (which JSON does not
+    have, though :mod:`json` reads them) become the strings ``"nan"``, ``"inf"`` and
+    ``"-inf"``, so no notification carries them; and orjson parses documents nested
+    about 1,000 to 1,024 levels deep, where ``json.loads`` runs out of recursion.
     """
     if _fast_loads is not None and body.translate(_DIGITS_AS_ZERO).find(_LONG_DIGIT_RUN) < 0:
         try:
@@ -161,7 +165,7 @@ def parse_json(body: bytes) -> Any:
         else:
             if end == len(text) or not text[end:].strip(_JSON_WHITESPACE):
                 return document
-    return json.loads(body)
+    return json.loads(body, parse_constant=_non_finite)
 
 
 # Every integer outside orjson's 64-bit range has at least 19 digits. (bytes.find, not
@@ -169,8 +173,18 @@ def parse_json(body: bytes) -> Any:
 # to throw away, which costs more than the search on a request path.)
 _DIGITS_AS_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
 _LONG_DIGIT_RUN: Final = b"0" * 19
+
+
 # json.loads's own decoder settings; the C scanner it uses, without its Python wrapping.
-_scan_once: Final = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+# Non-finite numbers (NaN, Infinity: json accepts them, JSON does not) become their
+# name, as the Notifier makes Python's own non-finite floats: "nan", "inf", "-inf".
+def _non_finite(name: str) -> str:
+    return str(float(name))
+
+
+_scan_once: Final = json.scanner.make_scanner(
+    json.JSONDecoder(parse_constant=_non_finite)  # type: ignore[arg-type]
+)
 _JSON_WHITESPACE: Final = " \t\n\r"
 
 
@@ -184,12 +198,12 @@ def image_from_headers(headers: Iterable[tuple[str, str]]) -> dict[str, Any] | N
             continue
         key = lowered[len(_HEADER_PREFIX) :]
         if key.startswith("property-"):
-            properties[key[len("property-") :]] = value
+            properties[key[len("property-") :]] = mask_credentials(value)
         else:
             key = key.replace(
                 "-", "_"
             )  # WSGI servers turn x-image-meta-disk_format into -disk-format
-            image[key] = _v1_value(key, value)
+            image[key] = _v1_value(key, mask_credentials(value))
     if "id" not in image:
         return None
     image["properties"] = properties

@@ -239,7 +239,9 @@ class _Lifecycle(_ObservedRequest):
             )
             return
         image = (body and image_from_body(body)) or image_from_headers(self.headers)
-        if image is None:
+        if image is None:  # not in the response (or too large to keep): ask for it
+            if self.match.image_id is None:  # a create: the new image is in Location
+                self.match = self.match._replace(image_id=_created_id(self.headers))
             image = self.image_or_id()
         for event_type in success_events(self.kind, self.has_data, image):
             self.notifier.info(event_type, image)
@@ -291,6 +293,15 @@ def filter_factory(
         return NotificationMiddleware(app, notifier, routes=routes, image_lookup=image_lookup)
 
     return make_filter
+
+
+def _created_id(headers: list[tuple[str, str]]) -> str | None:
+    """The id at the end of a create's ``Location: …/images/{id}`` header, if any."""
+    for name, value in headers:
+        if name.lower() == "location":
+            _, found, image_id = value.rstrip("/").rpartition("/images/")
+            return image_id if found and image_id and "/" not in image_id else None
+    return None
 
 
 def _has_data(environ: Environ) -> bool:

@@ -70,6 +70,7 @@ class Notifier:
         self._counts = {id(s): {"sent": 0, "failed": 0} for s in self.strategies}
         self._targets = tuple((s, self._counts[id(s)]) for s in self.strategies)
         self._disabled_count = 0
+        self._unbuildable_count = 0
         self._lock = threading.Lock()
         self._failures = RateLimitedLog(log)
 
@@ -124,6 +125,8 @@ class Notifier:
                 without=self._hidden,
             )
         except Exception:
+            with self._lock:
+                self._unbuildable_count += 1
             self._failures.log(
                 "build", logging.ERROR, "cannot build %s notification", event_type, exc_info=True
             )
@@ -164,10 +167,16 @@ class Notifier:
         """Counters per strategy: ``sent``, ``failed``, ``dropped`` and the strategy's own.
 
         For asynchronous strategies ``accepted`` is what entered the queue and ``sent``
-        what the broker confirmed. ``disabled`` (under the key ``"notifier"``) counts
-        notifications not emitted because their event type is disabled.
+        what the broker confirmed. Under the key ``"notifier"``, ``disabled`` counts
+        notifications not emitted because their event type is disabled, and
+        ``unbuildable`` those whose payload could not be made into one (logged).
         """
-        result: dict[str, dict[str, Any]] = {"notifier": {"disabled": self._disabled_count}}
+        result: dict[str, dict[str, Any]] = {
+            "notifier": {
+                "disabled": self._disabled_count,
+                "unbuildable": self._unbuildable_count,
+            }
+        }
         for strategy in self.strategies:
             counts = dict(self._counts[id(strategy)])
             row: dict[str, Any] = {"sent": counts["sent"], "failed": counts["failed"], "dropped": 0}

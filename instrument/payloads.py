@@ -29,7 +29,11 @@ from typing import Any, Final
 
 __all__ = [
     "ALWAYS_REDACTED",
+    "CUT_MARKER",
+    "MAX_ID_CHARS",
+    "MAX_TEXT_CHARS",
     "JSONSafe",
+    "bounded",
     "error_payload",
     "hidden_keys",
     "image_id_of",
@@ -37,6 +41,7 @@ __all__ = [
     "jsonable",
     "mapping_of",
     "mask_credentials",
+    "masked_strings",
     "redacted",
     "send_payload",
 ]
@@ -50,6 +55,16 @@ _USERINFO: Final = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)\S*@")
 
 #: Keys that never leave the process: they may hold store credentials.
 ALWAYS_REDACTED: Final = frozenset({"location", "locations", "direct_url"})
+
+#: The longest image id, and the longest WARN/ERROR text, a payload carries; longer
+#: ones are cut and end in "…" (a path segment can be any length; a payload cannot).
+MAX_ID_CHARS: Final = 255
+MAX_TEXT_CHARS: Final = 1024
+
+# An absolute file path of the server in an exception text ("File name too long:
+# '/var/lib/glance/images/…'"): the server's layout is none of the consumers' business.
+# Not a URL's path (preceded by a host name or "//") and at least two segments long.
+_SERVER_PATH: Final = re.compile(r"(?<![\w:/.~-])/(?:[^\s/'\"]+/)+[^\s'\"]*")
 
 
 def image_payload(image: Any, *, redact: Iterable[str] = ()) -> dict[str, Any]:
@@ -84,7 +99,7 @@ def send_payload(
 ) -> dict[str, Any]:
     """The image.send payload; the same dict is sent at INFO and at ERROR."""
     return {
-        "image_id": image_id,
+        "image_id": bounded(image_id, MAX_ID_CHARS),
         "owner_id": owner_id,
         "receiver_tenant_id": receiver_tenant_id,
         "receiver_user_id": receiver_user_id,
@@ -98,15 +113,36 @@ def error_payload(event_type: str, image_id: str | None, problem: str) -> str:
 
     It names the event, the image and what went wrong, e.g.
     ``"image.upload failed for image 5e1a…: 409 Conflict"``. Credentials in URLs of
-    *problem* (``swift://user:key@host``) are masked.
+    *problem* (``swift://user:key@host``) are masked, the server's file paths are
+    replaced by ``<path>``, and the id and the text are bounded (:data:`MAX_ID_CHARS`,
+    :data:`MAX_TEXT_CHARS`).
     """
-    subject = f"image {image_id}" if image_id else "an unidentified image"
-    return f"{event_type} failed for {subject}: {mask_credentials(problem)}"
+    subject = f"image {bounded(image_id, MAX_ID_CHARS)}" if image_id else "an unidentified image"
+    text = _SERVER_PATH.sub("<path>", mask_credentials(problem))
+    return f"{event_type} failed for {subject}: {bounded(text, MAX_TEXT_CHARS)}"
 
 
 def mask_credentials(text: str) -> str:
     """*text* with the ``user:password@`` of every URL in it replaced by ``***@``."""
-    return _USERINFO.sub(r"\1***@", text)
+    return _USERINFO.sub(r"\1***@", text) if "://" in text else text
+
+
+def bounded(text: str | None, limit: int) -> str | None:
+    """*text* cut to *limit* characters, ending in "…" when cut."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"
+
+
+def masked_strings(value: Any) -> Any:
+    """JSON data with :func:`mask_credentials` applied to every string in it (a copy)."""
+    if isinstance(value, str):
+        return mask_credentials(value)
+    if isinstance(value, list):
+        return [masked_strings(item) for item in value]
+    if isinstance(value, dict):
+        return type(value)((key, masked_strings(item)) for key, item in value.items())
+    return value
 
 
 def image_id_of(image: Any) -> str | None:
@@ -172,13 +208,51 @@ def jsonable(value: Any, without: Collection[str] = frozenset()) -> Any:
     and tuples become lists; dataclasses and objects with ``to_dict()``/``as_dict()``
     become dicts. Anything else is replaced by its ``repr`` and logged once per type.
     Mapping keys in *without* (compared in lower case) are dropped at any depth.
+    Non-finite floats become their name (``"nan"``, ``"inf"``). Structures nested
+    deeper than 32 levels are cut there, and a mapping so cut is marked
+    ``"truncated": true``.
     """
-    return _convert(value, 0, frozenset(without))
+    hidden = frozenset(without)
+    try:
+        return _convert(value, 0, hidden)
+    except (_TooDeep, RecursionError):
+        return _cut_deep(value, hidden)
 
 
 _MAX_DEPTH: Final = 32
+#: What stands where a payload was nested too deeply.
+CUT_MARKER: Final = "<cut: nested too deeply>"
+
+
+class _TooDeep(Exception):
+    """Raised by the fast conversion pass; :func:`_cut_deep` then cuts and marks."""
+
+
+def _cut_deep(value: Any, without: frozenset[str]) -> Any:
+    """The slow path for a payload nested too deeply: cut at the limit, mark, convert."""
+    try:
+        result = _convert(_pruned(value, 0), 0, without)
+    except (_TooDeep, RecursionError):  # an object whose to_dict() nests on and on
+        return CUT_MARKER
+    if isinstance(result, dict):
+        result["truncated"] = True
+    return result
+
+
+def _pruned(value: Any, depth: int) -> Any:
+    if depth >= _MAX_DEPTH:
+        return CUT_MARKER if isinstance(value, (Mapping, list, tuple, set, frozenset)) else value
+    if isinstance(value, Mapping):
+        return {key: _pruned(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_pruned(item, depth + 1) for item in value]
+    return value
+
+
 _reported_types: set[type] = set()
-_PLAIN: Final = frozenset({str, int, bool, type(None)})
+# Values taken as they are. A str is taken as it is unless it holds a URL ("://"),
+# whose user:password@ is masked (a store URL in an image property).
+_PLAIN: Final = frozenset({int, bool, type(None)})
 
 
 def _convert(value: Any, depth: int, without: frozenset[str]) -> Any:
@@ -186,15 +260,20 @@ def _convert(value: Any, depth: int, without: frozenset[str]) -> Any:
     kind = type(value)
     if kind in _PLAIN:
         return value
+    if kind is str:
+        return mask_credentials(value)
     if kind is JSONSafe:
-        return _redact_json(value, without)
+        return _redact_json(value, without, depth)
     if depth > _MAX_DEPTH:
-        return _unserialisable(value, "nested too deeply")
+        raise _TooDeep
     if kind is dict or isinstance(value, Mapping):
         return _convert_mapping(value, depth, without)
     if kind is list or isinstance(value, (list, tuple, set, frozenset)):
         return [
-            item if type(item) in _PLAIN else _convert(item, depth + 1, without) for item in value
+            item
+            if type(item) in _PLAIN or (type(item) is str and "://" not in item)
+            else _convert(item, depth + 1, without)
+            for item in value
         ]
     if isinstance(value, (bool, int, str)):  # subclasses (IntEnum members are enums, below)
         return (
@@ -213,7 +292,9 @@ def _convert_mapping(
 ) -> dict[str, Any]:
     result = {
         (key if type(key) is str else _key(key)): (
-            item if type(item) in _PLAIN else _convert(item, depth + 1, without)
+            item
+            if type(item) in _PLAIN or (type(item) is str and "://" not in item)
+            else _convert(item, depth + 1, without)
         )
         for key, item in value.items()
     }
@@ -224,12 +305,14 @@ def _convert_mapping(
     return result
 
 
-def _redact_json(value: Any, without: frozenset[str]) -> Any:
+def _redact_json(value: Any, without: frozenset[str], depth: int = 0) -> Any:
     """*value* (JSON data) without the keys in *without*; unchanged parts are shared."""
+    if depth > _MAX_DEPTH:
+        raise _TooDeep
     if isinstance(value, list):
         if _SCALARS.issuperset(map(type, value)):
             return value  # a list of scalars (tags): nothing to look into
-        items = [_redact_json(item, without) for item in value]
+        items = [_redact_json(item, without, depth + 1) for item in value]
         return value if all(map(operator.is_, items, value)) else items
     if not isinstance(value, dict) or not without:
         return value
@@ -238,7 +321,7 @@ def _redact_json(value: Any, without: frozenset[str]) -> Any:
         result = {key: item for key, item in value.items() if key.lower() not in without}
     for key, item in result.items():
         if item and type(item) not in _SCALARS:  # an empty one has nothing to hide
-            stripped = _redact_json(item, without)
+            stripped = _redact_json(item, without, depth + 1)
             if stripped is not item:
                 if result is value:
                     result = dict(value)
