@@ -1,0 +1,60 @@
+"""The application ``bench_load.py`` serves: the example image API, bare or filtered.
+
+Configured by the environment so the same module runs under waitress and gunicorn:
+
+* ``LOAD_MODE``: ``bare`` (no filter) or ``filter``;
+* ``LOAD_DATA``: the image API's data directory;
+* ``INSTRUMENT_*``: the filter's options (``INSTRUMENT_STRATEGY=rabbit`` ...).
+
+``GET /_load/counts`` answers how many requests and internal metadata subrequests the
+application saw, so the benchmark can print subrequests per request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from examples.image_api import ImageAPI
+from instrument._subrequest import SUBREQUEST_KEY
+from instrument.config import Settings
+from instrument.middleware import NotificationMiddleware
+
+
+class Counted:
+    """The image API, counting what reaches it (the kit's subrequests apart)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.counts = {"requests": 0, "subrequests": 0}
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        kind = "subrequests" if environ.get(SUBREQUEST_KEY) else "requests"
+        with self._lock:
+            self.counts[kind] += 1
+        return self.app(environ, start_response)
+
+
+def build() -> Any:
+    api = Counted(ImageAPI(os.environ.get("LOAD_DATA") or None))
+    served = api if os.environ.get("LOAD_MODE", "bare") == "bare" else None
+    if served is None:
+        served = NotificationMiddleware.from_settings(api, Settings.load())
+
+    def application(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == "/_load/counts":
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [json.dumps(api.counts).encode()]
+        return served(environ, start_response)
+
+    return application
+
+
+app = build()
