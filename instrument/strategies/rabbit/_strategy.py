@@ -25,12 +25,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from ..delivery import DELIVERY_OPTIONS, Publisher, retry_options
-from ..exceptions import ConfigError
-from ..options import Option, boolean, choice, integer, number, string
-from ._broker_common import parse_options
-from ._broker_strategy import BrokerStrategy
-from ._rabbit_config import ENVELOPES, RabbitTarget, host_url, split_transport_url, url_secrets
+from ...delivery import DELIVERY_OPTIONS, Publisher, retry_options
+from ...exceptions import ConfigError
+from ...options import Option, boolean, choice, integer, number, string
+from .._broker import parse_options
+from .._broker_strategy import BrokerStrategy
+from ._config import ENVELOPES, RabbitTarget, host_url, split_transport_url, url_secrets
 
 if TYPE_CHECKING:
     pass
@@ -105,12 +105,12 @@ class RabbitStrategy(BrokerStrategy):
         }
 
     def new_publisher(self) -> Publisher:
-        from ._rabbit_publisher import RabbitPublisher
+        from ._publisher import RabbitPublisher
 
         return RabbitPublisher(self.target)
 
     def check_publisher(self, timeout: float) -> Publisher:
-        from ._rabbit_publisher import RabbitPublisher
+        from ._publisher import RabbitPublisher
 
         return RabbitPublisher(_with_timeout(self.target, timeout))
 

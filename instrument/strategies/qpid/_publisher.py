@@ -46,11 +46,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from ..events import Notification
-from ..exceptions import DeliveryError, StrategyError
-from ._amqp1_message import encode_message
-from ._qpid_config import Broker, QpidTarget
-from ._qpid_declare import declare_on_rabbitmq
+from ...events import Notification
+from ...exceptions import DeliveryError, StrategyError
+from ._config import Broker, QpidTarget
+from ._declare import declare_on_rabbitmq
+from ._message import encode_message
 
 __all__ = ["QpidPublisher", "explain"]
 

@@ -23,8 +23,8 @@ import json
 from typing import Final
 from urllib.parse import quote, unquote, urlsplit
 
-from ..events import Notification
-from ._broker_common import kombu_ssl_options, mask_url, scrub
+from ...events import Notification
+from .._broker import kombu_ssl_options, mask_url, scrub
 
 __all__ = ["ENVELOPES", "RabbitTarget", "mask_url", "split_transport_url"]
 

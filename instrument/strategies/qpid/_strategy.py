@@ -39,11 +39,11 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from ..delivery import DELIVERY_OPTIONS, Publisher
-from ..options import Option, boolean, choice, integer, number, string
-from ._broker_common import parse_options
-from ._broker_strategy import BrokerStrategy
-from ._qpid_config import BROKERS, QpidTarget, check_template, parse_brokers, retry_schedule
+from ...delivery import DELIVERY_OPTIONS, Publisher
+from ...options import Option, boolean, choice, integer, number, string
+from .._broker import parse_options
+from .._broker_strategy import BrokerStrategy
+from ._config import BROKERS, QpidTarget, check_template, parse_brokers, retry_schedule
 
 if TYPE_CHECKING:
     pass
@@ -160,13 +160,13 @@ class QpidStrategy(BrokerStrategy):
         return retry_schedule(self.config)
 
     def new_publisher(self) -> Publisher:
-        from ._qpid_publisher import QpidPublisher
+        from ._publisher import QpidPublisher
 
         _register_exit_hook()
         return QpidPublisher(self.target)
 
     def check_publisher(self, timeout: float) -> Publisher:
-        from ._qpid_publisher import QpidPublisher
+        from ._publisher import QpidPublisher
 
         per_broker = max(0.1, min(self.target.connect_timeout, timeout / len(self.target.brokers)))
         return QpidPublisher(

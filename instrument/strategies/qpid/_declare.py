@@ -23,9 +23,9 @@ import logging
 from typing import Any, Final
 from urllib.parse import quote
 
-from ..exceptions import StrategyError
-from ._broker_common import declare_glance, kombu_ssl_options
-from ._qpid_config import Broker, QpidTarget
+from ...exceptions import StrategyError
+from .._broker import declare_glance, kombu_ssl_options
+from ._config import Broker, QpidTarget
 
 __all__ = ["declare_on_rabbitmq"]
 

@@ -38,8 +38,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
-from ..exceptions import ConfigError
-from ._broker_common import MASK, PRIORITY_KEYS, mask_url, scrub
+from ...exceptions import ConfigError
+from .._broker import MASK, PRIORITY_KEYS, mask_url, scrub
 
 __all__ = ["BROKERS", "PRESETS", "Broker", "QpidTarget", "parse_brokers", "retry_schedule"]
 

@@ -55,10 +55,10 @@ from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from ..events import Notification
-from ..exceptions import DeliveryError, StrategyError
-from ._broker_common import declare_glance, mask_url
-from ._rabbit_config import RabbitTarget
+from ...events import Notification
+from ...exceptions import DeliveryError, StrategyError
+from .._broker import declare_glance, mask_url
+from ._config import RabbitTarget
 
 __all__ = ["RabbitPublisher", "explain", "publish_frames"]
 
