@@ -387,7 +387,7 @@ def test_a_nack_fails_the_batch_even_when_later_messages_were_acked_first(
 
 
 def test_publish_frames_never_exceed_frame_max() -> None:
-    from instrument.strategies.rabbit._publisher import publish_frames
+    from instrument.strategies.rabbit._frames import publish_frames
 
     body = b"x" * 20_000
     data = publish_frames(1, "glance", "notifications.info", body, "id", 1, 4096)
@@ -408,8 +408,9 @@ def test_without_py_amqp_internals_it_falls_back_to_basic_publish(
 ) -> None:
     from instrument.strategies.rabbit import _publisher as _rabbit_publisher
 
-    monkeypatch.setattr(_rabbit_publisher, "_RAW_NEEDS", ("transport.write", "no_such_internal"))
-    monkeypatch.setattr(_rabbit_publisher, "_fallback_logged", [])
+    needs = ("frame_writer.write", "no_such_internal")
+    monkeypatch.setattr(_rabbit_publisher, "_BATCH_NEEDS", needs)
+    monkeypatch.setattr(_rabbit_publisher._warn_fallback, "done", False)
     topic = names["rabbit_notification_topic"]
     big = Notification.create("image.update", "WARN", {"properties": "x" * 300_000})
     sent = [*notes(3), big]

@@ -1,6 +1,6 @@
 """The proton side of the qpid strategy: connect, attach, send a batch with credit, settle.
 
-Imported only by :mod:`instrument.strategies.qpid` inside its methods, so that
+Imported only by the strategy inside its methods, so that
 ``import instrument.strategies.qpid`` works without proton.
 
 Decisions:
@@ -26,12 +26,12 @@ Decisions:
   handshake timed out against a broker that accepts and never answers (no heartbeat
   ends it: ``check()`` uses none). :class:`_Connection` closes the transport itself
   after a bounded wait for the broker's close, also when the constructor gives up.
-* **Failover by hand**, as for rabbit: ``connect()`` tries every broker once, starting
-  with the one that worked last, and says for each why it failed.
+* **Failover by hand** (:func:`.._broker.failover`, as for rabbit): every broker once,
+  starting with the one that worked last, and for each why it failed.
 * **Message**: the JSON envelope as bytes in a Data section, so AMQP 0-9-1 consumers
   of RabbitMQ get plain JSON; content type ``application/json``; ``durable``; ``id`` =
   the notification's ``message_id``; subject = routing key. Encoded by
-  :mod:`._amqp1_message` (the same bytes as proton's ``Message``, without its six
+  :mod:`._message` (the same bytes as proton's ``Message``, without its six
   encoding attempts per message), then sent as a delivery on the link.
 """
 
@@ -48,6 +48,7 @@ from typing import Any, Final
 
 from ...events import Notification
 from ...exceptions import DeliveryError, StrategyError
+from .._broker import failover
 from ._config import Broker, QpidTarget
 from ._declare import declare_on_rabbitmq
 from ._message import encode_message
@@ -126,19 +127,9 @@ class QpidPublisher:
     # ------------------------------------------------------------ Publisher
 
     def connect(self) -> None:
-        reasons = []
-        brokers = self.target.brokers
-        for step in range(len(brokers)):
-            index = (self._index + step) % len(brokers)
-            try:
-                self._open(brokers[index])
-            except Exception as exc:
-                self.close()
-                reasons.append(f"{brokers[index].masked}: {explain(exc, self.target)}")
-                continue
-            self._index = index
-            return
-        raise StrategyError("; ".join(reasons))
+        self._index = failover(
+            self.target.brokers, self._index, self._open, self._reason, self.close
+        )
 
     def publish_batch(self, batch: Sequence[Notification]) -> None:
         pending: collections.deque[Any] = collections.deque()
@@ -199,6 +190,9 @@ class QpidPublisher:
         if self.target.declare and self.target.is_rabbitmq(self.product):
             declare_on_rabbitmq(self.target, broker)
         self._attach(self.target.addresses(self.product))
+
+    def _reason(self, broker: Broker, exc: Exception) -> str:
+        return f"{broker.masked}: {explain(exc, self.target)}"
 
     def _attach(self, addresses: dict[str, str]) -> None:
         links = {

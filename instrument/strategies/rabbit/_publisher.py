@@ -1,14 +1,13 @@
 """The kombu side of the rabbit strategy: connect, declare, publish a batch, confirm.
 
-Imported only by :mod:`instrument.strategies.rabbit` inside its methods, so that
+Imported only by the strategy inside its methods, so that
 ``import instrument.strategies.rabbit`` works without kombu.
 
 Decisions:
 
-* **One kombu Connection per URL, failover by hand.** ``connect()`` tries the URLs in
-  order, starting with the one that worked last, each once with ``connect_timeout``,
-  and says for every host why it failed. kombu's own alternates would retry with its
-  own sleeps (``Connection.connect()`` sleeps 2 s after a refused connection).
+* **One kombu Connection per URL, failover by hand** (:func:`.._broker.failover`, as
+  for qpid): each URL once with ``connect_timeout``, starting with the one that worked
+  last, and for every host why it failed.
 * **Pipelined publisher confirms** on AMQP 0-9-1: the channel is put in confirm mode,
   the whole batch is written, then acks are drained until *every* delivery tag of the
   batch is confirmed: the outstanding tags are a set, an ack removes its tag (all tags
@@ -17,15 +16,15 @@ Decisions:
   round trip per batch instead of one per message (kombu's ``confirm_publish``). Any
   nack (single or ``multiple``) or a timeout fails the whole batch; the engine resends
   it (duplicates possible, never losses).
-* **The batch's frames are encoded here** (:func:`publish_frames`, ~3 us a message)
-  and written with one ``sendall``: py-amqp spends ~25 us and a syscall per message,
-  which capped a batch at py-amqp's speed. py-amqp still owns the connection: the
-  handshake, declarations, confirm mode, heartbeats and reading the acks. The raw path
-  uses py-amqp internals (``transport.write``, ``frame_max``, ``bytes_sent``); they
-  are checked at connect, and when one is missing the public ``basic_publish`` is
-  used instead (slower, same wire format), logged once. ``Channel.events`` (how acks
-  reach us on either path) is required: without it connect() fails and says so,
-  rather than publishing unconfirmed.
+* **A batch is encoded by pamqp and written at once** (:mod:`._frames`): py-amqp
+  spends ~10 us and a syscall per message, which capped a batch at py-amqp's speed.
+  py-amqp still owns the connection: the handshake, declarations, confirm mode,
+  heartbeats and reading the acks, and every frame goes through its transport under
+  one write lock. When the connection lacks what the batch path needs (our
+  :class:`._frames.FrameWriter` installed, ``frame_max``), or pamqp is not installed,
+  the public ``basic_publish`` is used instead (slower, same wire format), logged
+  once. ``Channel.events`` (how acks reach us on either path) is required: without it
+  connect() fails and says so, rather than publishing unconfirmed.
 * **Nothing waits forever on a broker that stops reading** (memory or disk alarm,
   half-open TCP): the socket gets a write timeout (``rabbit_confirm_timeout``) and a
   read timeout (``rabbit_connect_timeout``), and after a failed attempt the connection
@@ -37,9 +36,7 @@ Decisions:
   ``<topic>.info|warn|error`` bound with their own names as keys, so nothing is dropped
   before a consumer starts. Durability of all three follows ``rabbit_durable_queues``;
   messages are persistent (delivery mode 2) when it is set.
-* **Errors are explained**, not passed through (:func:`explain`): refused, timeout,
-  authentication, unknown vhost, TLS, and PRECONDITION_FAILED (what exists vs what we
-  declare). Passwords are scrubbed from every message.
+* **Errors are explained**, not passed through (:func:`._errors.explain`).
 """
 
 from __future__ import annotations
@@ -47,30 +44,41 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-import socket
-import ssl
-import struct
 import time
 from collections.abc import Sequence
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from ...events import Notification
 from ...exceptions import DeliveryError, StrategyError
-from .._broker import declare_glance, mask_url
+from .._broker import declare_glance, failover, mask_url, run_once
 from ._config import RabbitTarget
+from ._errors import explain
 
-__all__ = ["RabbitPublisher", "explain", "publish_frames"]
+try:
+    from ._frames import FrameWriter, publish_frames, refusal
+except ImportError as exc:  # pamqp is not installed: basic_publish (see _batch_possible)
+    _ENCODER_MISSING = f"pamqp ({exc})"
+else:
+    _ENCODER_MISSING = ""
+
+__all__ = ["RabbitPublisher"]
 
 log = logging.getLogger("instrument.strategies.rabbit")
 
-# kombu's and py-amqp's annotations are partial; we use them as untyped libraries.
+# kombu's annotations are partial; we use it as an untyped library.
 kombu: Any = importlib.import_module("kombu")
-amqp_errors: Any = importlib.import_module("amqp.exceptions")
 
-# py-amqp internals the raw-frame path needs (see the module docstring).
-_RAW_NEEDS: Final = ("transport.write", "frame_max", "bytes_sent")
-_fallback_logged: list[bool] = []
+# What the batch path needs of a py-amqp connection (see the module docstring).
+_BATCH_NEEDS: Final = ("frame_writer.write", "frame_max")
+
+
+@run_once
+def _warn_fallback(missing: str) -> None:
+    log.warning(
+        "rabbit: no batch writes, missing %s; publishing through basic_publish instead "
+        "(correct, slower)",
+        missing,
+    )
 
 
 class RabbitPublisher:
@@ -82,7 +90,7 @@ class RabbitPublisher:
         self._conn: Any = None
         self._channel: Any = None
         self._confirms = False
-        self._raw = False  # write frames ourselves (py-amqp internals present)
+        self._batched = False  # one write per batch (see _frames)
         self._published = 0  # delivery tag of the last message published on the channel
         self._outstanding: set[int] = set()  # delivery tags not confirmed yet
         self._nacked = False
@@ -90,26 +98,14 @@ class RabbitPublisher:
     # ------------------------------------------------------------ Publisher
 
     def connect(self) -> None:
-        reasons = []
-        urls = self.target.urls
-        for step in range(len(urls)):
-            index = (self._index + step) % len(urls)
-            try:
-                self._open(urls[index])
-            except Exception as exc:
-                self.close()
-                reasons.append(f"{mask_url(urls[index])}: {explain(exc, self.target, urls[index])}")
-                continue
-            self._index = index
-            return
-        raise StrategyError("; ".join(reasons))
+        self._index = failover(self.target.urls, self._index, self._open, self._reason, self.close)
 
     def publish_batch(self, batch: Sequence[Notification]) -> None:
         try:
             if self._confirms:
                 self._outstanding.clear()
                 self._nacked = False
-                if self._raw:
+                if self._batched:
                     self._publish_frames(batch)
                 else:
                     for notification in batch:
@@ -155,12 +151,7 @@ class RabbitPublisher:
             ssl=target.ssl_options(url),
             heartbeat=target.heartbeat,
             connect_timeout=target.connect_timeout,
-            transport_options={
-                "confirm_publish": False,
-                # socket-level (SO_RCVTIMEO/SO_SNDTIMEO): blocking reads and writes end
-                "read_timeout": target.connect_timeout,
-                "write_timeout": target.confirm_timeout,
-            },
+            transport_options=_transport_options(target),
         )
         self._conn = conn
         conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
@@ -176,10 +167,13 @@ class RabbitPublisher:
                     "this py-amqp has no Channel.events: publisher confirms cannot be read "
                     "(install the py-amqp version kombu requires)"
                 )
-            self._raw = _raw_possible(conn.connection)
+            self._batched = _batch_possible(conn.connection, target)
             self._channel.events["basic_ack"].add(self._on_ack)
             self._channel.events["basic_nack"].add(self._on_nack)
         declare_glance(kombu, self._channel, target.exchange, target.topic, target.durable)
+
+    def _reason(self, url: str, exc: Exception) -> str:
+        return f"{mask_url(url)}: {explain(exc, self.target, url)}"
 
     def _publish(self, notification: Notification) -> None:
         target = self.target
@@ -199,13 +193,7 @@ class RabbitPublisher:
             self._outstanding.add(self._published)
 
     def _publish_frames(self, batch: Sequence[Notification]) -> None:
-        """Encode the batch's AMQP frames ourselves and write them with one ``sendall``.
-
-        py-amqp builds each message in ~25 us of Python and writes it with its own
-        syscall (one TCP packet each, TCP_NODELAY); this is most of the cost of a
-        batch. The frames of ``basic.publish`` are fixed by AMQP 0-9-1, see
-        :func:`publish_frames`; acks are still read by py-amqp on the same connection.
-        """
+        """Encode the batch with pamqp and write it in one piece (see :mod:`._frames`)."""
         amqp_conn = self._conn.connection
         channel_id = self._channel.channel_id
         target = self.target
@@ -225,8 +213,7 @@ class RabbitPublisher:
         first = self._published + 1
         self._published += len(batch)
         self._outstanding.update(range(first, self._published + 1))
-        amqp_conn.transport.write(b"".join(frames))
-        amqp_conn.bytes_sent += 1  # heartbeat_check() must see that we talked
+        amqp_conn.frame_writer.write(b"".join(frames))
 
     def _wait_confirms(self) -> None:
         """Drain until every delivery tag of the batch is acked; raise on any nack."""
@@ -255,18 +242,28 @@ class RabbitPublisher:
         self._nacked = True
 
 
-def _raw_possible(amqp_conn: Any) -> bool:
-    """Whether py-amqp still has the internals :meth:`_publish_frames` writes through."""
-    missing = [name for name in _RAW_NEEDS if _lookup(amqp_conn, name) is None]
-    if not missing:
-        return True
-    if not _fallback_logged:
-        _fallback_logged.append(True)
-        log.warning(
-            "rabbit: py-amqp lacks %s; publishing through basic_publish instead (correct, slower)",
-            ", ".join(missing),
-        )
-    return False
+def _transport_options(target: RabbitTarget) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "confirm_publish": False,
+        # socket-level (SO_RCVTIMEO/SO_SNDTIMEO): blocking reads and writes end
+        "read_timeout": target.connect_timeout,
+        "write_timeout": target.confirm_timeout,
+    }
+    if not _ENCODER_MISSING:
+        options["frame_writer"] = FrameWriter  # py-amqp's, behind the lock we write under
+    return options
+
+
+def _batch_possible(amqp_conn: Any, target: RabbitTarget) -> bool:
+    """Whether the connection has what :meth:`RabbitPublisher._publish_frames` needs."""
+    missing = [name for name in _BATCH_NEEDS if _lookup(amqp_conn, name) is None]
+    if _ENCODER_MISSING:
+        missing.append(_ENCODER_MISSING)
+    elif reason := refusal(target.exchange, f"{target.topic}.info"):
+        missing.append(reason)
+    if missing:
+        _warn_fallback(", ".join(missing))
+    return not missing
 
 
 def _lookup(obj: Any, dotted: str) -> Any:
@@ -275,105 +272,3 @@ def _lookup(obj: Any, dotted: str) -> Any:
         if obj is None:
             return None
     return obj
-
-
-_PUBLISH_METHOD: Final = struct.pack(">HHH", 60, 40, 0)  # basic.publish, reserved-1
-_PROPERTY_FLAGS: Final = 0x8000 | 0x4000 | 0x1000 | 0x0080  # type, encoding, mode, id
-_CONTENT_TYPE: Final = b"\x10application/json\x05utf-8"
-_FRAME_END: Final = b"\xce"
-
-
-def _shortstr(text: str) -> bytes:
-    data = text.encode("utf-8")
-    if len(data) > 255:
-        raise ValueError(f"AMQP short string longer than 255 bytes: {text[:40]!r}...")
-    return bytes((len(data),)) + data
-
-
-def _frame(kind: int, channel: int, payload: bytes) -> bytes:
-    return struct.pack(">BHI", kind, channel, len(payload)) + payload + _FRAME_END
-
-
-def publish_frames(
-    channel: int,
-    exchange: str,
-    routing_key: str,
-    body: bytes,
-    message_id: str,
-    delivery_mode: int,
-    frame_max: int,
-) -> bytes:
-    """The three (or more) frames of one ``basic.publish`` (AMQP 0-9-1, 4.2.3 and 4.2.6).
-
-    Method (exchange, routing key, not mandatory, not immediate), content header with
-    content type, content encoding, delivery mode and message id, then the body cut
-    into frames of at most ``frame_max - 8`` bytes.
-    """
-    method = _PUBLISH_METHOD + _shortstr(exchange) + _shortstr(routing_key) + b"\x00"
-    header = (
-        struct.pack(">HHQH", 60, 0, len(body), _PROPERTY_FLAGS)
-        + _CONTENT_TYPE
-        + bytes((delivery_mode,))
-        + _shortstr(message_id)
-    )
-    parts = [_frame(1, channel, method), _frame(2, channel, header)]
-    chunk = frame_max - 8 if frame_max else len(body) or 1
-    parts.extend(_frame(3, channel, body[i : i + chunk]) for i in range(0, len(body), chunk))
-    return b"".join(parts)
-
-
-def explain(exc: BaseException, target: RabbitTarget, url: str) -> str:
-    """Say what is wrong, for an operator, with no password in it."""
-    return target.scrub(_explain(exc, target, url))
-
-
-def _explain(exc: BaseException, target: RabbitTarget, url: str) -> str:
-    parts = urlsplit(url)
-    where = f"{parts.hostname}:{parts.port or ''}".rstrip(":")
-    if isinstance(exc, amqp_errors.PreconditionFailed):
-        return _precondition(exc, target)
-    if isinstance(exc, amqp_errors.AccessRefused):
-        if getattr(exc, "method_sig", None) == (0, 0) or "Login was refused" in str(exc):
-            user = parts.username or target.userid
-            return f"authentication failed for user {user!r} (check the user id and password)"
-        return f"access refused: {getattr(exc, 'reply_text', exc)}"
-    if isinstance(exc, amqp_errors.NotAllowed):
-        vhost = target.vhost_of(url)
-        return (
-            f"virtual host {vhost!r} does not exist or the user may not use it "
-            f"({getattr(exc, 'reply_text', exc)})"
-        )
-    if isinstance(exc, ConnectionRefusedError):
-        return f"connection refused by {where} (is RabbitMQ running and listening there?)"
-    if isinstance(exc, ssl.SSLError):
-        return (
-            f"TLS handshake with {where} failed: {exc.reason or exc} (check the CA/cert/key files)"
-        )
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve host {parts.hostname!r}: {exc.strerror}"
-    if isinstance(exc, BlockingIOError):  # SO_SNDTIMEO/SO_RCVTIMEO of a blocking socket
-        return (
-            f"{where} stopped reading or answering (socket timeout; a memory or disk alarm "
-            f"blocks publishers, or the connection is half-open): {exc}"
-        )
-    if isinstance(exc, TimeoutError):
-        return f"timed out after {target.connect_timeout:g} s talking to {where}"
-    if isinstance(exc, OSError) and "unexpectedly closed" in str(exc) and parts.port:
-        return f"{where} closed the connection during the handshake ({exc}); TLS port without TLS?"
-    if isinstance(exc, amqp_errors.AMQPError):
-        return f"broker error {getattr(exc, 'reply_code', '')}: {getattr(exc, 'reply_text', exc)}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _precondition(exc: BaseException, target: RabbitTarget) -> str:
-    text = str(getattr(exc, "reply_text", exc))
-    if "durable" not in text:
-        return f"PRECONDITION_FAILED: {text}"
-    wanted = "durable" if target.durable else "transient"
-    other = "transient" if target.durable else "durable"
-    flag = "false" if target.durable else "true"
-    return (
-        f"PRECONDITION_FAILED: an exchange or queue we declare {wanted} already exists "
-        f"{other} on the broker ({text}). Either delete it (rabbitmqctl delete_queue / "
-        f"delete_exchange) or set rabbit_durable_queues = {flag} to match it."
-    )
