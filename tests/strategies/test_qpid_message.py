@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from instrument.strategies._amqp1_message import encode_message
+from instrument.strategies.qpid._message import encode_message
 
 proton = pytest.importorskip("proton")
 

@@ -10,13 +10,13 @@ Wire format: the JSON envelope (bytes in a Data section, content type
 ``qpid_notification_exchange`` (``glance``) with the routing key
 ``<qpid_notification_topic>.<priority lowercased>`` (``notifications.info``) as the
 subject. The target address comes from ``qpid_address`` or the ``qpid_broker`` preset
-(see :mod:`._qpid_config`); by default (``auto``) RabbitMQ gets
+(see :mod:`._config`); by default (``auto``) RabbitMQ gets
 ``/exchange/glance`` and other brokers ``glance``.
 
 Who makes the exchange exist: on RabbitMQ (whose AMQP 1.0 plugin cannot declare
 exchanges) the strategy declares the topic exchange and Glance's queues
 ``notifications.info|warn|error`` over an AMQP 0-9-1 side connection with kombu when
-kombu is installed (``qpid_declare``, see :mod:`._qpid_declare`), so a kombu or
+kombu is installed (``qpid_declare``, see :mod:`._declare`), so a kombu or
 oslo.messaging consumer bound to ``glance``/``notifications.info`` gets every
 notification, also those sent before it started. Without kombu, or with
 ``qpid_declare = false``, the exchange must exist; when it does not the broker's
@@ -34,27 +34,21 @@ reaches ``repr``, logs or errors.
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import Any, ClassVar, Final
 
-from ..delivery import DELIVERY_OPTIONS, Publisher
-from ..options import Option, boolean, choice, integer, number, string
-from ._broker_common import parse_options
-from ._broker_strategy import BrokerStrategy
-from ._qpid_config import BROKERS, QpidTarget, check_template, parse_brokers, retry_schedule
-
-if TYPE_CHECKING:
-    pass
+from ...delivery import DELIVERY_OPTIONS, Publisher
+from ...options import Option, boolean, choice, integer, number, string
+from .._broker import option_maker, run_once, timeout_options
+from .._broker_strategy import BrokerStrategy, Client
+from ._config import BROKERS, QpidTarget, check_template, qpid_target, retry_schedule
 
 __all__ = ["QPID_OPTIONS", "QpidStrategy"]
 
 log = logging.getLogger("instrument.strategies.qpid")
 
-
-def _opt(name: str, default: Any, help: str, parse: Any = string, **kw: Any) -> Option:
-    return Option(name, default, f"qpid strategy: {help}", parse, **kw)
+_opt = option_maker("qpid")
 
 
 def _template(name: str, value: Any) -> str:
@@ -118,8 +112,7 @@ QPID_OPTIONS: Final = (
         boolean,
     ),
     _opt("qpid_durable_queues", False, "declare them durable (must match what exists).", boolean),
-    _opt("qpid_connect_timeout", 5.0, "seconds per connection attempt.", number(0.1)),
-    _opt("qpid_settle_timeout", 15.0, "seconds to wait for a batch's settlement.", number(0.1)),
+    *timeout_options(_opt, "qpid", "settle", "settlement"),
     _opt(
         "qpid_transport_url",
         None,
@@ -142,36 +135,24 @@ class QpidStrategy(BrokerStrategy):
 
     name: ClassVar[str] = "qpid"
     options: ClassVar[tuple[Option, ...]] = _OPTIONS
-    asynchronous: ClassVar[bool] = True
 
-    client = "proton"
-    package = "python-qpid-proton"
-    extra = "qpid"
+    client = Client("proton", "python-qpid-proton", "qpid")
 
-    def __init__(self, **values: Any) -> None:
-        super().__init__(**values)
+    def _start(self, config: dict[str, Any]) -> None:
+        super()._start(config)
         _strategies.add(self)
 
-    def configure(self, values: Mapping[str, Any]) -> None:
-        self.config = _parse(values)
-        self.target = _target(self.config)
+    def make_target(self, config: Mapping[str, Any]) -> QpidTarget:
+        return qpid_target(config)
 
     def retry_settings(self) -> dict[str, Any]:
         return retry_schedule(self.config)
 
-    def new_publisher(self) -> Publisher:
-        from ._qpid_publisher import QpidPublisher
+    def publisher(self, target: QpidTarget) -> Publisher:
+        from ._publisher import QpidPublisher
 
         _register_exit_hook()
-        return QpidPublisher(self.target)
-
-    def check_publisher(self, timeout: float) -> Publisher:
-        from ._qpid_publisher import QpidPublisher
-
-        per_broker = max(0.1, min(self.target.connect_timeout, timeout / len(self.target.brokers)))
-        return QpidPublisher(
-            dataclasses.replace(self.target, connect_timeout=per_broker, heartbeat=0.0)
-        )
+        return QpidPublisher(target)
 
     def close(self) -> None:
         _strategies.discard(self)
@@ -181,36 +162,12 @@ class QpidStrategy(BrokerStrategy):
         return f"<QpidStrategy {self.target.masked_urls} exchange={self.target.exchange!r}>"
 
 
-def _parse(values: Mapping[str, Any]) -> dict[str, Any]:
-    return parse_options(_OPTIONS, values, "QpidStrategy")
-
-
-def _target(config: Mapping[str, Any]) -> QpidTarget:
-    return QpidTarget(
-        brokers=parse_brokers(config),
-        sasl_mechanisms=config["qpid_sasl_mechanisms"],
-        exchange=config["qpid_notification_exchange"],
-        topic=config["qpid_notification_topic"],
-        broker_kind=config["qpid_broker"],
-        address=config["qpid_address"],
-        declare=config["qpid_declare"],
-        durable_queues=config["qpid_durable_queues"],
-        heartbeat=config["qpid_heartbeat"],
-        connect_timeout=config["qpid_connect_timeout"],
-        settle_timeout=config["qpid_settle_timeout"],
-        ssl_ca_file=config["qpid_ssl_ca_file"],
-        ssl_cert_file=config["qpid_ssl_cert_file"],
-        ssl_key_file=config["qpid_ssl_key_file"],
-        ssl_server_name=config["qpid_ssl_server_name"],
-    )
-
-
 # Held strongly until closed, as the engines are: one dropped without close() must still
 # be closed by _close_all_at_exit, before proton's own exit hook.
 _strategies: set[QpidStrategy] = set()
-_exit_hook: list[bool] = []
 
 
+@run_once
 def _register_exit_hook() -> None:
     """Close our strategies at exit *before* proton's bindings drop their handles.
 
@@ -220,9 +177,7 @@ def _register_exit_hook() -> None:
     import runs first. (The engine's own exit hook was registered earlier, so it runs
     too late for proton.)
     """
-    if not _exit_hook:
-        _exit_hook.append(True)
-        atexit.register(_close_all_at_exit)
+    atexit.register(_close_all_at_exit)
 
 
 def _close_all_at_exit() -> None:

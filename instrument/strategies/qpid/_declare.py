@@ -23,15 +23,23 @@ import logging
 from typing import Any, Final
 from urllib.parse import quote
 
-from ..exceptions import StrategyError
-from ._broker_common import declare_glance, kombu_ssl_options
-from ._qpid_config import Broker, QpidTarget
+from ...exceptions import StrategyError
+from .._broker import declare_glance, durability_mismatch, kombu_ssl_options, run_once
+from ._config import Broker, QpidTarget
 
 __all__ = ["declare_on_rabbitmq"]
 
 log = logging.getLogger("instrument.strategies.qpid")
-_warned: list[bool] = []
 _DEFAULT_USER: Final = "guest"
+
+
+@run_once
+def _warn_no_kombu(exchange: str) -> None:
+    log.warning(
+        "qpid: kombu is not installed, so exchange %r is not declared on RabbitMQ; "
+        "it (and queues bound to it) must exist (pip install 'instrument[rabbit]')",
+        exchange,
+    )
 
 
 def declare_on_rabbitmq(target: QpidTarget, broker: Broker) -> None:
@@ -39,13 +47,7 @@ def declare_on_rabbitmq(target: QpidTarget, broker: Broker) -> None:
     try:
         kombu: Any = importlib.import_module("kombu")
     except ImportError:
-        if not _warned:
-            _warned.append(True)
-            log.warning(
-                "qpid: kombu is not installed, so exchange %r is not declared on RabbitMQ; "
-                "it (and queues bound to it) must exist (pip install 'instrument[rabbit]')",
-                target.exchange,
-            )
+        _warn_no_kombu(target.exchange)
         return
     # Socket timeouts, and no close handshake: a silent broker must not hold the worker.
     conn = kombu.Connection(
@@ -88,9 +90,5 @@ def _explain(exc: BaseException, target: QpidTarget) -> str:
     text = str(getattr(exc, "reply_text", "") or exc)
     where = f"declaring exchange {target.exchange!r} and its queues over AMQP 0-9-1 failed"
     if "PRECONDITION_FAILED" in text or "inequivalent" in text:
-        flag = "false" if target.durable_queues else "true"
-        return (
-            f"{where}: they exist with another durability ({text}); delete them or set "
-            f"qpid_durable_queues = {flag}"
-        )
+        return f"{where}: {durability_mismatch(text, target.durable_queues, 'qpid_durable_queues')}"
     return f"{where}: {type(exc).__name__}: {text} (or set qpid_declare = false)"

@@ -28,7 +28,7 @@ Decisions:
 * Passwords never reach a URL that proton prints: they are passed separately, and
   :meth:`QpidTarget.scrub` removes them from any message, raw or percent-encoded (the
   declaration's kombu URL carries them encoded); URLs are masked by the same
-  :func:`._broker_common.mask_url` as rabbit's.
+  :func:`.._broker.mask_url` as rabbit's.
 """
 
 from __future__ import annotations
@@ -38,10 +38,18 @@ from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
-from ..exceptions import ConfigError
-from ._broker_common import MASK, PRIORITY_KEYS, mask_url, scrub
+from ...exceptions import ConfigError
+from .._broker import MASK, PRIORITY_KEYS, mask_url, scrub, split_transport_url
 
-__all__ = ["BROKERS", "PRESETS", "Broker", "QpidTarget", "parse_brokers", "retry_schedule"]
+__all__ = [
+    "BROKERS",
+    "PRESETS",
+    "Broker",
+    "QpidTarget",
+    "parse_brokers",
+    "qpid_target",
+    "retry_schedule",
+]
 
 BROKERS: Final = ("auto", "rabbitmq", "qpid")
 PRESETS: Final = {"rabbitmq": "/exchange/{exchange}", "qpid": "{exchange}"}
@@ -124,6 +132,31 @@ class QpidTarget:
     def masked_urls(self) -> str:
         return ";".join(broker.masked for broker in self.brokers)
 
+    @property
+    def hosts(self) -> int:
+        return len(self.brokers)
+
+
+def qpid_target(config: Mapping[str, Any]) -> QpidTarget:
+    """The target of the qpid strategy's parsed options."""
+    return QpidTarget(
+        brokers=parse_brokers(config),
+        sasl_mechanisms=config["qpid_sasl_mechanisms"],
+        exchange=config["qpid_notification_exchange"],
+        topic=config["qpid_notification_topic"],
+        broker_kind=config["qpid_broker"],
+        address=config["qpid_address"],
+        declare=config["qpid_declare"],
+        durable_queues=config["qpid_durable_queues"],
+        heartbeat=config["qpid_heartbeat"],
+        connect_timeout=config["qpid_connect_timeout"],
+        settle_timeout=config["qpid_settle_timeout"],
+        ssl_ca_file=config["qpid_ssl_ca_file"],
+        ssl_cert_file=config["qpid_ssl_cert_file"],
+        ssl_key_file=config["qpid_ssl_key_file"],
+        ssl_server_name=config["qpid_ssl_server_name"],
+    )
+
 
 def check_template(template: str) -> str:
     """Validate an address template now, not at the first publish."""
@@ -148,7 +181,10 @@ def parse_brokers(config: Mapping[str, Any]) -> tuple[Broker, ...]:
         host, port = config["qpid_hostname"], config["qpid_port"]
         brokers: tuple[Broker, ...] = (Broker(host, port, force_tls, user, password),)
     else:
-        brokers = tuple(_from_url(piece, force_tls, user, password) for piece in _split(url))
+        brokers = tuple(
+            _from_url(piece, force_tls, user, password)
+            for piece in split_transport_url(url, hostless=False)
+        )
         if not brokers:
             raise ConfigError("qpid_transport_url", _MASK, "at least one amqp:// URL")
     tls_files = [config[f"qpid_ssl_{n}_file"] for n in ("ca", "cert", "key")]
@@ -159,15 +195,6 @@ def parse_brokers(config: Mapping[str, Any]) -> tuple[Broker, ...]:
             "ssl (or amqps:// URLs): TLS files are set, but no broker would be reached over TLS",
         )
     return brokers
-
-
-def _split(url: str) -> list[str]:
-    pieces = []
-    for piece in (p.strip() for p in url.split(";")):
-        scheme, sep, rest = piece.partition("://")
-        netloc, slash, path = rest.partition("/")
-        pieces += [f"{scheme}{sep}{host}{slash}{path}" for host in netloc.split(",") if host]
-    return pieces
 
 
 def _from_url(url: str, force_tls: bool, user: str, password: str) -> Broker:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.support.rabbitmq_fixtures"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FAST = {"rabbit_retry_backoff": 0.05, "rabbit_retry_max_backoff": 0.5, "close_timeout": 1.0}
 
 
@@ -387,7 +387,7 @@ def test_a_nack_fails_the_batch_even_when_later_messages_were_acked_first(
 
 
 def test_publish_frames_never_exceed_frame_max() -> None:
-    from instrument.strategies._rabbit_publisher import publish_frames
+    from instrument.strategies.rabbit._frames import publish_frames
 
     body = b"x" * 20_000
     data = publish_frames(1, "glance", "notifications.info", body, "id", 1, 4096)
@@ -406,10 +406,11 @@ def test_without_py_amqp_internals_it_falls_back_to_basic_publish(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from instrument.strategies import _rabbit_publisher
+    from instrument.strategies.rabbit import _publisher as _rabbit_publisher
 
-    monkeypatch.setattr(_rabbit_publisher, "_RAW_NEEDS", ("transport.write", "no_such_internal"))
-    monkeypatch.setattr(_rabbit_publisher, "_fallback_logged", [])
+    needs = ("frame_writer.write", "no_such_internal")
+    monkeypatch.setattr(_rabbit_publisher, "_BATCH_NEEDS", needs)
+    monkeypatch.setattr(_rabbit_publisher._warn_fallback, "done", False)
     topic = names["rabbit_notification_topic"]
     big = Notification.create("image.update", "WARN", {"properties": "x" * 300_000})
     sent = [*notes(3), big]
@@ -468,7 +469,7 @@ def test_a_broker_that_stops_reading_never_hangs_the_worker(
 
 
 def test_a_password_with_url_special_characters_never_leaks() -> None:
-    from instrument.strategies._broker_common import mask_url
+    from instrument.strategies._broker import mask_url
 
     password = "p@ss:w/rd%"
     with RabbitStrategy(rabbit_password=password, rabbit_host="h") as strategy:

@@ -35,7 +35,7 @@ kombu = pytest.importorskip("kombu")
 proton = pytest.importorskip("proton")
 proton_utils = pytest.importorskip("proton.utils")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FAST = {
     "qpid_reconnect_interval_min": 0.05,
     "qpid_reconnect_interval_max": 0.5,
@@ -480,7 +480,7 @@ def test_a_broker_gone_silent_never_hangs_the_worker_in_close(
 
 
 def test_a_password_with_url_special_characters_never_leaks() -> None:
-    from instrument.strategies._qpid_declare import _url
+    from instrument.strategies.qpid._declare import _url
 
     password = "p@ss:w/rd%"
     with QpidStrategy(qpid_transport_url="amqp://u@h1:5672", qpid_password=password) as strategy:

@@ -12,7 +12,7 @@ Decisions:
 
 * :meth:`emit` only enqueues into :class:`~instrument.delivery.Delivery`; the broker is
   reached by its worker, with publisher confirms, retries and the optional outbox.
-* kombu is imported inside methods (``_rabbit_publisher``), so this module imports
+* kombu is imported inside methods (``._publisher``), so this module imports
   without it; :meth:`from_settings` then says which extra to install.
 * :meth:`check` is the start-up check: it connects with a fresh connection, declares
   everything and raises :class:`~instrument.exceptions.StrategyError` with the reason
@@ -23,24 +23,17 @@ Decisions:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import Any, ClassVar, Final
 
-from ..delivery import DELIVERY_OPTIONS, Publisher, retry_options
-from ..exceptions import ConfigError
-from ..options import Option, boolean, choice, integer, number, string
-from ._broker_common import parse_options
-from ._broker_strategy import BrokerStrategy
-from ._rabbit_config import ENVELOPES, RabbitTarget, host_url, split_transport_url, url_secrets
-
-if TYPE_CHECKING:
-    pass
+from ...delivery import DELIVERY_OPTIONS, Publisher, retry_options
+from ...options import Option, boolean, choice, integer, number
+from .._broker import option_maker, timeout_options
+from .._broker_strategy import BrokerStrategy, Client
+from ._config import ENVELOPES, RabbitTarget, rabbit_target
 
 __all__ = ["RABBIT_OPTIONS", "RabbitStrategy"]
 
-
-def _opt(name: str, default: Any, help: str, parse: Any = string, **kw: Any) -> Option:
-    return Option(name, default, f"rabbit strategy: {help}", parse, **kw)
-
+_opt = option_maker("rabbit")
 
 RABBIT_OPTIONS: Final = (
     _opt("rabbit_host", "localhost", "the RabbitMQ host."),
@@ -61,8 +54,7 @@ RABBIT_OPTIONS: Final = (
         "durable exchange and queues, persistent messages (must match what exists).",
         boolean,
     ),
-    _opt("rabbit_connect_timeout", 5.0, "seconds per connection attempt.", number(0.1)),
-    _opt("rabbit_confirm_timeout", 15.0, "seconds to wait for a batch's confirms.", number(0.1)),
+    *timeout_options(_opt, "rabbit", "confirm", "confirms"),
     _opt(
         "transport_url",
         None,
@@ -87,15 +79,11 @@ class RabbitStrategy(BrokerStrategy):
 
     name: ClassVar[str] = "rabbit"
     options: ClassVar[tuple[Option, ...]] = _OPTIONS
-    asynchronous: ClassVar[bool] = True
 
-    client = "kombu"
-    package = "kombu"
-    extra = "rabbit"
+    client = Client("kombu", "kombu", "rabbit")
 
-    def configure(self, values: Mapping[str, Any]) -> None:
-        self.config = _parse(values)
-        self.target = _target(self.config)
+    def make_target(self, config: Mapping[str, Any]) -> RabbitTarget:
+        return rabbit_target(config)
 
     def retry_settings(self) -> dict[str, Any]:
         return {
@@ -104,60 +92,10 @@ class RabbitStrategy(BrokerStrategy):
             "retry_max_backoff": self.config["rabbit_retry_max_backoff"],
         }
 
-    def new_publisher(self) -> Publisher:
-        from ._rabbit_publisher import RabbitPublisher
+    def publisher(self, target: RabbitTarget) -> Publisher:
+        from ._publisher import RabbitPublisher
 
-        return RabbitPublisher(self.target)
-
-    def check_publisher(self, timeout: float) -> Publisher:
-        from ._rabbit_publisher import RabbitPublisher
-
-        return RabbitPublisher(_with_timeout(self.target, timeout))
+        return RabbitPublisher(target)
 
     def __repr__(self) -> str:
         return f"<RabbitStrategy {self.target.masked_urls} envelope={self.target.envelope}>"
-
-
-def _parse(values: Mapping[str, Any]) -> dict[str, Any]:
-    return parse_options(_OPTIONS, values, "RabbitStrategy")
-
-
-def _target(config: Mapping[str, Any]) -> RabbitTarget:
-    if config["transport_url"]:
-        urls = tuple(split_transport_url(config["transport_url"]))
-        if not urls:
-            raise ConfigError("transport_url", config["transport_url"], "at least one URL")
-    else:
-        urls = (
-            host_url(
-                host=config["rabbit_host"],
-                port=config["rabbit_port"],
-                userid=config["rabbit_userid"],
-                password=config["rabbit_password"],
-                virtual_host=config["rabbit_virtual_host"],
-                use_ssl=config["rabbit_use_ssl"],
-            ),
-        )
-    return RabbitTarget(
-        urls=urls,
-        userid=config["rabbit_userid"],
-        secrets=url_secrets(urls, config["rabbit_password"]),
-        exchange=config["rabbit_notification_exchange"],
-        topic=config["rabbit_notification_topic"],
-        durable=config["rabbit_durable_queues"],
-        envelope=config["envelope"],
-        heartbeat=config["rabbit_heartbeat"],
-        connect_timeout=config["rabbit_connect_timeout"],
-        confirm_timeout=config["rabbit_confirm_timeout"],
-        use_ssl=config["rabbit_use_ssl"],
-        ssl_ca_file=config["rabbit_ssl_ca_file"],
-        ssl_cert_file=config["rabbit_ssl_cert_file"],
-        ssl_key_file=config["rabbit_ssl_key_file"],
-    )
-
-
-def _with_timeout(target: RabbitTarget, timeout: float) -> RabbitTarget:
-    import dataclasses
-
-    per_host = max(0.1, min(target.connect_timeout, timeout / len(target.urls)))
-    return dataclasses.replace(target, connect_timeout=per_host, heartbeat=0.0)

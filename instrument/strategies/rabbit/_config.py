@@ -11,7 +11,7 @@ Decisions:
 * TLS is on for ``rabbit_use_ssl`` or an ``amqps://`` URL. With ``rabbit_ssl_ca_file``
   the broker certificate must chain to that CA, otherwise to the system's CAs; the
   host name is checked either way (py-amqp enables it with ``server_hostname``).
-* Passwords: :func:`mask_url` (shared with qpid, :mod:`._broker_common`) is the only
+* Passwords: :func:`mask_url` (shared with qpid, :mod:`.._broker`) is the only
   way a URL reaches a log, an error or a repr, and :meth:`RabbitTarget.scrub` removes a
   password a library put into a message (raw or percent-encoded).
 """
@@ -20,29 +20,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 from urllib.parse import quote, unquote, urlsplit
 
-from ..events import Notification
-from ._broker_common import kombu_ssl_options, mask_url, scrub
+from ...events import Notification
+from ...exceptions import ConfigError
+from .._broker import kombu_ssl_options, mask_url, scrub, split_transport_url
 
-__all__ = ["ENVELOPES", "RabbitTarget", "mask_url", "split_transport_url"]
+__all__ = ["ENVELOPES", "RabbitTarget", "broker_urls", "rabbit_target"]
 
 ENVELOPES: Final = ("plain", "messagingv2")
 
 
-def split_transport_url(url: str) -> list[str]:
-    """Every broker URL in *url* (``;`` list, oslo comma form), ``rabbit://`` → ``amqp://``."""
-    urls: list[str] = []
-    for piece in (p.strip() for p in url.split(";")):
-        if not piece:
-            continue
-        scheme, sep, rest = piece.partition("://")
-        scheme = "amqp" if scheme == "rabbit" else scheme
-        netloc, slash, path = rest.partition("/")
-        for host in netloc.split(","):
-            urls.append(f"{scheme}{sep}{host}{slash}{path}")
-    return urls
+def broker_urls(url: str) -> list[str]:
+    """Every broker URL in ``transport_url``, ``rabbit://`` read as ``amqp://``."""
+    return [
+        "amqp" + piece[len("rabbit") :] if piece.startswith("rabbit://") else piece
+        for piece in split_transport_url(url, hostless=True)
+    ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,14 +86,43 @@ class RabbitTarget:
     def masked_urls(self) -> str:
         return ";".join(mask_url(url) for url in self.urls)
 
+    @property
+    def hosts(self) -> int:
+        return len(self.urls)
 
-def host_url(
-    *, host: str, port: int, userid: str, password: str, virtual_host: str, use_ssl: bool
-) -> str:
+
+def rabbit_target(config: Mapping[str, Any]) -> RabbitTarget:
+    """The target of the rabbit strategy's parsed options."""
+    if config["transport_url"]:
+        urls = tuple(broker_urls(config["transport_url"]))
+        if not urls:
+            raise ConfigError("transport_url", config["transport_url"], "at least one URL")
+    else:
+        urls = (host_url(config),)
+    return RabbitTarget(
+        urls=urls,
+        userid=config["rabbit_userid"],
+        secrets=url_secrets(urls, config["rabbit_password"]),
+        exchange=config["rabbit_notification_exchange"],
+        topic=config["rabbit_notification_topic"],
+        durable=config["rabbit_durable_queues"],
+        envelope=config["envelope"],
+        heartbeat=config["rabbit_heartbeat"],
+        connect_timeout=config["rabbit_connect_timeout"],
+        confirm_timeout=config["rabbit_confirm_timeout"],
+        use_ssl=config["rabbit_use_ssl"],
+        ssl_ca_file=config["rabbit_ssl_ca_file"],
+        ssl_cert_file=config["rabbit_ssl_cert_file"],
+        ssl_key_file=config["rabbit_ssl_key_file"],
+    )
+
+
+def host_url(config: Mapping[str, Any]) -> str:
     """The URL of Glance's ``rabbit_host``/``rabbit_port``/... options."""
-    scheme = "amqps" if use_ssl else "amqp"
-    credentials = f"{quote(userid, safe='')}:{quote(password, safe='')}"
-    return f"{scheme}://{credentials}@{host}:{port}/{quote(virtual_host, safe='')}"
+    scheme = "amqps" if config["rabbit_use_ssl"] else "amqp"
+    user, password = (quote(config[f"rabbit_{n}"], safe="") for n in ("userid", "password"))
+    vhost = quote(config["rabbit_virtual_host"], safe="")
+    return f"{scheme}://{user}:{password}@{config['rabbit_host']}:{config['rabbit_port']}/{vhost}"
 
 
 def url_secrets(urls: tuple[str, ...], *extra: str) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """The proton side of the qpid strategy: connect, attach, send a batch with credit, settle.
 
-Imported only by :mod:`instrument.strategies.qpid` inside its methods, so that
+Imported only by the strategy inside its methods, so that
 ``import instrument.strategies.qpid`` works without proton.
 
 Decisions:
@@ -24,33 +24,34 @@ Decisions:
 * **Closing never waits on a silent broker.** proton's ``BlockingConnection.close()``
   runs the event loop until the socket is gone, which never happens when the close
   handshake timed out against a broker that accepts and never answers (no heartbeat
-  ends it: ``check()`` uses none). :class:`_Connection` closes the transport itself
+  ends it: ``check()`` uses none). :class:`._connection.Connection` closes the transport itself
   after a bounded wait for the broker's close, also when the constructor gives up.
-* **Failover by hand**, as for rabbit: ``connect()`` tries every broker once, starting
-  with the one that worked last, and says for each why it failed.
+* **Failover by hand** (:func:`.._broker.failover`, as for rabbit): every broker once,
+  starting with the one that worked last, and for each why it failed.
 * **Message**: the JSON envelope as bytes in a Data section, so AMQP 0-9-1 consumers
   of RabbitMQ get plain JSON; content type ``application/json``; ``durable``; ``id`` =
   the notification's ``message_id``; subject = routing key. Encoded by
-  :mod:`._amqp1_message` (the same bytes as proton's ``Message``, without its six
+  :mod:`._message` (the same bytes as proton's ``Message``, without its six
   encoding attempts per message), then sent as a delivery on the link.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import importlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any
 
-from ..events import Notification
-from ..exceptions import DeliveryError, StrategyError
-from ._amqp1_message import encode_message
-from ._qpid_config import Broker, QpidTarget
-from ._qpid_declare import declare_on_rabbitmq
+from ...events import Notification
+from ...exceptions import DeliveryError, StrategyError
+from .._broker import failover
+from ._config import Broker, QpidTarget
+from ._connection import Connection
+from ._declare import declare_on_rabbitmq
+from ._message import encode_message
 
 __all__ = ["QpidPublisher", "explain"]
 
@@ -59,57 +60,6 @@ proton: Any = importlib.import_module("proton")
 proton_utils: Any = importlib.import_module("proton.utils")
 
 log = logging.getLogger("instrument.strategies.qpid")
-
-_CLOSE_TIMEOUT: Final = 1.0  # never wait longer for a broker to answer our close
-
-
-class _Connection(proton_utils.BlockingConnection):  # type: ignore[misc]
-    """A BlockingConnection whose ``close()`` is bounded (see the module docstring)."""
-
-    closing: bool
-    container: Any
-    conn: Any
-
-    def close(self) -> None:
-        if self.closing:
-            return
-        self.closing = True
-        container, conn = self.container, self.conn
-        container.errors = []
-        try:
-            if conn is not None:
-                conn.close()
-                with contextlib.suppress(Exception):  # proton.Timeout: a silent broker
-                    self.wait(
-                        lambda: not conn.state & proton.Endpoint.REMOTE_ACTIVE,
-                        timeout=_CLOSE_TIMEOUT,
-                        msg="Closing connection",
-                    )
-                transport = conn.transport
-                if transport is not None:  # drop the socket, answered or not
-                    transport.close_tail()
-                    transport.close_head()
-        finally:
-            _shut_down(container, conn)
-            self.conn = None
-            self.container = None
-
-
-def _shut_down(container: Any, conn: Any) -> None:
-    """Let the reactor release the socket, for at most ``_CLOSE_TIMEOUT``, then stop it."""
-    if conn is not None:
-        conn.free()
-    container.timeout = 0.05
-    deadline = time.monotonic() + _CLOSE_TIMEOUT
-    with contextlib.suppress(Exception):
-        while time.monotonic() < deadline and container.process():
-            pass
-    with contextlib.suppress(Exception):
-        container.stop()
-        container.process()
-    if conn is not None:
-        conn.handler = None  # break the cycle, as proton does
-    container.stop_events()
 
 
 class QpidPublisher:
@@ -126,19 +76,9 @@ class QpidPublisher:
     # ------------------------------------------------------------ Publisher
 
     def connect(self) -> None:
-        reasons = []
-        brokers = self.target.brokers
-        for step in range(len(brokers)):
-            index = (self._index + step) % len(brokers)
-            try:
-                self._open(brokers[index])
-            except Exception as exc:
-                self.close()
-                reasons.append(f"{brokers[index].masked}: {explain(exc, self.target)}")
-                continue
-            self._index = index
-            return
-        raise StrategyError("; ".join(reasons))
+        self._index = failover(
+            self.target.brokers, self._index, self._open, self._reason, self.close
+        )
 
     def publish_batch(self, batch: Sequence[Notification]) -> None:
         pending: collections.deque[Any] = collections.deque()
@@ -184,21 +124,22 @@ class QpidPublisher:
         if conn is None:
             return
         try:
-            conn.close()  # bounded: _Connection.close
+            conn.close()  # bounded: Connection.close
         except Exception:  # the broker may be gone already: nothing to release there
             log.debug("closing the proton connection failed", exc_info=True)
 
     # ------------------------------------------------------------ internals
 
     def _open(self, broker: Broker) -> None:
-        self._conn = _Connection(
-            broker.url, timeout=self.target.connect_timeout, **_connect_kwargs(self.target, broker)
-        )
+        self._conn = Connection.open(self.target, broker)
         properties = self._conn.conn.remote_properties or {}
         self.product = str(properties.get("product", ""))
         if self.target.declare and self.target.is_rabbitmq(self.product):
             declare_on_rabbitmq(self.target, broker)
         self._attach(self.target.addresses(self.product))
+
+    def _reason(self, broker: Broker, exc: Exception) -> str:
+        return f"{broker.masked}: {explain(exc, self.target)}"
 
     def _attach(self, addresses: dict[str, str]) -> None:
         links = {
@@ -271,28 +212,6 @@ def _drain_settled(pending: collections.deque[Any], refused: list[str]) -> bool:
             refused.append(str(delivery.remote_state))
         delivery.settle()
     return not pending
-
-
-def _connect_kwargs(target: QpidTarget, broker: Broker) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"reconnect": False, "heartbeat": target.heartbeat or None}
-    if broker.user:
-        kwargs.update(user=broker.user, password=broker.password)
-    if target.sasl_mechanisms:
-        kwargs["allowed_mechs"] = target.sasl_mechanisms
-    if broker.tls:
-        kwargs["ssl_domain"] = _ssl_domain(target)
-        kwargs["sni"] = target.ssl_server_name or broker.host
-    return kwargs
-
-
-def _ssl_domain(target: QpidTarget) -> Any:
-    domain = proton.SSLDomain(proton.SSLDomain.MODE_CLIENT)
-    if target.ssl_ca_file:
-        domain.set_trusted_ca_db(target.ssl_ca_file)
-    domain.set_peer_authentication(proton.SSLDomain.VERIFY_PEER_NAME, target.ssl_ca_file)
-    if target.ssl_cert_file:
-        domain.set_credentials(target.ssl_cert_file, target.ssl_key_file, None)
-    return domain
 
 
 def _closed(what: str, condition: Any, target: QpidTarget) -> str:

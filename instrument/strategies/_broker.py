@@ -1,0 +1,271 @@
+"""What the rabbit and qpid strategies share, each in one place.
+
+Options, transport URLs, failover, the check's per-host timeout, masking, TLS,
+Glance's declarations, the durability-mismatch explanation and the run-once helper.
+No broker client is imported here: kombu is handed in by the caller, so this module
+imports without any optional dependency.
+
+Decisions:
+
+* **Failover by hand** (:func:`failover`): every host once, starting with the one that
+  worked last, each failure said per host. Clients' own alternates retry with their own
+  sleeps (kombu sleeps 2 s after a refused connection); the delivery engine owns retry.
+* **Transport URLs** (:func:`split_transport_url`): ``;``-separated (kombu's form) or
+  oslo.messaging's comma form (``rabbit://u:p@h1,u:p@h2/vhost``: one scheme and path
+  for all hosts).
+* **The check's timeout is split over the hosts** (:func:`check_target`): each gets
+  ``timeout / hosts`` (at most its ``connect_timeout``, at least 0.1 s), no heartbeat.
+
+* **One masker for URLs** (:func:`mask_url`) and **one scrubber for messages**
+  (:func:`scrub`). A password can reach a message in three spellings: as given, and
+  percent-encoded the two ways URLs are built here (``quote(p, safe="")`` and
+  ``quote(p)``). :func:`secret_forms` expands every secret into all of them, so a
+  password such as ``p@ss:w/rd%`` is masked wherever a library echoes a URL.
+* **Glance's declarations** (:func:`declare_glance`): the topic exchange and the queues
+  ``<topic>.info|warn|error`` bound with their own names, durability as configured.
+* **Durability mismatches are explained once** (:func:`durability_mismatch`): what we
+  declare, what exists, and which option to flip (``rabbit_durable_queues``,
+  ``qpid_durable_queues``).
+* **Run once** (:class:`run_once`): a warning or an exit hook that must happen once per
+  process is a function wrapped in :class:`run_once`, not a module-level list used as
+  a flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final, Generic, ParamSpec, Protocol, TypeVar
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from ..exceptions import StrategyError
+from ..options import Option, number, string
+
+__all__ = [
+    "MASK",
+    "PRIORITY_KEYS",
+    "check_target",
+    "declare_glance",
+    "durability_mismatch",
+    "failover",
+    "kombu_ssl_options",
+    "mask_url",
+    "option_maker",
+    "parse_options",
+    "run_once",
+    "scrub",
+    "secret_forms",
+    "split_transport_url",
+    "timeout_options",
+]
+
+PRIORITY_KEYS: Final = ("info", "warn", "error")
+MASK: Final = "****"
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- once
+
+
+class run_once(Generic[P]):
+    """Call the wrapped function the first time only (thread-safe); later calls do nothing.
+
+    ``done`` says whether it ran; a test may set it back to False.
+    """
+
+    def __init__(self, func: Callable[P, None]) -> None:
+        self.__wrapped__ = func
+        self.done = False
+        self._lock = threading.Lock()
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        with self._lock:
+            if self.done:
+                return
+            self.done = True
+        self.__wrapped__(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------- options
+
+
+def option_maker(strategy: str) -> Callable[..., Option]:
+    """An ``Option`` factory whose help texts start with ``<strategy> strategy: ``."""
+
+    def make(name: str, default: Any, help: str, parse: Any = string, **kw: Any) -> Option:
+        return Option(name, default, f"{strategy} strategy: {help}", parse, **kw)
+
+    return make
+
+
+def timeout_options(
+    make: Callable[..., Option], prefix: str, confirm: str, what: str
+) -> tuple[Option, Option]:
+    """``<prefix>_connect_timeout`` and ``<prefix>_<confirm>_timeout``, the wait for *what*."""
+    return (
+        make(f"{prefix}_connect_timeout", 5.0, "seconds per connection attempt.", number(0.1)),
+        make(
+            f"{prefix}_{confirm}_timeout",
+            15.0,
+            f"seconds to wait for a batch's {what}.",
+            number(0.1),
+        ),
+    )
+
+
+def parse_options(
+    options: Iterable[Option], values: Mapping[str, Any], owner: str
+) -> dict[str, Any]:
+    """Keyword arguments as typed values: given ones parsed (validated), the others defaults.
+
+    Only for a strategy built from keyword arguments; ``from_settings`` hands over what
+    ``Settings.get`` parsed, which is not parsed again.
+    """
+    known = {option.name: option for option in options}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise TypeError(f"{owner}() got unknown options: {', '.join(unknown)}")
+    parsed = {}
+    for name, option in known.items():
+        value = values.get(name)
+        parsed[name] = option.default if value is None else option.parse(name, value)
+    return parsed
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+def split_transport_url(url: str, *, hostless: bool) -> list[str]:
+    """Every broker URL in *url*: ``;``-separated pieces, oslo's comma list of hosts expanded.
+
+    *hostless* keeps a URL without a host (kombu's ``memory://``); AMQP 1.0 brokers
+    always need one, so the qpid strategy drops such pieces.
+    """
+    urls: list[str] = []
+    for piece in (p.strip() for p in url.split(";")):
+        if not piece:
+            continue
+        scheme, sep, rest = piece.partition("://")
+        netloc, slash, path = rest.partition("/")
+        hosts = netloc.split(",")
+        urls += [f"{scheme}{sep}{host}{slash}{path}" for host in hosts if host or hostless]
+    return urls
+
+
+def mask_url(url: str) -> str:
+    """*url* with its password (if any) replaced by ``****``; anything else unchanged."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:{MASK}@{hostinfo}"))
+
+
+def secret_forms(secrets: Iterable[str]) -> tuple[str, ...]:
+    """Every spelling of *secrets* a message may carry, longest first (replace in order)."""
+    forms: set[str] = set()
+    for secret in secrets:
+        if secret:
+            forms |= {secret, unquote(secret), quote(secret, safe=""), quote(secret)}
+    return tuple(sorted((f for f in forms if f), key=len, reverse=True))
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """*text* with every spelling of every secret replaced by ``****``."""
+    for form in secret_forms(secrets):
+        text = text.replace(form, MASK)
+    return text
+
+
+# --------------------------------------------------------------------------- connecting
+
+
+def failover(
+    hosts: Sequence[T],
+    first: int,
+    open: Callable[[T], None],
+    reason: Callable[[T, Exception], str],
+    close: Callable[[], None],
+) -> int:
+    """Open the first host that works, trying each once from index *first*; its index.
+
+    After a failure *close* runs before the next host is tried. When none works the
+    StrategyError lists ``reason(host, exc)`` for every host, in the order tried.
+    """
+    reasons = []
+    for step in range(len(hosts)):
+        index = (first + step) % len(hosts)
+        try:
+            open(hosts[index])
+        except Exception as exc:
+            close()
+            reasons.append(reason(hosts[index], exc))
+            continue
+        return index
+    raise StrategyError("; ".join(reasons))
+
+
+class _Target(Protocol):
+    """What :func:`check_target` needs of a strategy's frozen target dataclass."""
+
+    __dataclass_fields__: dict[str, Any]
+
+    @property
+    def connect_timeout(self) -> float: ...
+
+    @property
+    def hosts(self) -> int: ...
+
+
+TargetT = TypeVar("TargetT", bound=_Target)
+
+
+def check_target(target: TargetT, timeout: float) -> TargetT:
+    """*target* for ``check(timeout)``: the timeout shared by its hosts, no heartbeat."""
+    per_host = max(0.1, min(target.connect_timeout, timeout / target.hosts))
+    return dataclasses.replace(target, connect_timeout=per_host, heartbeat=0.0)  # type: ignore[type-var]
+
+
+def kombu_ssl_options(
+    server_hostname: str | None,
+    ca_file: str | None,
+    cert_file: str | None,
+    key_file: str | None,
+) -> dict[str, object]:
+    """py-amqp TLS options: the certificate is verified, the host name checked."""
+    options: dict[str, object] = {
+        "cert_reqs": ssl.CERT_REQUIRED,
+        "server_hostname": server_hostname,
+    }
+    if ca_file:
+        options["ca_certs"] = ca_file
+    if cert_file:
+        options.update(certfile=cert_file, keyfile=key_file)
+    return options
+
+
+# --------------------------------------------------------------------------- declaring
+
+
+def declare_glance(kombu: Any, channel: Any, exchange: str, topic: str, durable: bool) -> None:
+    """Declare the topic exchange and ``<topic>.info|warn|error`` bound to it (kombu)."""
+    topic_exchange = kombu.Exchange(exchange, "topic", durable=durable)
+    topic_exchange(channel).declare()
+    for key in PRIORITY_KEYS:
+        name = f"{topic}.{key}"
+        queue = kombu.Queue(name, topic_exchange, routing_key=name, durable=durable)
+        queue(channel).declare()
+
+
+def durability_mismatch(text: str, durable: bool, option: str) -> str:
+    """Explain the broker's PRECONDITION_FAILED *text* for a durability mismatch."""
+    wanted, other = ("durable", "transient") if durable else ("transient", "durable")
+    return (
+        f"an exchange or queue we declare {wanted} already exists {other} on the broker "
+        f"({text}). Either delete it (rabbitmqctl delete_queue / delete_exchange) or set "
+        f"{option} = {str(not durable).lower()} to match it."
+    )

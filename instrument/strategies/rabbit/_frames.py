@@ -1,0 +1,111 @@
+"""AMQP 0-9-1 frames of a batch: encoded by pamqp, written under the connection's write lock.
+
+Decisions:
+
+* **Encoded by a maintained library.** :func:`publish_frames` asks pamqp (the encoder
+  aiormq uses) for the method, content-header and body frames of one
+  ``basic.publish``; the kit assembles no frame itself. A test pins these bytes to
+  py-amqp's own frame writer (``basic_publish``'s encoding).
+* **One write per batch, under the lock every writer takes.** py-amqp writes each
+  message with its own syscall, which capped a batch at py-amqp's speed. The batch's
+  frames are joined and written by :meth:`FrameWriter.write`. :class:`FrameWriter` is
+  the connection's frame writer, installed through ``amqp.Connection``'s public
+  ``frame_writer`` argument (kombu passes ``transport_options`` to it): it wraps
+  py-amqp's own :func:`amqp.method_framing.frame_writer` and holds one lock around
+  every frame py-amqp writes (declarations, heartbeats, ``basic_publish``, close) and
+  around our batch writes, so no two writes ever interleave on the socket. Writes go
+  through py-amqp's transport (its ``write`` handles timeouts and marks a broken
+  connection), never to the socket behind it.
+* **pamqp is stricter than RabbitMQ**: it refuses exchange names outside its grammar
+  (letters, digits, ``-_.:@#,/+`` and space, at most 127 characters), which RabbitMQ
+  and py-amqp accept. :func:`refusal` says so at connect, and the publisher then keeps
+  using ``basic_publish`` for that target, as before.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import threading
+from typing import Any, Final
+
+__all__ = ["FrameWriter", "publish_frames", "refusal"]
+
+# pamqp's and py-amqp's annotations are partial; used as untyped libraries.
+_commands: Any = importlib.import_module("pamqp.commands")
+_frame: Any = importlib.import_module("pamqp.frame")
+_header: Any = importlib.import_module("pamqp.header")
+_body: Any = importlib.import_module("pamqp.body")
+_method_framing: Any = importlib.import_module("amqp.method_framing")
+
+_CONTENT_TYPE: Final = "application/json"
+_CONTENT_ENCODING: Final = "utf-8"
+_FRAME_OVERHEAD: Final = 8  # type, channel, size, frame-end
+
+
+class FrameWriter:
+    """py-amqp's frame writer for one connection, behind a lock batch writes take too."""
+
+    def __init__(self, connection: Any, transport: Any) -> None:
+        self.lock = threading.Lock()  # made at connect: picks up gevent/eventlet patching
+        self._connection = connection
+        self._transport = transport
+        self._write_frame = _method_framing.frame_writer(connection, transport)
+
+    def __call__(self, *frame: Any) -> Any:
+        """What py-amqp calls to write one frame (method, content, heartbeat)."""
+        with self.lock:
+            return self._write_frame(*frame)
+
+    def write(self, frames: bytes) -> None:
+        """Write already-encoded frames in one piece; no other frame can come between."""
+        with self.lock:
+            self._transport.write(frames)
+            self._connection.bytes_sent += 1  # heartbeat_check() must see that we talked
+
+
+def publish_frames(
+    channel: int,
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    message_id: str,
+    delivery_mode: int,
+    frame_max: int,
+) -> bytes:
+    """The frames of one ``basic.publish`` (AMQP 0-9-1, 4.2.3 and 4.2.6), by pamqp.
+
+    Method (exchange, routing key, not mandatory, not immediate), content header with
+    content type, content encoding, delivery mode and message id, then the body cut
+    into frames of at most *frame_max* bytes each.
+    """
+    properties = _commands.Basic.Properties(
+        content_type=_CONTENT_TYPE,
+        content_encoding=_CONTENT_ENCODING,
+        delivery_mode=delivery_mode,
+        message_id=message_id,
+    )
+    header = _header.ContentHeader(0, len(body), properties)
+    parts = [_method_frame(channel, exchange, routing_key), _frame.marshal(header, channel)]
+    chunk = frame_max - _FRAME_OVERHEAD if frame_max else len(body) or 1
+    parts += [
+        _frame.marshal(_body.ContentBody(body[i : i + chunk]), channel)
+        for i in range(0, len(body), chunk)
+    ]
+    return b"".join(parts)
+
+
+def refusal(exchange: str, routing_key: str) -> str:
+    """Why pamqp cannot encode a publish to *exchange* with *routing_key*; empty if it can."""
+    try:
+        _method_frame(1, exchange, routing_key)
+    except ValueError as exc:
+        return f"an exchange name pamqp accepts ({exchange!r}: {exc})"
+    return ""
+
+
+@functools.lru_cache(maxsize=64)
+def _method_frame(channel: int, exchange: str, routing_key: str) -> bytes:
+    """The ``basic.publish`` method frame; the same for every message with that routing key."""
+    method = _commands.Basic.Publish(exchange=exchange, routing_key=routing_key)
+    return bytes(_frame.marshal(method, channel))

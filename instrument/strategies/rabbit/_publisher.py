@@ -1,0 +1,274 @@
+"""The kombu side of the rabbit strategy: connect, declare, publish a batch, confirm.
+
+Imported only by the strategy inside its methods, so that
+``import instrument.strategies.rabbit`` works without kombu.
+
+Decisions:
+
+* **One kombu Connection per URL, failover by hand** (:func:`.._broker.failover`, as
+  for qpid): each URL once with ``connect_timeout``, starting with the one that worked
+  last, and for every host why it failed.
+* **Pipelined publisher confirms** on AMQP 0-9-1: the channel is put in confirm mode,
+  the whole batch is written, then acks are drained until *every* delivery tag of the
+  batch is confirmed: the outstanding tags are a set, an ack removes its tag (all tags
+  up to it when ``multiple``). Confirms of messages routed to different queues arrive
+  out of order, so "the highest tag was acked" proves nothing about lower tags. One
+  round trip per batch instead of one per message (kombu's ``confirm_publish``). Any
+  nack (single or ``multiple``) or a timeout fails the whole batch; the engine resends
+  it (duplicates possible, never losses).
+* **A batch is encoded by pamqp and written at once** (:mod:`._frames`): py-amqp
+  spends ~10 us and a syscall per message, which capped a batch at py-amqp's speed.
+  py-amqp still owns the connection: the handshake, declarations, confirm mode,
+  heartbeats and reading the acks, and every frame goes through its transport under
+  one write lock. When the connection lacks what the batch path needs (our
+  :class:`._frames.FrameWriter` installed, ``frame_max``), or pamqp is not installed,
+  the public ``basic_publish`` is used instead (slower, same wire format), logged
+  once. ``Channel.events`` (how acks reach us on either path) is required: without it
+  connect() fails and says so, rather than publishing unconfirmed.
+* **Nothing waits forever on a broker that stops reading** (memory or disk alarm,
+  half-open TCP): the socket gets a write timeout (``rabbit_confirm_timeout``) and a
+  read timeout (``rabbit_connect_timeout``), and after a failed attempt the connection
+  is dropped with ``collect()`` (no network I/O) instead of a close handshake that
+  would wait for a ``Close-Ok`` that never comes.
+* **Other kombu transports** (``memory://``, ``filesystem://``, ``redis://``) have no
+  confirms: a publish that returned is taken as delivered.
+* **Declared on every new connection**: the topic exchange and the queues
+  ``<topic>.info|warn|error`` bound with their own names as keys, so nothing is dropped
+  before a consumer starts. Durability of all three follows ``rabbit_durable_queues``;
+  messages are persistent (delivery mode 2) when it is set.
+* **Errors are explained**, not passed through (:func:`._errors.explain`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+
+from ...events import Notification
+from ...exceptions import DeliveryError, StrategyError
+from .._broker import declare_glance, failover, mask_url, run_once
+from ._config import RabbitTarget
+from ._errors import explain
+
+try:
+    from ._frames import FrameWriter, publish_frames, refusal
+except ImportError as exc:  # pamqp is not installed: basic_publish (see _batch_possible)
+    _ENCODER_MISSING = f"pamqp ({exc})"
+else:
+    _ENCODER_MISSING = ""
+
+__all__ = ["RabbitPublisher"]
+
+log = logging.getLogger("instrument.strategies.rabbit")
+
+# kombu's annotations are partial; we use it as an untyped library.
+kombu: Any = importlib.import_module("kombu")
+
+# What the batch path needs of a py-amqp connection (see the module docstring).
+_BATCH_NEEDS: Final = ("frame_writer.write", "frame_max")
+
+
+@run_once
+def _warn_fallback(missing: str) -> None:
+    log.warning(
+        "rabbit: no batch writes, missing %s; publishing through basic_publish instead "
+        "(correct, slower)",
+        missing,
+    )
+
+
+class RabbitPublisher:
+    """Implements :class:`instrument.delivery.Publisher` with kombu."""
+
+    def __init__(self, target: RabbitTarget) -> None:
+        self.target = target
+        self._index = 0
+        self._conn: Any = None
+        self._channel: Any = None
+        self._confirms = False
+        self._batched = False  # one write per batch (see _frames)
+        self._published = 0  # delivery tag of the last message published on the channel
+        self._outstanding: set[int] = set()  # delivery tags not confirmed yet
+        self._nacked = False
+
+    # ------------------------------------------------------------ Publisher
+
+    def connect(self) -> None:
+        self._index = failover(self.target.urls, self._index, self._open, self._reason, self.close)
+
+    def publish_batch(self, batch: Sequence[Notification]) -> None:
+        try:
+            if self._confirms:
+                self._outstanding.clear()
+                self._nacked = False
+                if self._batched:
+                    self._publish_frames(batch)
+                else:
+                    for notification in batch:
+                        self._publish(notification)
+                self._wait_confirms()
+            else:
+                for notification in batch:
+                    self._publish(notification)
+        except StrategyError:
+            raise
+        except Exception as exc:
+            url = self.target.urls[self._index]
+            raise DeliveryError(f"{mask_url(url)}: {explain(exc, self.target, url)}") from exc
+
+    def idle(self) -> None:
+        if self._conn is None or not self.target.heartbeat or not self._confirms:
+            return
+        self._conn.heartbeat_check()
+        with contextlib.suppress(TimeoutError):
+            self._conn.drain_events(timeout=0.001)
+
+    def close(self) -> None:
+        """Drop the connection without a close handshake (no network I/O, never waits).
+
+        Called after a failed attempt (the broker may not read any more: a graceful
+        ``close()`` would wait for its ``Close-Ok`` without a timeout) and by
+        ``check()``. The broker sees the socket close and cleans up.
+        """
+        conn, self._conn, self._channel = self._conn, None, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                # A TLS socket's close() exchanges close_notify: make it fail at once.
+                conn.connection.transport.sock.settimeout(0)
+            with contextlib.suppress(Exception):
+                conn.collect()
+
+    # ------------------------------------------------------------ internals
+
+    def _open(self, url: str) -> None:
+        target = self.target
+        conn = kombu.Connection(
+            url,
+            ssl=target.ssl_options(url),
+            heartbeat=target.heartbeat,
+            connect_timeout=target.connect_timeout,
+            transport_options=_transport_options(target),
+        )
+        self._conn = conn
+        conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
+        self._channel = conn.channel()
+        self._confirms = hasattr(self._channel, "confirm_select")
+        if self._confirms:
+            self._channel.confirm_select()
+            self._published = 0
+            self._outstanding.clear()
+            self._nacked = False
+            if not isinstance(getattr(self._channel, "events", None), dict):
+                raise StrategyError(
+                    "this py-amqp has no Channel.events: publisher confirms cannot be read "
+                    "(install the py-amqp version kombu requires)"
+                )
+            self._batched = _batch_possible(conn.connection, target)
+            self._channel.events["basic_ack"].add(self._on_ack)
+            self._channel.events["basic_nack"].add(self._on_nack)
+        declare_glance(kombu, self._channel, target.exchange, target.topic, target.durable)
+
+    def _reason(self, url: str, exc: Exception) -> str:
+        return f"{mask_url(url)}: {explain(exc, self.target, url)}"
+
+    def _publish(self, notification: Notification) -> None:
+        target = self.target
+        message = self._channel.prepare_message(
+            target.encode(notification),
+            content_type="application/json",
+            content_encoding="utf-8",
+            properties={
+                "delivery_mode": 2 if target.durable else 1,
+                "message_id": notification.message_id,
+            },
+        )
+        routing_key = f"{target.topic}.{notification.priority.lower()}"
+        self._channel.basic_publish(message, exchange=target.exchange, routing_key=routing_key)
+        if self._confirms:
+            self._published += 1
+            self._outstanding.add(self._published)
+
+    def _publish_frames(self, batch: Sequence[Notification]) -> None:
+        """Encode the batch with pamqp and write it in one piece (see :mod:`._frames`)."""
+        amqp_conn = self._conn.connection
+        channel_id = self._channel.channel_id
+        target = self.target
+        mode = 2 if target.durable else 1
+        frames = [
+            publish_frames(
+                channel_id,
+                target.exchange,
+                f"{target.topic}.{notification.priority.lower()}",
+                target.encode(notification).encode("utf-8"),
+                notification.message_id,
+                mode,
+                amqp_conn.frame_max,
+            )
+            for notification in batch
+        ]
+        first = self._published + 1
+        self._published += len(batch)
+        self._outstanding.update(range(first, self._published + 1))
+        amqp_conn.frame_writer.write(b"".join(frames))
+
+    def _wait_confirms(self) -> None:
+        """Drain until every delivery tag of the batch is acked; raise on any nack."""
+        deadline = time.monotonic() + self.target.confirm_timeout
+        while self._outstanding and not self._nacked:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeliveryError(
+                    f"the broker did not confirm {len(self._outstanding)} messages "
+                    f"within {self.target.confirm_timeout:g} s"
+                )
+            try:
+                self._conn.drain_events(timeout=remaining)
+            except TimeoutError:
+                continue
+        if self._nacked:
+            raise DeliveryError("the broker refused (nacked) messages of the batch")
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            self._outstanding = {tag for tag in self._outstanding if tag > delivery_tag}
+        else:
+            self._outstanding.discard(delivery_tag)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        self._nacked = True
+
+
+def _transport_options(target: RabbitTarget) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "confirm_publish": False,
+        # socket-level (SO_RCVTIMEO/SO_SNDTIMEO): blocking reads and writes end
+        "read_timeout": target.connect_timeout,
+        "write_timeout": target.confirm_timeout,
+    }
+    if not _ENCODER_MISSING:
+        options["frame_writer"] = FrameWriter  # py-amqp's, behind the lock we write under
+    return options
+
+
+def _batch_possible(amqp_conn: Any, target: RabbitTarget) -> bool:
+    """Whether the connection has what :meth:`RabbitPublisher._publish_frames` needs."""
+    missing = [name for name in _BATCH_NEEDS if _lookup(amqp_conn, name) is None]
+    if _ENCODER_MISSING:
+        missing.append(_ENCODER_MISSING)
+    elif reason := refusal(target.exchange, f"{target.topic}.info"):
+        missing.append(reason)
+    if missing:
+        _warn_fallback(", ".join(missing))
+    return not missing
+
+
+def _lookup(obj: Any, dotted: str) -> Any:
+    for name in dotted.split("."):
+        obj = getattr(obj, name, None)
+        if obj is None:
+            return None
+    return obj
