@@ -37,6 +37,8 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
+from ._once import run_once
+
 __all__ = ["Counter", "Progress", "counted_file_wrapper"]
 
 # The logger the counter has always used: operators' logging configs name it.
@@ -61,27 +63,14 @@ class Counter(Protocol):
 CounterFactory = Callable[[Iterable[bytes]], Counter]
 
 
-class _Once:
-    """A run-once flag: :meth:`first` is True for exactly one caller until :meth:`reset`."""
-
-    __slots__ = ("_done", "_lock")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._done = False
-
-    def first(self) -> bool:
-        with self._lock:
-            first, self._done = not self._done, True
-            return first
-
-    def reset(self) -> None:
-        with self._lock:
-            self._done = False
-
-
-#: The uWSGI-style warning is said once per process.
-opaque_warning = _Once()
+@run_once
+def warn_opaque(file_wrapper: Any) -> None:
+    """Say once per process that a server's file responses lose their zero-copy path."""
+    log.warning(
+        "wsgi.file_wrapper %r is not a class: counted downloads of its file responses "
+        "are sent by iteration, without the server's zero-copy path",
+        file_wrapper,
+    )
 
 
 def counted_file_wrapper(
@@ -96,7 +85,7 @@ def counted_file_wrapper(
     if file_wrapper is None:
         return None
     if not isinstance(file_wrapper, type):
-        _warn_opaque_file_wrapper(file_wrapper)
+        warn_opaque(file_wrapper)
         return None
     if not isinstance(iterable, file_wrapper):
         return None
@@ -105,15 +94,6 @@ def counted_file_wrapper(
     except Exception:
         log.warning("cannot subclass %r; counting without zero-copy", type(iterable))
         return None
-
-
-def _warn_opaque_file_wrapper(file_wrapper: Any) -> None:
-    if opaque_warning.first():
-        log.warning(
-            "wsgi.file_wrapper %r is not a class: counted downloads of its file responses "
-            "are sent by iteration, without the server's zero-copy path",
-            file_wrapper,
-        )
 
 
 class _SendfileWatch:

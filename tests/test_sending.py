@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from waitress.buffers import ReadOnlyFileBasedBuffer
 
 from instrument import Notifier
-from instrument._servers import opaque_warning
+from instrument._servers import warn_opaque
 from instrument.sending import SendCounter, count_sent, expected_length
 from instrument.strategies.memory import MemoryStrategy
 
@@ -653,7 +653,7 @@ def test_a_file_wrapper_that_is_not_a_class_is_counted_and_reported_once(
     def uwsgi_like_wrapper(file: Any, block_size: int = 8192) -> Any:
         return iter(lambda: file.read(block_size), b"")
 
-    opaque_warning.reset()
+    warn_opaque.done = False
     with caplog.at_level(logging.WARNING, logger="instrument.servers"):
         for _ in range(2):
             body = count_sent(

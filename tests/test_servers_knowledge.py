@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import io
 import logging
-import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
 
 from instrument import Notifier, count_sent
-from instrument._servers import Progress, _Once, counted_file_wrapper
+from instrument._servers import Progress, counted_file_wrapper
 from instrument.strategies.memory import MemoryStrategy
 
 
@@ -117,16 +116,3 @@ def test_a_class_that_cannot_be_subclassed_is_counted_by_iteration(
         assert list(body) == [b"abc"]
     assert [n.priority for n in memory.notifications] == ["INFO"]
     assert any("cannot subclass" in r.getMessage() for r in caplog.records)
-
-
-def test_once_is_first_for_exactly_one_thread_until_reset() -> None:
-    once = _Once()
-    firsts: list[bool] = []
-    threads = [threading.Thread(target=lambda: firsts.append(once.first())) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(firsts) == [False] * 7 + [True]
-    once.reset()
-    assert (once.first(), once.first()) == (True, False)

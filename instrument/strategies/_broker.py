@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import dataclasses
 import ssl
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final, Generic, ParamSpec, Protocol, TypeVar
+from typing import Any, Final, ParamSpec, Protocol, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from .._once import run_once
 from ..exceptions import StrategyError
 from ..options import Option, number, string
 
@@ -69,25 +69,6 @@ T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- once
-
-
-class run_once(Generic[P]):
-    """Call the wrapped function the first time only (thread-safe); later calls do nothing.
-
-    ``done`` says whether it ran; a test may set it back to False.
-    """
-
-    def __init__(self, func: Callable[P, None]) -> None:
-        self.__wrapped__ = func
-        self.done = False
-        self._lock = threading.Lock()
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> None:
-        with self._lock:
-            if self.done:
-                return
-            self.done = True
-        self.__wrapped__(*args, **kwargs)
 
 
 # --------------------------------------------------------------------------- options
