@@ -31,6 +31,7 @@ from typing import Any, Final
 from . import events as ev
 from ._guard import guard
 from ._observer import joined_body, observe
+from ._seen import SeenImages
 from ._subrequest import SUBREQUEST_KEY, LookupResult, lookup_image
 from ._wsgi import Environ, StartResponse, WSGIApp, status_code
 from .config import CORE_OPTIONS, Settings
@@ -46,7 +47,7 @@ from .lifecycle import (
     success_events,
 )
 from .notifier import Notifier
-from .options import Option, boolean
+from .options import Option, boolean, integer
 from .routes import Match, RouteTable, parse_routes
 from .sending import counted_download
 from .strategies import strategy_options
@@ -69,7 +70,15 @@ LOOKUP_OPTION: Final = Option(
     "does not carry it (v2 upload, delete, actions, downloads).",
     boolean,
 )
-MIDDLEWARE_OPTIONS: Final = (ROUTES_OPTION, LOOKUP_OPTION)
+SEEN_OPTION: Final = Option(
+    "seen_images",
+    1024,
+    "How many images seen in responses the filter remembers, so that downloads of "
+    "active images and deletes need no metadata lookup (see instrument._seen); "
+    "0 asks the application every time.",
+    integer(0),
+)
+MIDDLEWARE_OPTIONS: Final = (ROUTES_OPTION, LOOKUP_OPTION, SEEN_OPTION)
 
 #: Kinds that do something before the application runs (see _Lifecycle.prepare).
 _PREPARING_KINDS: Final = frozenset({"upload", "update_with_data", "delete"})
@@ -85,8 +94,10 @@ class NotificationMiddleware:
         *,
         routes: RouteTable | None = None,
         image_lookup: bool = True,
+        seen_images: int = SEEN_OPTION.default,
     ) -> None:
         self.app = app
+        self.seen = SeenImages(seen_images)
         self.notifier = notifier if notifier is not None else Notifier()
         self.routes = routes if routes is not None else RouteTable()
         self.image_lookup = image_lookup
@@ -99,12 +110,8 @@ class NotificationMiddleware:
     @classmethod
     def from_settings(cls, app: WSGIApp, settings: Settings) -> NotificationMiddleware:
         """Build the middleware and its Notifier; ConfigError for any bad option."""
-        return cls(
-            app,
-            Notifier.from_settings(settings, also_known=MIDDLEWARE_OPTIONS),
-            routes=RouteTable(settings.get(ROUTES_OPTION)),
-            image_lookup=settings.get(LOOKUP_OPTION),
-        )
+        notifier = Notifier.from_settings(settings, also_known=MIDDLEWARE_OPTIONS)
+        return cls(app, notifier, **_filter_options(settings))
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         match = None if environ.get(SUBREQUEST_KEY) else self._match(environ)
@@ -134,7 +141,9 @@ class NotificationMiddleware:
                 "instrument: metadata lookup for image %s failed", match.image_id, exc_info=True
             )
             return None
-        if result.image is None and not result.not_found:
+        if result.image is not None:
+            self.seen.remember(result.image)
+        elif not result.not_found:
             log.warning(
                 "instrument: metadata lookup for image %s answered %s",
                 match.image_id,
@@ -168,7 +177,10 @@ class _ObservedRequest:
 
         return record
 
-    def image_or_id(self) -> dict[str, Any]:
+    def image_or_id(self, seen: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+        """*seen* if given, else the image from a lookup, else just its id."""
+        if seen is not None:
+            return seen
         result = self.middleware.lookup(self.environ, self.match)
         if result is not None and result.image is not None:
             return result.image
@@ -184,7 +196,7 @@ class _Lifecycle(_ObservedRequest):
         super().__init__(middleware, match, environ)
         self.kind = match.kind
         self.has_data = self.kind in DATA_KINDS and _has_data(environ)
-        self.before: dict[str, Any] | None = None
+        self.before: Mapping[str, Any] | None = None
         self.prepared = False
 
     def run(self, start_response: StartResponse) -> Iterable[bytes]:
@@ -220,7 +232,7 @@ class _Lifecycle(_ObservedRequest):
                 self.notifier, image or {"id": self.match.image_id}, known=known
             )
         elif self.kind == "delete" and self.notifier.is_enabled(ev.IMAGE_DELETE):
-            self.before = self.image_or_id()
+            self.before = self.image_or_id(self.middleware.seen.get(self.match.image_id))
 
     def finish(self, body: bytes | None, exc: BaseException | None) -> None:
         code = status_code(self.status) if exc is None else 500
@@ -234,15 +246,20 @@ class _Lifecycle(_ObservedRequest):
 
     def succeeded(self, body: bytes | None) -> None:
         if self.kind == "delete":
+            self.middleware.seen.forget(self.match.image_id)
             self.notifier.info(
                 ev.IMAGE_DELETE, deleted_image(self.before or {"id": self.match.image_id})
             )
             return
-        image = (body and image_from_body(body)) or image_from_headers(self.headers)
+        image: Mapping[str, Any] | None = (body and image_from_body(body)) or image_from_headers(
+            self.headers
+        )
         if image is None:  # not in the response (or too large to keep): ask for it
             if self.match.image_id is None:  # a create: the new image is in Location
                 self.match = self.match._replace(image_id=_created_id(self.headers))
             image = self.image_or_id()
+        else:
+            self.middleware.seen.remember(image)
         for event_type in success_events(self.kind, self.has_data, image):
             self.notifier.info(event_type, image)
 
@@ -264,9 +281,11 @@ class _Download(_ObservedRequest):
 
     def describe(self, status: str, headers: list[tuple[str, str]]) -> tuple[Any, Any]:
         """The owner and size of the image: v1 headers, else a metadata lookup."""
-        image = image_from_headers(headers) if self.match.route.api == 1 else None
+        image: Mapping[str, Any] | None = None
+        if self.match.route.api == 1:
+            image = image_from_headers(headers)
         if image is None:
-            image = self.image_or_id()
+            image = self.image_or_id(self.middleware.seen.active(self.match.image_id))
         return image.get("owner"), image.get("size")
 
 
@@ -286,13 +305,21 @@ def filter_factory(
     """
     settings = Settings.load(local_conf)
     notifier = Notifier.from_settings(settings, also_known=MIDDLEWARE_OPTIONS)
-    routes = RouteTable(settings.get(ROUTES_OPTION))
-    image_lookup: bool = settings.get(LOOKUP_OPTION)
+    options = _filter_options(settings)
 
     def make_filter(app: WSGIApp) -> WSGIApp:
-        return NotificationMiddleware(app, notifier, routes=routes, image_lookup=image_lookup)
+        return NotificationMiddleware(app, notifier, **options)
 
     return make_filter
+
+
+def _filter_options(settings: Settings) -> dict[str, Any]:
+    """The middleware's own keyword arguments, read (and so validated) from *settings*."""
+    return {
+        "routes": RouteTable(settings.get(ROUTES_OPTION)),
+        "image_lookup": settings.get(LOOKUP_OPTION),
+        "seen_images": settings.get(SEEN_OPTION),
+    }
 
 
 def _created_id(headers: list[tuple[str, str]]) -> str | None:

@@ -278,7 +278,7 @@ def test_subrequest_keeps_identity_and_is_never_sent_to_the_client(
 ) -> None:
     counting = Counting(api)
     app = NotificationMiddleware(counting, Notifier())
-    image_id = create(app)
+    image_id = create(api)  # not through the filter: it has not seen the image
     counting.seen.clear()
     reply = call(app, "DELETE", f"/v2/images/{image_id}", headers=IDENTITY)
     assert reply.body == b"" and reply.code == 204
@@ -458,7 +458,7 @@ def test_prepare_for_an_unconfirmed_image_keeps_a_4xx_a_warning(
 def test_subrequest_asks_for_an_uncompressed_body(api: ImageAPI) -> None:
     counting = Counting(api)
     app = NotificationMiddleware(counting, Notifier())
-    image_id = create(app)
+    image_id = create(api)  # not through the filter: it has not seen the image
     counting.seen.clear()
     call(app, "DELETE", f"/v2/images/{image_id}", headers={"Accept-Encoding": "gzip"})
     lookup, delete = counting.seen
@@ -502,3 +502,63 @@ def test_a_listed_body_reaches_the_server_as_the_very_same_list(
     environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/v2/images"}
     assert filtered(environ, lambda status, headers, exc_info=None: None) is body
     assert notifications.events == [("image.create", "INFO")]
+
+
+def test_downloads_and_deletes_of_images_the_filter_has_seen_need_no_lookup(
+    api: ImageAPI, notifications: CapturedNotifications
+) -> None:
+    counting = Counting(api)
+    app = NotificationMiddleware(counting, Notifier())
+    image_id = create(app)
+    call(app, "PUT", f"/v2/images/{image_id}/file", b"d" * 3000, IDENTITY)
+    call(
+        app,
+        "PATCH",
+        f"/v2/images/{image_id}",
+        [{"op": "replace", "path": "/name", "value": "n2"}],
+        PATCH,
+    )
+    counting.seen.clear()
+    assert call(app, "GET", f"/v2/images/{image_id}/file", headers=IDENTITY).code == 200
+    assert (
+        call(app, "GET", f"/v2/images/{image_id}/file", headers={"Range": "bytes=0-9"}).code == 206
+    )
+    assert call(app, "DELETE", f"/v2/images/{image_id}", headers=IDENTITY).code == 204
+    assert [env["REQUEST_METHOD"] for env in counting.seen] == ["GET", "GET", "DELETE"]
+    assert not any(env.get("instrument.subrequest") for env in counting.seen)
+    sends = [n.payload for n in notifications if n.event_type == "image.send"]
+    assert [(s["owner_id"], s["bytes_sent"]) for s in sends] == [
+        ("tenant-9", 3000),
+        ("tenant-9", 10),
+    ]
+    assert sends[0]["receiver_tenant_id"] == "tenant-9"
+    (deleted,) = [n.payload for n in notifications if n.event_type == "image.delete"]
+    assert deleted["name"] == "n2" and deleted["size"] == 3000 and deleted["status"] == "deleted"
+
+
+def test_an_image_not_yet_active_or_not_seen_is_looked_up(
+    api: ImageAPI, notifications: CapturedNotifications
+) -> None:
+    counting = Counting(api)
+    app = NotificationMiddleware(counting, Notifier())
+    queued = create(app)  # seen queued: its size was not final then
+    call(api, "PUT", f"/v2/images/{queued}/file", b"q" * 10, IDENTITY)  # past the filter
+    unseen = create(api)
+    counting.seen.clear()
+    call(app, "GET", f"/v2/images/{queued}/file", headers=IDENTITY)
+    call(app, "DELETE", f"/v2/images/{unseen}", headers=IDENTITY)
+    lookups = [env["PATH_INFO"] for env in counting.seen if env.get("instrument.subrequest")]
+    assert lookups == [f"/v2/images/{queued}", f"/v2/images/{unseen}"]
+
+
+def test_with_seen_images_0_every_download_and_delete_asks(
+    api: ImageAPI, notifications: CapturedNotifications
+) -> None:
+    counting = Counting(api)
+    app = NotificationMiddleware(counting, Notifier(), seen_images=0)
+    image_id = create(app)
+    call(app, "PUT", f"/v2/images/{image_id}/file", b"d" * 10, IDENTITY)
+    counting.seen.clear()
+    call(app, "GET", f"/v2/images/{image_id}/file", headers=IDENTITY)
+    call(app, "DELETE", f"/v2/images/{image_id}", headers=IDENTITY)
+    assert sum(1 for env in counting.seen if env.get("instrument.subrequest")) == 2

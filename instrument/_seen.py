@@ -1,0 +1,71 @@
+"""Images this filter has seen in responses: metadata it need not ask the application for.
+
+A download needs the image's owner and size, and a delete the image's metadata (the
+payload of image.delete), neither of which their responses carry: without a memory
+each costs an internal metadata subrequest (see :mod:`instrument._subrequest`), about
+as much as the request itself. The filter remembers the image it reads from each
+lifecycle response (a create, an update, the lookup after an upload or an action)
+and uses it where staleness cannot mislead:
+
+- a **download** of an image remembered as ``active``: an active image's owner and
+  size never change (new data means a new image);
+- a **delete**: the payload is the image as this filter last saw it. An update made
+  through another process (another worker, another API node) since then is not in
+  it; a subrequest would see it. ``seen_images = 0`` makes every delete ask.
+
+It never replaces the lookup before an upload, which also proves that the caller may
+touch the image (a refused lookup means no image.prepare). Updates and deletes seen
+by the filter replace or drop the remembered image; the memory is a bounded LRU.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["SeenImages"]
+
+
+class SeenImages:
+    """At most *size* images by id, least recently used first out; thread-safe."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._images: collections.OrderedDict[str, Mapping[str, Any]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, image: Mapping[str, Any]) -> None:
+        """Keep *image* (notification-shaped, with a string ``id``) as the latest seen."""
+        image_id = image.get("id")
+        if not self.size or not isinstance(image_id, str):
+            return
+        with self._lock:
+            self._images[image_id] = image
+            self._images.move_to_end(image_id)
+            if len(self._images) > self.size:
+                self._images.popitem(last=False)
+
+    def forget(self, image_id: str | None) -> None:
+        if image_id is not None and self.size:
+            with self._lock:
+                self._images.pop(image_id, None)
+
+    def get(self, image_id: str | None) -> Mapping[str, Any] | None:
+        """The image last seen with *image_id*, or None."""
+        if image_id is None or not self.size:
+            return None
+        with self._lock:
+            image = self._images.get(image_id)
+            if image is not None:
+                self._images.move_to_end(image_id)
+            return image
+
+    def active(self, image_id: str | None) -> Mapping[str, Any] | None:
+        """The image last seen with *image_id* if it was active (owner and size final)."""
+        image = self.get(image_id)
+        return image if image is not None and image.get("status") == "active" else None
+
+    def __len__(self) -> int:
+        return len(self._images)
