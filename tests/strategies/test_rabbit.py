@@ -79,8 +79,8 @@ def test_glance_wire_format_read_by_a_plain_consumer(
     rabbit_node: RabbitNode, names: dict[str, str], strategies: list[RabbitStrategy]
 ) -> None:
     strategy = start(strategies, rabbit_host="127.0.0.1", rabbit_port=rabbit_node.port, **names)
-    big = Notification.create("image.update", "INFO", {"properties": "x" * 300_000})
-    sent = [*notes(2, "INFO"), *notes(1, "WARN"), *notes(1, "ERROR"), big]  # big > frame_max
+    big = Notification.create("image.update", "INFO", {"properties": "x" * 60_000})
+    sent = [*notes(2, "INFO"), *notes(1, "WARN"), *notes(1, "ERROR"), big]  # > frame_max
     for note in sent:
         strategy.emit(note)
     assert strategy.flush(10)
@@ -412,7 +412,7 @@ def test_without_py_amqp_internals_it_falls_back_to_basic_publish(
     monkeypatch.setattr(_rabbit_publisher, "_BATCH_NEEDS", needs)
     monkeypatch.setattr(_rabbit_publisher._warn_fallback, "done", False)
     topic = names["rabbit_notification_topic"]
-    big = Notification.create("image.update", "WARN", {"properties": "x" * 300_000})
+    big = Notification.create("image.update", "WARN", {"properties": "x" * 60_000})
     sent = [*notes(3), big]
     with caplog.at_level(logging.WARNING, logger="instrument.strategies.rabbit"):
         strategy = start(strategies, transport_url=rabbit_node.url, **names)

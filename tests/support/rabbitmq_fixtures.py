@@ -80,7 +80,10 @@ def broker_unavailable(config: pytest.Config, reason: str) -> NoReturn:
 def _start(config: pytest.Config, **kwargs: bool) -> RabbitNode:
     try:
         ensure_installed()
-        return RabbitNode(**kwargs).start()  # type: ignore[arg-type]
+        # A small frame_max, so that notifications well under the kit's 64 KiB bound
+        # still span several frames, as large ones do against a default broker.
+        node = RabbitNode(extra_config=["frame_max = 8192"], **kwargs)  # type: ignore[arg-type]
+        return node.start()
     except (RabbitError, OSError) as exc:
         broker_unavailable(config, str(exc))
 
