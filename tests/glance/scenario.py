@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .environment import IMAGE_SIZE_CAP, Glance, read_json_lines
+from .configs import IMAGE_SIZE_CAP
+from .environment import Glance, read_json_lines
 
 SPEC_EVENTS = frozenset(
     {
