@@ -17,7 +17,9 @@ hands both to :func:`import_outcome`, which decides what to emit:
 The payloads are read after the import, so image.prepare is made to look like the image
 *before* the data as Glance sends it: status ``importing`` (a copy stays ``active``),
 no checksum or hash yet, no size for data fetched from a URL, and Glance's import extras
-(``backend``, ``os_glance_importing_to_stores``, ``os_glance_failed_import``).
+(``backend``, ``os_glance_importing_to_stores``, ``os_glance_failed_import``); every
+payload shows the import properties as they were during the import (the task's id in
+``os_glance_import_task``, the store in ``os_glance_importing_to_stores``).
 """
 
 from __future__ import annotations
@@ -81,8 +83,11 @@ def import_outcome(
     emitted: list[Emission] = []
     if task.get("status") == "success" and image is not None:
         activated = request.method != _COPY
+        during = {"os_glance_import_task": task.get("id")}
         for store in _reached(request, image, failed):
-            emitted += _store_events(request, image, store, activated, failed)
+            emitted += _store_events(
+                request, _during(image, during, store), store, activated, failed
+            )
             activated = False
     if task.get("status") != "success" or failed:
         stores = failed or list(request.stores) or ["the default store"]
@@ -125,6 +130,13 @@ def _store_events(
             before["size"] = None
     payloads = {ev.IMAGE_PREPARE: before, ev.IMAGE_UPLOAD: {**after, **extras}}
     return [(ev.INFO, event, payloads.get(event, after)) for event in import_events(activated)]
+
+
+def _during(image: Mapping[str, Any], during: dict[str, Any], store: str) -> dict[str, Any]:
+    """*image* with the import properties Glance shows while it imports to *store*."""
+    properties = {**(image.get("properties") or {}), **during}
+    properties["os_glance_importing_to_stores"] = store
+    return {**image, "properties": properties}
 
 
 def _listed(image: Mapping[str, Any] | None, key: str) -> list[str]:
