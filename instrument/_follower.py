@@ -116,11 +116,14 @@ class ImportFollower:
         self._tokens = min(1.0, self._tokens + (now - self._refilled) * self._rate)
         self._refilled = now
         with self._lock:
+            expired = [w for w in self._watches if now >= w.deadline]
             due = sorted((w for w in self._watches if w.due <= now), key=lambda w: w.due)
+        for watch in expired:
+            self._forget(watch, f"not ended after {self._timeout:g}s")
         for watch in due:
-            if now >= watch.deadline:
-                self._forget(watch, f"not ended after {self._timeout:g}s")
-            elif self._tokens >= 1.0:
+            if watch in expired:
+                continue
+            if self._tokens >= 1.0:
                 self._tokens -= 1.0
                 self._poll(watch, now)
         with self._lock:
