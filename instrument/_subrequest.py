@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from ._wsgi import close_iterable as close_once
-from .images import image_from_body, image_from_headers
+from .images import image_from_body, image_from_headers, parse_json
 
-__all__ = ["SUBREQUEST_KEY", "LookupResult", "lookup_image"]
+__all__ = ["SUBREQUEST_KEY", "LookupResult", "get_document", "lookup_image", "subrequest_environ"]
 
 #: Marks an environ built by :func:`lookup_image`.
 SUBREQUEST_KEY: Final = "instrument.subrequest"
@@ -64,21 +64,35 @@ def lookup_image(app: WSGIApp, environ: Mapping[str, Any], method: str, path: st
 
     Raises whatever the application raises; the caller degrades to ``{"id": …}``.
     """
+    status, headers, body = _run(app, subrequest_environ(environ, method, path))
+    if not status.startswith("2"):
+        return LookupResult(status, None)
+    return LookupResult(status, image_from_body(body) or image_from_headers(headers))
+
+
+def get_document(app: WSGIApp, environ: Mapping[str, Any], path: str) -> tuple[str, Any]:
+    """``GET path`` through *app*: the status and the JSON document (None if it is not JSON)."""
+    status, _, body = _run(app, subrequest_environ(environ, "GET", path))
+    try:
+        return status, parse_json(body) if body else None
+    except ValueError:
+        return status, None
+
+
+def _run(app: WSGIApp, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
     captured: list[Any] = []
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         captured[:] = [status, headers]
         return _discard
 
-    app_iter = app(subrequest_environ(environ, method, path), start_response)
+    app_iter = app(environ, start_response)
     try:
         body = _read_limited(app_iter)
     finally:
         close_once(app_iter)
     status, headers = (captured or ["500 No Response", []])[:2]
-    if not status.startswith("2"):
-        return LookupResult(status, None)
-    return LookupResult(status, image_from_body(body) or image_from_headers(headers))
+    return status, headers, body
 
 
 def subrequest_environ(environ: Mapping[str, Any], method: str, path: str) -> dict[str, Any]:

@@ -29,12 +29,16 @@ __all__ = [
     "IMAGE_ACTIVATE",
     "IMAGE_CREATE",
     "IMAGE_DELETE",
+    "IMAGE_MEMBER_CREATE",
+    "IMAGE_MEMBER_DELETE",
+    "IMAGE_MEMBER_UPDATE",
     "IMAGE_PREPARE",
     "IMAGE_SEND",
     "IMAGE_UPDATE",
     "IMAGE_UPLOAD",
     "INFO",
     "MAX_NOTIFICATION_BYTES",
+    "MEMBER_EVENT_TYPES",
     "PRIORITIES",
     "WARN",
     "Notification",
@@ -49,6 +53,9 @@ IMAGE_ACTIVATE: Final = "image.activate"
 IMAGE_SEND: Final = "image.send"
 IMAGE_UPDATE: Final = "image.update"
 IMAGE_DELETE: Final = "image.delete"
+IMAGE_MEMBER_CREATE: Final = "image.member.create"
+IMAGE_MEMBER_UPDATE: Final = "image.member.update"
+IMAGE_MEMBER_DELETE: Final = "image.member.delete"
 
 #: The seven event types of the specification, in lifecycle order.
 EVENT_TYPES: Final = (
@@ -60,6 +67,10 @@ EVENT_TYPES: Final = (
     IMAGE_UPDATE,
     IMAGE_DELETE,
 )
+
+#: Image sharing, as Glance emits it (not in the specification): a member added, its
+#: status changed (accepted, rejected, pending), removed.
+MEMBER_EVENT_TYPES: Final = (IMAGE_MEMBER_CREATE, IMAGE_MEMBER_UPDATE, IMAGE_MEMBER_DELETE)
 
 INFO: Final = "INFO"
 WARN: Final = "WARN"

@@ -31,6 +31,7 @@ __all__ = [
     "deleted_image",
     "image_from_body",
     "image_from_headers",
+    "member_from_body",
     "notification_image",
     "parse_json",
     "prepared_image",
@@ -104,6 +105,31 @@ def deleted_image(image: Mapping[str, Any]) -> dict[str, Any]:
     """*image* as Glance's image.delete payload shows it: deleted now."""
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {**image, "status": "deleted", "deleted": True, "deleted_at": now}
+
+
+#: The fields of Glance's image.member.* payloads (its format_image_member_notification).
+MEMBER_FIELDS: Final = ("image_id", "member_id", "status", "created_at", "updated_at")
+
+
+def member_from_body(body: bytes) -> dict[str, Any] | None:
+    """The image member in a v2 member JSON body, in Glance's payload shape, else None.
+
+    Only Glance's fields are kept (the REST ``schema`` link goes); ``deleted`` is false
+    and ``deleted_at`` null, as Glance sends them for create and update.
+    """
+    try:
+        document = parse_json(body) if body.lstrip()[:1] == b"{" else None
+    except ValueError:
+        return None
+    if not (isinstance(document, dict) and isinstance(document.get("member_id"), str)):
+        return None
+    member = {key: document.get(key) for key in MEMBER_FIELDS}
+    return JSONSafe({**member, "deleted": False, "deleted_at": None})
+
+
+def deleted_member(member: Mapping[str, Any]) -> dict[str, Any]:
+    """*member* as Glance's image.member.delete payload shows it: deleted now."""
+    return {**deleted_image(member), "status": member.get("status")}
 
 
 def prepared_image(image: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -8,7 +8,9 @@ decide with these functions, so the two front ends cannot drift apart:
 - which event fails when it fails (:func:`failure_event`), and at which priority
   (:func:`failure_priority`): WARN for a 4xx, ERROR for a 5xx or an exception, and
   ERROR image.upload for any failure once image.prepare went out;
-- image.prepare itself (:func:`emit_prepare`): only for an image that can take data.
+- image.prepare itself (:func:`emit_prepare`): only for an image that can take data;
+- what an image import means once it ended (:func:`import_events`), learnt later
+  (:mod:`instrument._imports`): the ``import`` kind emits nothing when it is answered.
 
 The kinds are the route kinds of :mod:`instrument.routes` (``ignore`` aside).
 """
@@ -28,9 +30,11 @@ if TYPE_CHECKING:
 __all__ = [
     "DATA_KINDS",
     "KIND_EVENTS",
+    "MEMBER_KINDS",
     "emit_prepare",
     "failure_event",
     "failure_priority",
+    "import_events",
     "problem_of",
     "report_failure",
     "success_events",
@@ -51,7 +55,16 @@ KIND_EVENTS: Final = {
     "upload": _DATA_EVENTS,
     "delete": (ev.IMAGE_DELETE,),
     "send": (ev.IMAGE_SEND,),
+    # A staged upload is not in a store yet: only its failure is reported.
+    "stage": (ev.IMAGE_UPLOAD,),
+    "import": _DATA_EVENTS,
+    "member_create": (ev.IMAGE_MEMBER_CREATE,),
+    "member_update": (ev.IMAGE_MEMBER_UPDATE,),
+    "member_delete": (ev.IMAGE_MEMBER_DELETE,),
 }
+
+#: Kinds whose payload is an image member, not an image.
+MEMBER_KINDS: Final = frozenset({"member_create", "member_update", "member_delete"})
 
 #: The event a request of each kind is about: what succeeds, or fails, without data.
 _MAIN_EVENT: Final = {
@@ -62,6 +75,11 @@ _MAIN_EVENT: Final = {
     "upload": ev.IMAGE_UPLOAD,
     "delete": ev.IMAGE_DELETE,
     "send": ev.IMAGE_SEND,
+    "stage": ev.IMAGE_UPLOAD,
+    "import": ev.IMAGE_UPLOAD,
+    "member_create": ev.IMAGE_MEMBER_CREATE,
+    "member_update": ev.IMAGE_MEMBER_UPDATE,
+    "member_delete": ev.IMAGE_MEMBER_DELETE,
 }
 
 
@@ -88,7 +106,20 @@ def success_events(kind: str, has_data: bool, image: Mapping[str, Any]) -> list[
         return [*upload_events(image), ev.IMAGE_UPDATE] if has_data else [ev.IMAGE_UPDATE]
     if kind == "upload":
         return upload_events(image)
+    if kind in ("stage", "import"):
+        return []  # nothing is in a store yet; an import is followed (import_events)
     return [_MAIN_EVENT[kind]]
+
+
+def import_events(activated: bool) -> list[str]:
+    """The INFO events of one store's import that ended well, in Glance's order.
+
+    image.activate only for the import that made the image active (Glance emits it when
+    the image was not active before the data: not for a copy-image to another store).
+    """
+    if activated:
+        return [ev.IMAGE_PREPARE, ev.IMAGE_UPLOAD, ev.IMAGE_ACTIVATE]
+    return [ev.IMAGE_PREPARE, ev.IMAGE_UPLOAD]
 
 
 def failure_event(kind: str, has_data: bool = False) -> str:

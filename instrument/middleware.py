@@ -24,21 +24,33 @@ exception inside the kit is logged, not raised.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from . import events as ev
+from ._follower import ImportFollower
 from ._guard import guard
+from ._imports import ImportRequest, import_request
 from ._observer import joined_body, observe
 from ._seen import SeenImages
-from ._subrequest import SUBREQUEST_KEY, LookupResult, lookup_image
+from ._subrequest import SUBREQUEST_KEY, LookupResult, get_document, lookup_image
 from ._wsgi import Environ, StartResponse, WSGIApp, status_code
 from .config import CORE_OPTIONS, Settings
-from .images import deleted_image, image_from_body, image_from_headers
+from .images import (
+    deleted_image,
+    deleted_member,
+    image_from_body,
+    image_from_headers,
+    member_from_body,
+    parse_json,
+)
 from .lifecycle import (
     DATA_KINDS,
     KIND_EVENTS,
+    MEMBER_KINDS,
     emit_prepare,
     failure_event,
     failure_priority,
@@ -47,7 +59,7 @@ from .lifecycle import (
     success_events,
 )
 from .notifier import Notifier
-from .options import Option, boolean, integer
+from .options import Option, boolean, integer, number
 from .routes import Match, RouteTable, parse_routes
 from .sending import counted_download
 from .strategies import strategy_options
@@ -78,10 +90,40 @@ SEEN_OPTION: Final = Option(
     "0 asks the application every time.",
     integer(0),
 )
-MIDDLEWARE_OPTIONS: Final = (ROUTES_OPTION, LOOKUP_OPTION, SEEN_OPTION)
+IMPORT_TIMEOUT_OPTION: Final = Option(
+    "import_timeout",
+    3600.0,
+    "Seconds an accepted image import is followed to its end; after that its events "
+    "are not sent (counted and logged).",
+    number(minimum=1),
+)
+IMPORT_RATE_OPTION: Final = Option(
+    "import_lookups_per_second",
+    2.0,
+    "Internal subrequests per second, for all imports together, to learn how imports ended.",
+    number(minimum=0.01),
+)
+IMPORT_MAX_OPTION: Final = Option(
+    "import_max_followed",
+    100,
+    "Imports followed at once per process; more are not followed (counted and logged).",
+    integer(minimum=1),
+)
+MIDDLEWARE_OPTIONS: Final = (
+    ROUTES_OPTION,
+    LOOKUP_OPTION,
+    SEEN_OPTION,
+    IMPORT_TIMEOUT_OPTION,
+    IMPORT_RATE_OPTION,
+    IMPORT_MAX_OPTION,
+)
 
 #: Kinds that do something before the application runs (see _Lifecycle.prepare).
-_PREPARING_KINDS: Final = frozenset({"upload", "update_with_data", "delete"})
+_PREPARING_KINDS: Final = frozenset(
+    {"upload", "update_with_data", "delete", "import", "member_delete"}
+)
+#: An import request's body is a small JSON document; a larger one is not read.
+_IMPORT_BODY_LIMIT: Final = 64 * 1024
 
 
 class NotificationMiddleware:
@@ -95,12 +137,14 @@ class NotificationMiddleware:
         routes: RouteTable | None = None,
         image_lookup: bool = True,
         seen_images: int = SEEN_OPTION.default,
+        imports: Mapping[str, Any] | None = None,
     ) -> None:
         self.app = app
         self.seen = SeenImages(seen_images)
         self.notifier = notifier if notifier is not None else Notifier()
         self.routes = routes if routes is not None else RouteTable()
         self.image_lookup = image_lookup
+        self.imports = ImportFollower(app, self.notifier, **(imports or {}))
         # The Notifier's disabled events are fixed: decide once which kinds are watched.
         enabled = self.notifier.is_enabled
         self._observed_kinds = frozenset(
@@ -190,7 +234,7 @@ class _ObservedRequest:
 class _Lifecycle(_ObservedRequest):
     """create / update / upload / delete: emit after the application has answered."""
 
-    __slots__ = ("before", "has_data", "kind", "prepared")
+    __slots__ = ("before", "has_data", "import_request", "kind", "prepared")
 
     def __init__(self, middleware: NotificationMiddleware, match: Match, environ: Environ) -> None:
         super().__init__(middleware, match, environ)
@@ -198,6 +242,7 @@ class _Lifecycle(_ObservedRequest):
         self.has_data = self.kind in DATA_KINDS and _has_data(environ)
         self.before: Mapping[str, Any] | None = None
         self.prepared = False
+        self.import_request = ImportRequest()
 
     def run(self, start_response: StartResponse) -> Iterable[bytes]:
         if self.kind in _PREPARING_KINDS:
@@ -233,6 +278,21 @@ class _Lifecycle(_ObservedRequest):
             )
         elif self.kind == "delete" and self.notifier.is_enabled(ev.IMAGE_DELETE):
             self.before = self.image_or_id(self.middleware.seen.get(self.match.image_id))
+        elif self.kind == "import":
+            self.import_request = import_request(_peek_json(self.environ))
+        elif self.kind == "member_delete" and self.match.member_id:
+            self.before = self.member_before()
+
+    def member_before(self) -> dict[str, Any]:
+        """The member about to be removed (Glance's payload shows it), else its ids."""
+        known: dict[str, Any] = {"image_id": self.match.image_id, "member_id": self.match.member_id}
+        if self.middleware.image_lookup:
+            status, document = get_document(
+                self.middleware.app, self.environ, self.match.member_path()
+            )
+            member = member_from_body(_json_bytes(document)) if status.startswith("2") else None
+            return member or known
+        return known
 
     def finish(self, body: bytes | None, exc: BaseException | None) -> None:
         code = status_code(self.status) if exc is None else 500
@@ -245,6 +305,14 @@ class _Lifecycle(_ObservedRequest):
             report_failure(self.notifier, event, self.match.image_id, problem, priority)
 
     def succeeded(self, body: bytes | None) -> None:
+        if self.kind in MEMBER_KINDS:
+            self.member_succeeded(body)
+            return
+        if self.kind == "import" and self.match.image_id:
+            self.middleware.imports.follow(
+                self.environ, self.match.lookup_path(), self.import_request
+            )
+            return
         if self.kind == "delete":
             self.middleware.seen.forget(self.match.image_id)
             self.notifier.info(
@@ -262,6 +330,15 @@ class _Lifecycle(_ObservedRequest):
             self.middleware.seen.remember(image)
         for event_type in success_events(self.kind, self.has_data, image):
             self.notifier.info(event_type, image)
+
+    def member_succeeded(self, body: bytes | None) -> None:
+        event = KIND_EVENTS[self.kind][0]
+        if self.kind == "member_delete":
+            self.notifier.info(event, deleted_member(self.before or {}))
+            return
+        member = member_from_body(body or b"")
+        if member is not None:
+            self.notifier.info(event, member)
 
 
 class _Download(_ObservedRequest):
@@ -319,7 +396,40 @@ def _filter_options(settings: Settings) -> dict[str, Any]:
         "routes": RouteTable(settings.get(ROUTES_OPTION)),
         "image_lookup": settings.get(LOOKUP_OPTION),
         "seen_images": settings.get(SEEN_OPTION),
+        "imports": _import_settings(settings),
     }
+
+
+def _import_settings(settings: Settings) -> dict[str, Any]:
+    return {
+        "timeout": settings.get(IMPORT_TIMEOUT_OPTION),
+        "lookups_per_second": settings.get(IMPORT_RATE_OPTION),
+        "max_followed": settings.get(IMPORT_MAX_OPTION),
+    }
+
+
+def _peek_json(environ: Environ) -> Any:
+    """The request's small JSON body, read and put back for the application; else None.
+
+    Only a body with a ``Content-Length`` up to 64 KiB is read: the application then
+    reads the very same bytes from a fresh stream.
+    """
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return None
+    if not 0 < length <= _IMPORT_BODY_LIMIT:
+        return None
+    body = environ["wsgi.input"].read(length)
+    environ["wsgi.input"] = io.BytesIO(body)
+    try:
+        return parse_json(body)
+    except ValueError:
+        return None
+
+
+def _json_bytes(document: Any) -> bytes:
+    return json.dumps(document).encode() if isinstance(document, dict) else b""
 
 
 def _created_id(headers: list[tuple[str, str]]) -> str | None:

@@ -20,6 +20,13 @@ upload            image.prepare (before), image.upload, image.activate (when the
                   image became active)
 delete            image.delete
 send              image.send (counted while the body streams)
+stage             nothing: the data waits in the staging area (failures: image.upload)
+import            nothing at once (202); image.prepare, image.upload, image.activate per
+                  store when the import ends, or an ERROR image.upload
+                  (see :mod:`instrument._imports`)
+member_create     image.member.create (``POST .../members``)
+member_update     image.member.update (``PUT .../members/{member}``)
+member_delete     image.member.delete (``DELETE .../members/{member}``)
 ignore            nothing (to switch a built-in route off)
 ================  =============================================================
 
@@ -27,7 +34,7 @@ Operators add or override routes with the ``routes`` option, one per line (or
 separated by ``;``)::
 
     routes =
-        PUT /v2/images/{id}/stage upload
+        PUT /v3/images/{id}/file upload
         POST /v3/artifacts create
 
 Configured routes are tried before the built-in ones.
@@ -52,6 +59,11 @@ KINDS: Final = (
     "upload",
     "delete",
     "send",
+    "stage",
+    "import",
+    "member_create",
+    "member_update",
+    "member_delete",
     "ignore",
 )
 
@@ -75,7 +87,7 @@ class Route:
 
 
 class Match(NamedTuple):
-    """A matched request: its route and kind, the image id (if any), where the API lives.
+    """A matched request: its route and kind, the image (and member) id, where the API lives.
 
     A tuple rather than a dataclass: one is built for every image request.
     """
@@ -85,10 +97,15 @@ class Match(NamedTuple):
     prefix: str
     version: str
     kind: str  # route.kind, read on every request: a field, not a property
+    member_id: str | None = None
 
     def lookup_path(self) -> str:
         """The path that returns this image's metadata (v1 HEAD, v2 GET)."""
         return f"{self.prefix}/{self.version}/images/{self.image_id}"
+
+    def member_path(self) -> str:
+        """The path that returns this image member (v2 GET)."""
+        return f"{self.lookup_path()}/members/{self.member_id}"
 
 
 def _builtin(method: str, tail: str, kind: str, api: int) -> Route:
@@ -98,6 +115,7 @@ def _builtin(method: str, tail: str, kind: str, api: int) -> Route:
 
 _ID: Final = r"/(?P<id>[^/]+)"
 _V1_ID: Final = r"/(?P<id>(?!detail/?$)[^/]+)"
+_MEMBER: Final = r"/members/(?P<member>[^/]+)"
 
 BUILTIN_ROUTES: Final = (
     _builtin("POST", "", "create_with_data", 1),
@@ -110,6 +128,11 @@ BUILTIN_ROUTES: Final = (
     _builtin("GET", f"{_ID}/file", "send", 2),
     _builtin("DELETE", _ID, "delete", 2),
     _builtin("POST", f"{_ID}/actions/(?:deactivate|reactivate)", "update", 2),
+    _builtin("PUT", f"{_ID}/stage", "stage", 2),
+    _builtin("POST", f"{_ID}/import", "import", 2),
+    _builtin("POST", f"{_ID}/members", "member_create", 2),
+    _builtin("PUT", f"{_ID}{_MEMBER}", "member_update", 2),
+    _builtin("DELETE", f"{_ID}{_MEMBER}", "member_delete", 2),
 )
 
 
@@ -150,6 +173,7 @@ class RouteTable:
                     groups.get("prefix") or "",
                     groups.get("version") or f"v{route.api}",
                     route.kind,
+                    groups.get("member"),
                 )
         return None
 
@@ -178,4 +202,5 @@ def _parse_route(name: str, entry: str) -> Route:
         raise ConfigError(name, entry, accepted)
     escaped = re.escape(template.rstrip("/")).replace(re.escape("{id}"), "(?P<id>[^/]+)")
     escaped = escaped.replace(re.escape("{version}"), r"(?P<version>v\d+(?:\.\d+)?)")
+    escaped = escaped.replace(re.escape("{member}"), "(?P<member>[^/]+)")
     return Route(method, re.compile(f"{_PREFIX}{escaped}/?$"), kind, int(api[1]))

@@ -3,9 +3,10 @@
 The virtualenv holds pinned PyPI releases of Glance, python-glanceclient and gunicorn
 and is cached under ``~/.cache`` (or ``$INSTRUMENT_GLANCE_VENV``) by a hash of the pins
 and the Python version, so only the first run pays for the install. The kit is
-installed into it from this checkout (editable, so the tree's ``instrument/`` is what
-Glance's paste loader imports through ``egg:instrument#notifications``); a checkout at
-another path re-points it with a quick ``--no-deps`` reinstall.
+installed into it once (editable, ``--no-deps``) so that it has the kit's metadata; each
+run then puts *this* checkout first on ``PYTHONPATH`` with a ``dist-info`` of its own
+(:func:`kit_overlay`), so Glance's paste loader imports this tree's ``instrument/``
+through ``egg:instrument#notifications`` even while other checkouts share the venv.
 
 Glance 33 has no standalone server: gunicorn serves ``glance.wsgi.api:application``,
 which reads ``glance-api.conf`` from ``$OS_GLANCE_CONFIG_DIR``. The configuration is
@@ -28,7 +29,6 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.servers import free_port, stop_process, wait_for_port
+
+from .configs import STORE_FOLDERS, Setup, glance_conf, logging_conf, paste_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,8 +47,6 @@ PINS = ("glance==33.0.0", "python-glanceclient==4.13.0", "gunicorn==27.0.1")
 BUILD_PINS = ("setuptools==80.9.0", "wheel==0.45.1")
 
 INSTALL_TIMEOUT = 900
-#: Uploads above this fail inside Glance's store path (413 after image.prepare).
-IMAGE_SIZE_CAP = 9 * 1024 * 1024
 
 
 class EnvironmentUnavailable(RuntimeError):
@@ -99,8 +99,6 @@ def ensure_venv(log: Any = print) -> Path:
             _install_kit(venv)
             complete.write_text("\n".join(PINS) + "\n")
             log(f"glance: built in {time.monotonic() - started:.0f}s")
-        elif _kit_root(venv) != str(ROOT):
-            _install_kit(venv)
     return venv
 
 
@@ -111,9 +109,28 @@ def _install_kit(venv: Path) -> None:
     (venv / ".instrument-kit-root").write_text(str(ROOT))
 
 
-def _kit_root(venv: Path) -> str | None:
-    marker = venv / ".instrument-kit-root"
-    return marker.read_text().strip() if marker.exists() else None
+def kit_overlay(work: Path) -> str:
+    """A ``PYTHONPATH`` that makes this checkout the kit Glance imports.
+
+    The checkout itself (the ``instrument`` package) and a folder holding a
+    ``dist-info`` with the checkout's entry points (the paste filter, the strategies):
+    both come before the venv's site-packages, whichever checkout the venv was built
+    from, and nothing shared is changed.
+    """
+    text = (ROOT / "pyproject.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"', text, re.MULTILINE)
+    assert version, "no version in pyproject.toml"
+    lines = []  # the entry-point tables, as entry_points.txt spells them (no tomllib on 3.10)
+    for table in re.finditer(r"^\[project\.entry-points\.(\S+)\]\n((?:[^\[\n].*\n)*)", text, re.M):
+        lines.append(f"[{table[1].strip(chr(34))}]")
+        lines += [entry.replace('"', "") for entry in table[2].splitlines() if "=" in entry]
+    info = work / "kit-overlay" / f"instrument-{version[1]}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: instrument\nVersion: {version[1]}\n"
+    )
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    return os.pathsep.join((str(ROOT), str(info.parent)))
 
 
 def glance_etc(venv: Path) -> Path:
@@ -122,108 +139,6 @@ def glance_etc(venv: Path) -> Path:
     if not (found / "glance-api-paste.ini").exists():
         raise EnvironmentUnavailable(f"no glance-api-paste.ini under {found}")
     return found
-
-
-def insert_filter(paste_ini: str, filter_section: str) -> str:
-    """Glance's paste.ini with ``notifications`` right before ``rootapp`` in ``default``."""
-    pattern = re.compile(r"^(default\s*=.*?)\s+rootapp\s*$", re.MULTILINE)
-    if not pattern.search(paste_ini):
-        raise EnvironmentUnavailable("no 'default = ... rootapp' line in glance-api-paste.ini")
-    edited = pattern.sub(r"\1 notifications rootapp", paste_ini, count=1)
-    return edited.rstrip("\n") + "\n\n" + filter_section
-
-
-def filter_section(log_file: Path) -> str:
-    return textwrap.dedent(
-        f"""\
-        [filter:notifications]
-        use = egg:instrument#notifications
-        notifier_strategy = logging
-        log_file = {log_file}
-        """
-    )
-
-
-def glance_conf(work: Path, paste_ini: Path, logging_conf: Path) -> str:
-    return textwrap.dedent(
-        f"""\
-        [DEFAULT]
-        enabled_backends = fs:file
-        log_config_append = {logging_conf}
-        transport_url = fake:/
-        worker_self_reference_url = http://127.0.0.1
-        image_size_cap = {IMAGE_SIZE_CAP}
-
-        [database]
-        connection = sqlite:///{work / "glance.sqlite"}
-
-        [glance_store]
-        default_backend = fs
-
-        [fs]
-        filesystem_store_datadir = {work / "images"}
-
-        [os_glance_staging_store]
-        filesystem_store_datadir = {work / "staging"}
-
-        [os_glance_tasks_store]
-        filesystem_store_datadir = {work / "tasks"}
-
-        [oslo_policy]
-        enforce_new_defaults = false
-        enforce_scope = false
-
-        [paste_deploy]
-        flavor =
-        config_file = {paste_ini}
-
-        [oslo_messaging_notifications]
-        driver = log
-        transport_url = fake:/
-        """
-    )
-
-
-def logging_conf(native_log: Path, glance_log: Path) -> str:
-    """Glance's own notifications (one JSON envelope per line) to *native_log*."""
-    return textwrap.dedent(
-        f"""\
-        [loggers]
-        keys = root, notifications
-
-        [handlers]
-        keys = glance, notifications
-
-        [formatters]
-        keys = plain, message
-
-        [logger_root]
-        level = WARNING
-        handlers = glance
-
-        [logger_notifications]
-        qualname = oslo.messaging.notification
-        level = DEBUG
-        handlers = notifications
-        propagate = 0
-
-        [handler_glance]
-        class = FileHandler
-        args = ({str(glance_log)!r}, "a")
-        formatter = plain
-
-        [handler_notifications]
-        class = FileHandler
-        args = ({str(native_log)!r}, "a")
-        formatter = message
-
-        [formatter_plain]
-        format = %(asctime)s %(levelname)s %(name)s %(message)s
-
-        [formatter_message]
-        format = %(message)s
-        """
-    )
 
 
 @dataclass
@@ -270,20 +185,21 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def running_glance(venv: Path, work: Path) -> Iterator[Glance]:
-    """Configure Glance in *work*, sync its database, serve it with gunicorn."""
+def running_glance(venv: Path, work: Path, setup: Setup | None = None) -> Iterator[Glance]:
+    """Configure Glance in *work* (see :class:`Setup`), sync its database, serve it."""
+    setup = setup or Setup()
     config = work / "etc"
-    for folder in (config, work / "images", work / "staging", work / "tasks"):
+    for folder in (config, *(work / name for name in STORE_FOLDERS)):
         folder.mkdir(parents=True, exist_ok=True)
     native_log, kit_log = work / "glance-notifications.jsonl", work / "kit-notifications.jsonl"
     glance_log = work / "glance.log"
     etc = glance_etc(venv)
     paste_ini = config / "glance-api-paste.ini"
-    paste_ini.write_text(
-        insert_filter((etc / "glance-api-paste.ini").read_text(), filter_section(kit_log))
-    )
+    paste_ini.write_text(paste_config((etc / "glance-api-paste.ini").read_text(), setup, kit_log))
     (config / "logging.conf").write_text(logging_conf(native_log, glance_log))
-    (config / "glance-api.conf").write_text(glance_conf(work, paste_ini, config / "logging.conf"))
+    (config / "glance-api.conf").write_text(
+        glance_conf(work, paste_ini, config / "logging.conf", setup)
+    )
     env = {
         key: value
         for key, value in os.environ.items()
@@ -291,6 +207,7 @@ def running_glance(venv: Path, work: Path) -> Iterator[Glance]:
     }
     env.update(
         OS_GLANCE_CONFIG_DIR=str(config),
+        PYTHONPATH=kit_overlay(work),
         PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
     )
     _run(

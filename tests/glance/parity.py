@@ -67,7 +67,7 @@ def glance_status_writes(step: Step) -> list[dict[str, Any]]:
         for n in step.native
         if n["event_type"] == "image.update"
         and isinstance(n["payload"], dict)
-        and n["payload"].get("status") in ("queued", "saving", "active")
+        and n["payload"].get("status") in ("queued", "saving", "uploading", "importing", "active")
     ]
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .environment import IMAGE_SIZE_CAP, Glance, read_json_lines
+from .configs import IMAGE_SIZE_CAP
+from .environment import Glance, read_json_lines
 
 SPEC_EVENTS = frozenset(
     {
@@ -29,6 +30,9 @@ SPEC_EVENTS = frozenset(
         "image.send",
         "image.update",
         "image.delete",
+        "image.member.create",
+        "image.member.update",
+        "image.member.delete",
     }
 )
 IMAGE_SIZE = 8 * 1024 * 1024
@@ -52,6 +56,9 @@ class Step:
     kit: list[dict[str, Any]] = field(default_factory=list)
     glance_log: str = ""
     facts: dict[str, Any] = field(default_factory=dict)
+    #: Work that ends after the client's request (an import): wait until Glance said this
+    #: event (``task.success``, ``task.failure``) and the kit this many events.
+    ends_with: tuple[str, int] | None = None
 
 
 class Recorder:
@@ -77,8 +84,23 @@ class Recorder:
             elif time.monotonic() - quiet_since >= QUIET:
                 return
 
+    def _ended(self, step: Step, timeout: float = 90.0) -> None:
+        """Wait (a condition, not a time) until both sides reported the step's end."""
+        if step.ends_with is None:
+            return
+        deadline = time.monotonic() + timeout
+        native_event, kit_wanted = step.ends_with
+        while time.monotonic() < deadline:
+            native = read_json_lines(self.glance.native_log)[self._seen[0] :]
+            kit = read_json_lines(self.glance.kit_log)[self._seen[1] :]
+            said = any(n.get("event_type") == native_event for n in native)
+            if said and len(kit) >= kit_wanted:
+                return
+            time.sleep(0.2)
+
     def record(self, step: Step, run: Callable[[], dict[str, Any] | None]) -> Step:
         facts = run()
+        self._ended(step)
         self._settle()
         native = read_json_lines(self.glance.native_log)
         kit = read_json_lines(self.glance.kit_log)
