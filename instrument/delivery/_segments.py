@@ -21,6 +21,7 @@ import contextlib
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from typing import Final, NamedTuple
 
 __all__ = ["Cursor", "Position", "frame", "segment_name", "segment_seqs"]
@@ -67,9 +68,16 @@ class Cursor:
     last record of its last segment are then a torn record, counted as damaged.
     """
 
-    def __init__(self, directory: str, *, final: bool) -> None:
+    def __init__(
+        self,
+        directory: str,
+        *,
+        final: bool,
+        live: Callable[[], tuple[int, int]] | None = None,
+    ) -> None:
         self.directory = directory
         self.final = final
+        self._live = live  # the writer: (segment being written, end of complete records)
         self._ack_fd = os.open(
             os.path.join(directory, "ack"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
         )
@@ -90,28 +98,47 @@ class Cursor:
         confirmed. The read position moves on at once: the caller keeps the batch.
         """
         records: list[bytes | None] = []
+        writing, stop = self._follow()
         while len(records) < limit and self._segments:
             seq = self._segments[0]
             offset = self.read_at.offset if self.read_at.seq == seq else 0
-            used, tail = self._lines(seq, offset, limit - len(records), records)
+            end = stop if seq == writing else None
+            used, tail = self._lines(seq, offset, limit - len(records), records, end)
             self.read_at = Position(seq, offset + used)
             if len(records) < limit and tail is not None and not self._next(seq, tail, records):
                 break
         return records, self.read_at
 
-    def _lines(
-        self, seq: int, offset: int, wanted: int, records: list[bytes | None]
-    ) -> tuple[int, int | None]:
-        """Append up to *wanted* records of segment *seq* from *offset*.
+    def _follow(self) -> tuple[int, int]:
+        """The writer's segment and end; segments it started are added to the list."""
+        if self._live is None:
+            return -1, 0
+        writing, stop = self._live()
+        if not self._segments:  # the first look: what the writer made so far
+            found = segment_seqs(self.directory)
+            self._segments = [seq for seq in found if self.acked.seq <= seq < writing]
+        first = self._segments[-1] + 1 if self._segments else writing
+        self._segments.extend(range(first, writing + 1))
+        return writing, stop
 
-        Returns the bytes used and, when the end of the file was reached, how many
-        bytes after the last complete record remain (else None).
+    def _lines(
+        self, seq: int, offset: int, wanted: int, records: list[bytes | None], stop: int | None
+    ) -> tuple[int, int | None]:
+        """Append up to *wanted* records of segment *seq* from *offset* (up to *stop*).
+
+        Returns the bytes used and, when the end of the data was reached (the file's
+        end, the unwritten zeros of an allocated segment, or *stop*), how many bytes
+        after the last complete record remain (else None).
         """
         size = max(_MIN_READ, wanted * 1024)
         while True:
-            chunk = os.pread(self._fd(seq), size, offset)
+            want = size if stop is None else min(size, stop - offset)
+            chunk = os.pread(self._fd(seq), want, offset)
+            zero = chunk.find(b"\0")
+            ended = len(chunk) < size or zero >= 0
+            chunk = chunk if zero < 0 else chunk[:zero]
             end = chunk.rfind(b"\n") + 1
-            if end or len(chunk) < size:
+            if end or ended:
                 break
             size *= 2  # one record longer than the chunk: read more
         lines = chunk[:end].split(b"\n")[:-1]
@@ -119,12 +146,14 @@ class Cursor:
         for line in lines[:wanted]:
             records.append(_unframe(line))
             used += len(line) + 1
-        at_end = len(chunk) < size and len(lines) <= wanted
+        at_end = ended and len(lines) <= wanted
         return used, (len(chunk) - used if at_end else None)
 
     def _next(self, seq: int, tail: int, records: list[bytes | None]) -> bool:
         """At the end of segment *seq*: move on if nobody writes it any more."""
-        later = len(self._segments) > 1
+        later = len(self._segments) > 1 or (self._live is not None and self._live()[0] > seq)
+        if later and len(self._segments) == 1:
+            self._segments.append(seq + 1)
         if not (later or self.final):
             return False  # the segment being written: more may come
         if tail:
@@ -148,17 +177,27 @@ class Cursor:
             offset = self.acked.offset if seq == self.acked.seq else 0
             fd, last = self._fd(seq), b"\n"
             while chunk := os.pread(fd, 1 << 20, offset):
+                zero = chunk.find(b"\0")
+                chunk = chunk if zero < 0 else chunk[:zero]
                 total += chunk.count(b"\n")
                 offset += len(chunk)
-                last = chunk[-1:]
+                last = chunk[-1:] or last
+                if zero >= 0:
+                    break
             total += last != b"\n"
         return total
 
     def rewind(self) -> None:
         """Read again from the acknowledged position, as a journal nobody writes."""
-        self.final = True
+        self.final, self._live = True, None
         self.read_at = self.acked
-        self._segments = [seq for seq in segment_seqs(self.directory) if seq >= self.acked.seq]
+        known = set(self._segments) | set(self._fds)  # open files outlive a deleted directory
+        self._segments = sorted(seq for seq in known if seq >= self.acked.seq)
+
+    def hold(self, seq: int, fd: int) -> None:
+        """Read segment *seq* through a duplicate of *fd* (its path may be gone)."""
+        if seq not in self._fds:
+            self._fds[seq] = os.dup(fd)
 
     @property
     def exhausted(self) -> bool:

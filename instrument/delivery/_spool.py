@@ -98,16 +98,23 @@ class Spool:
                 self._next_sync = now + self._fsync_interval
                 if outbox.check():
                     outbox.sync()
-                    outbox.rotate()
-            if not outbox.writable and now >= self._next_resume:
-                self._next_resume = now + _RESUME_INTERVAL
-                outbox.resume()
-                log.info("%s: the outbox %s takes notifications again", self.name, outbox.root)
+            if now >= self._next_resume:
+                self._renew(outbox)
         except OSError as exc:
+            self._next_resume = now + _RESUME_INTERVAL
             outbox.error = str(exc)
             self._log.log("outbox", logging.ERROR, "%s: outbox %s: %s", self.name, outbox.root, exc)
         self.absorb()
         self._maybe_adopt(now)
+
+    def _renew(self, outbox: Outbox) -> None:
+        """Allocate the next segment; a refused journal gets one (a new journal if deleted)."""
+        refused = not outbox.writable
+        if refused and (outbox.cursor is None or not outbox.intact()):
+            outbox.resume()
+        outbox.prepare()
+        if refused and outbox.writable:
+            log.warning("%s: the outbox %s takes notifications again", self.name, outbox.root)
 
     def absorb(self) -> None:
         """Move what waits in memory (the journal refused it) to the journal."""

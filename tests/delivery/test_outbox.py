@@ -86,7 +86,8 @@ def test_damaged_and_torn_records_are_reported_and_skipped(box: Outbox) -> None:
     with open(segment, "r+b") as file:  # corrupt the second record's body
         file.seek(len(b"00000000 1\n") + 9)
         file.write(b"x")
-    with open(segment, "ab") as file:  # and a record cut short at the end
+    with open(segment, "r+b") as file:  # and a record cut short at the end
+        file.seek(3 * len(b"00000000 1\n"))
         file.write(b"0123")
     box.close(confirmed=0)
     (journal,) = adoptable(box.root, "box", set())
@@ -102,16 +103,21 @@ def test_a_full_segment_is_followed_by_the_next(
     from instrument.delivery import _outbox
 
     monkeypatch.setattr(_outbox, "SEGMENT_BYTES", 100)
+    box.close(confirmed=0)
+    box = Outbox(box.root, "box")
+    box.open()  # segments of 100 bytes: 2 records each
     bodies = [b'"%030d"' % i for i in range(10)]
-    for index, body in enumerate(bodies):
-        box.append(body)
-        if index % 3 == 2:
-            box.rotate()
+    for body in bodies:
+        assert box.append(body)
+        box.prepare()  # the worker allocates the next one ahead
     assert box.cursor is not None
     records, end = box.cursor.read(100)
     assert [body for body in records] == bodies
     box.cursor.ack(end)
-    assert len(os.listdir(box.directory)) == 3  # lock, ack, the segment being written
+    # lock, ack, the segment being written, the next two allocated ahead
+    assert len(os.listdir(box.directory)) == 5
+    box.close(confirmed=10)
+    assert not os.path.exists(box.directory)
 
 
 def test_bodies_round_trip_and_odd_payloads_still_encode() -> None:
