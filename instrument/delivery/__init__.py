@@ -8,10 +8,11 @@ downwards only, top to bottom:
 * :mod:`._process`: the at-fork pause and resume of every engine, and close at exit.
 * :mod:`._worker`: the thread and its loop; pausable between two steps for a fork.
 * :mod:`._sender`: one :class:`Publisher`, its connection and the retry schedule.
-* :mod:`._spool`: where batches come from: the memory intake, or the outbox it fills.
+* :mod:`._spool`: where batches come from: own journal, adopted journals, memory.
 * :mod:`._intake`: the memory queue, owned by one object, shared by engine and worker.
-* :mod:`._outbox`: the SQLite outbox and the process's fork lock around SQLite calls.
-* :mod:`._owner`: who owns an outbox row, and whether that owner is still alive.
+* :mod:`._outbox`: the journal emit() writes to, its lock, and adoption of dead ones.
+* :mod:`._segments`: journal records and segments on disk; a cursor that reads and acks.
+* :mod:`._owner`: the owner id naming a journal.
 * :mod:`._publisher` and :mod:`._options`: leaves, the broker-side protocol and the
   strategy options.
 """

@@ -25,9 +25,17 @@ DELIVERY_OPTIONS: Final = (
     Option(
         "outbox_path",
         None,
-        "Broker strategies: SQLite file keeping notifications until the broker confirmed "
-        "them, across outages and crashes (unset: memory only).",
+        "Broker strategies: directory of the journals keeping notifications until the "
+        "broker confirmed them, across outages and crashes of the process (unset: memory "
+        "only).",
         string,
+    ),
+    Option(
+        "outbox_fsync_interval",
+        1.0,
+        "Broker strategies: seconds between two fsyncs of the outbox journal, the most a "
+        "host crash (not a process crash) can lose.",
+        number(0.001),
     ),
     Option(
         "close_timeout",

@@ -4,10 +4,10 @@ Decisions:
 
 * **Fork safety**: a running worker is paused between two steps around ``fork()``
   (``os.register_at_fork``; bounded, a step stuck on a broker delays a fork by at most
-  a few seconds). Then the fork waits (bounded too) for an outbox call under way: when
-  the pause gave up, the worker may be about to enter SQLite, and a fork must never
-  land inside it. An engine is paused until its worker has ended, also after close()
-  gave up waiting for it. After ``fork()`` each engine restarts in the child
+  a few seconds). The journal needs no lock of its own here: its calls are system
+  calls, and a child closes the descriptors it inherited (:mod:`._outbox`). An engine
+  is paused until its worker has ended, also after close() gave up waiting for it.
+  After ``fork()`` each engine restarts in the child
   (:meth:`Engine.restart_in_child`); the parent's queued notifications stay the
   parent's.
 * **Engines are held strongly** until closed and their worker has ended: one dropped
@@ -25,8 +25,6 @@ import logging
 import os
 import threading
 from typing import Protocol
-
-from . import _outbox
 
 __all__ = [
     "Engine",
@@ -76,28 +74,19 @@ def forget(engine: Engine) -> None:
 
 
 def before_fork() -> None:
-    """Pause the workers, then hold the outbox lock (both bounded)."""
+    """Pause the workers (bounded)."""
     paused = _paused.setdefault(threading.get_ident(), [])
     paused.extend(engine for engine in list(_engines) if engine.pause_for_fork())
-    # After the pauses: a paused worker holds no outbox call, one that could not be
-    # paused finishes the call it is in and then waits for the fork at its next one.
-    if not _outbox.hold_for_fork():
-        log.warning(
-            "fork(): an outbox (SQLite) call did not end within %.0f s; forking anyway",
-            _outbox.FORK_WAIT,
-        )
 
 
 def after_fork_in_parent() -> None:
-    """Release the outbox lock and resume the workers this thread paused."""
-    _outbox.release_after_fork()
+    """Resume the workers this thread paused."""
     for engine in _paused.pop(threading.get_ident(), []):
         engine.resume_after_fork()
 
 
 def after_fork_in_child() -> None:
-    """A fresh outbox lock, and every engine restarted."""
-    _outbox.reset_after_fork()
+    """Every engine restarted."""
     _paused.clear()  # the child's workers are replaced, their locks never used again
     for engine in list(_engines):
         engine.restart_in_child()

@@ -6,20 +6,21 @@ Decisions:
   monkey-patching: only :mod:`threading` primitives are used) publishes batches of up
   to ``batch_size`` through a :class:`~._publisher.Publisher` (:mod:`._sender`), which
   returns only once the broker confirmed the whole batch.
-* Everything that can block (the broker, SQLite) happens here, never in ``submit()``.
-  The loop, once per step: move new notifications to the outbox (if any), adopt rows of
-  dead processes (every few seconds), take a batch (the one that failed last time, else
-  the oldest waiting, :mod:`._spool`), wait out a backoff, publish.
-* Only this thread touches the publisher and the outbox; other threads read counters
-  (plain ints, written by this thread only) and wait on ``_done``.
+* Everything that can block (the broker, fsync) happens here, never in ``submit()``
+  (which at most appends one record to the journal, :mod:`._outbox`). The loop, once
+  per step: look after the journal (fsync, rotation, recovery, adoption of dead
+  processes' journals, each on its own clock), take a batch (the one that failed last
+  time, else the oldest waiting, :mod:`._spool`), wait out a backoff, publish.
+* Only this thread reads, syncs and rotates the journal and touches the publisher;
+  other threads append to the journal, read counters and wait on ``_done``.
 * ``flush()`` waits for two things separately: this engine's own notifications
   accepted so far, and the rows adopted so far. Rows adopted later are older and sent
   first; they must not make up for own notifications still pending.
-* The thread holds ``_busy`` while it works (SQLite, the broker) and releases it
+* The thread holds ``_busy`` while it works (the journal, the broker) and releases it
   whenever it waits, so :meth:`Worker.pause` (run before ``fork()``) lets a fork happen
-  only between two steps, never inside SQLite or a TLS library (bounded: a step stuck
-  on a broker does not hold up the fork for more than a few seconds). When the pause
-  gives up, the outbox's own lock still keeps the fork out of SQLite (:mod:`._outbox`).
+  only between two steps, never inside a TLS library (bounded: a step stuck on a
+  broker does not hold up the fork for more than a few seconds). The journal holds no
+  library state a fork could cut in half: its calls are system calls.
 * The thread calls ``on_exit`` as its very last act: until then its engine stays where
   the pre-fork hook looks, also after close() gave up waiting for it.
 * The thread seals the intake when it has taken its last look at it: only from then on
@@ -35,6 +36,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ._intake import Intake
+from ._outbox import Outbox
 from ._publisher import Batch, Publisher
 from ._sender import Sender
 from ._spool import Spool
@@ -59,7 +61,8 @@ class Worker:
         publisher_factory: Callable[[], Publisher],
         name: str,
         batch_size: int,
-        outbox_path: str | None,
+        outbox: Outbox | None,
+        fsync_interval: float,
         max_retries: int,
         retry_backoff: float,
         retry_max_backoff: float,
@@ -68,7 +71,7 @@ class Worker:
         self.name = name
         self._intake = intake
         self._batch_size = batch_size
-        self._spool = Spool(intake, outbox_path, name)
+        self._spool = Spool(intake, outbox, name, fsync_interval)
         self._sender = Sender(
             publisher_factory,
             name=name,
@@ -119,8 +122,8 @@ class Worker:
             self._wake.set()
 
     def accepted(self) -> int:
-        """How many notifications submit() queued so far (taken or still waiting)."""
-        return self._intake.accepted()
+        """How many notifications submit() accepted so far (journaled, or in memory)."""
+        return self._intake.accepted() + self._spool.journaled()
 
     def wait_finished(self, timeout: float | None) -> bool:
         """Wait until what was accepted, and what was adopted, so far is confirmed or dropped.
@@ -132,7 +135,7 @@ class Worker:
         if not self._ready.wait(timeout):  # rows found at start-up count too
             return False
         own_target = self.accepted()
-        adopted_target = self._spool.counts["adopted"]
+        adopted_target = self._spool.counts()["adopted"]
         self._wake.set()
         with self._done:
             while not self._finished(own_target, adopted_target):
@@ -176,7 +179,7 @@ class Worker:
 
     def stats(self) -> dict[str, Any]:
         """The worker's counters, ``connected`` and ``last_error``."""
-        counts: dict[str, Any] = {**self._counts, **self._spool.counts}
+        counts: dict[str, Any] = {**self._counts, **self._spool.counts()}
         counts["connected"] = self._sender.connected
         counts["last_error"] = self._sender.last_error
         return counts
@@ -187,7 +190,6 @@ class Worker:
         try:
             with self._busy:
                 self._spool.open()
-                self._spool.maybe_adopt()
         finally:
             self._ready.set()
         try:
@@ -206,8 +208,7 @@ class Worker:
                 self._on_exit()  # last: a fork until here still pauses this thread
 
     def _step(self) -> None:
-        self._spool.absorb()
-        self._spool.maybe_adopt()
+        self._spool.maintain()
         if not self._inflight:
             self._inflight = self._spool.take(self._batch_size, self._expire)
         if not self._inflight:

@@ -232,7 +232,7 @@ def test_idle_publisher_is_kept_alive(engine: Delivery, publisher: ScriptedPubli
 def test_outbox_keeps_notifications_across_an_outage_and_a_new_engine(
     tmp_path: Path, publisher: ScriptedPublisher
 ) -> None:
-    outbox = str(tmp_path / "outbox.sqlite")
+    outbox = str(tmp_path / "outbox")
     publisher.failing = -1
     first = Delivery(lambda: publisher, name="box", outbox_path=outbox, retry_backoff=0.01)
     notes = make(20)
@@ -255,7 +255,7 @@ def test_outbox_keeps_notifications_across_an_outage_and_a_new_engine(
 def test_outbox_of_a_killed_process_is_delivered_by_the_next_one(
     tmp_path: Path, publisher: ScriptedPublisher
 ) -> None:
-    outbox = str(tmp_path / "outbox.sqlite")
+    outbox = str(tmp_path / "outbox")
     child = _python(
         f"""
         from instrument.delivery import Delivery
@@ -290,7 +290,7 @@ def test_outbox_of_a_killed_process_is_delivered_by_the_next_one(
 
 
 def test_a_live_process_keeps_its_outbox_rows(tmp_path: Path) -> None:
-    outbox = str(tmp_path / "outbox.sqlite")
+    outbox = str(tmp_path / "outbox")
     blocked = ScriptedPublisher()
     blocked.failing = -1
     owner = Delivery(lambda: blocked, name="box", outbox_path=outbox, retry_backoff=0.01)
@@ -438,7 +438,7 @@ def test_works_under_monkey_patching(library: str) -> None:
 
 
 def test_two_live_engines_sharing_an_outbox_never_send_each_others_rows(tmp_path: Path) -> None:
-    outbox = str(tmp_path / "outbox.sqlite")
+    outbox = str(tmp_path / "outbox")
     first, second = ScriptedPublisher(), ScriptedPublisher()
     first.hold.clear()
     second.hold.clear()
@@ -467,7 +467,7 @@ def test_two_live_engines_sharing_an_outbox_never_send_each_others_rows(tmp_path
 def test_rows_of_a_closed_engine_are_adopted_by_the_next_engine_of_the_process(
     tmp_path: Path,
 ) -> None:
-    outbox = str(tmp_path / "outbox.sqlite")
+    outbox = str(tmp_path / "outbox")
     down, up = ScriptedPublisher(), ScriptedPublisher()
     down.failing = -1
     first = Delivery(lambda: down, name="box", outbox_path=outbox, retry_backoff=10)
@@ -488,17 +488,23 @@ def test_flush_is_not_satisfied_by_rows_adopted_after_it_was_called(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from instrument.delivery import _spool
-    from instrument.delivery._outbox import Outbox
-    from instrument.delivery._owner import process_owner
 
     monkeypatch.setattr(_spool, "_ADOPT_INTERVAL", 0.05)
-    outbox = str(tmp_path / "outbox.sqlite")
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:  # 10 older rows of another live process: not adoptable yet
-        box = Outbox(outbox, "box")
-        box.add([n.to_json() for n in make(10)])
-        box.db.execute("UPDATE outbox SET owner = ?", (process_owner(other.pid),))
-        box.close()
+    outbox = str(tmp_path / "outbox")
+    other = _python(  # 10 older notifications in the journal of a live process
+        f"""
+        from instrument.delivery._outbox import Outbox, encode
+        from instrument.events import Notification
+        box = Outbox({outbox!r}, "box")
+        box.open()
+        for i in range(10):
+            box.append(encode(Notification.create("image.send", "INFO", {{"i": i}})))
+        print("READY", flush=True)
+        time.sleep(60)
+        """
+    )
+    try:
+        _read_until(other, "READY")
         publisher = SlowPublisher(0.05)
         publisher.hold.clear()
         delivery = Delivery(lambda: publisher, name="box", outbox_path=outbox, batch_size=1)
@@ -512,7 +518,7 @@ def test_flush_is_not_satisfied_by_rows_adopted_after_it_was_called(
         time.sleep(0.1)  # flush() has taken its target
     finally:
         other.kill()
-        other.wait()
+        other.wait(10)
     try:
         publisher.hold.set()  # the other process is gone: its older rows go first
         flusher.join(15)
@@ -638,7 +644,7 @@ def test_no_thread_before_the_first_submit_so_a_preforking_master_forks_safely(
                     f.writelines(n.message_id + "\\n" for n in batch)
             def idle(self): pass
             def close(self): pass
-        d = Delivery(ToFile, name="preload", outbox_path={str(tmp_path / "box.sqlite")!r})
+        d = Delivery(ToFile, name="preload", outbox_path={str(tmp_path / "box")!r})
         threads = [t.name for t in threading.enumerate() if t.name.startswith("instrument-")]
         pid = os.fork()
         if pid == 0:
@@ -677,7 +683,7 @@ def test_fork_while_the_worker_runs_pauses_it_and_both_sides_deliver(tmp_path: P
                     f.writelines(n.message_id + "\\n" for n in batch)
             def idle(self): pass
             def close(self): pass
-        d = Delivery(ToFile, name="busy", batch_size=5, outbox_path={str(tmp_path / "b.sqlite")!r})
+        d = Delivery(ToFile, name="busy", batch_size=5, outbox_path={str(tmp_path / "b")!r})
         ids = []
         for i in range(200):
             n = Notification.create("image.send", "INFO", {{"i": i}})
@@ -711,6 +717,7 @@ def test_options_are_declared_for_strategies() -> None:
         "queue_size",
         "batch_size",
         "outbox_path",
+        "outbox_fsync_interval",
         "close_timeout",
         "rabbit_max_retries",
         "rabbit_retry_backoff",

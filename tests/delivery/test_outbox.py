@@ -1,157 +1,128 @@
-"""The SQLite outbox on its own: rows, owners and adoption, and the fork lock."""
+"""The journal on its own: records kept until acknowledged, locks, adoption, damage."""
 
 from __future__ import annotations
 
-import sqlite3
+import os
+import stat
 import subprocess
 import sys
-import threading
-import time
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from instrument.delivery import _outbox
-from instrument.delivery._outbox import Outbox
-from instrument.delivery._owner import process_owner
+from instrument.delivery._outbox import Outbox, adoptable, decode, encode
+from instrument.delivery._segments import Cursor, segment_name
+from instrument.events import Notification
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> str:
-    return str(tmp_path / "outbox.sqlite")
-
-
-@pytest.fixture
-def box(path: str) -> Iterator[Outbox]:
-    outbox = Outbox(path, "box")
+def box(tmp_path: Path) -> Iterator[Outbox]:
+    outbox = Outbox(str(tmp_path / "outbox"), "box")
+    outbox.open()
     yield outbox
-    outbox.close()
+    outbox.close(confirmed=0)
 
 
-def _rows(path: str) -> list[tuple[str, str]]:
-    """Every row in the file, as ``(owner, body)``, read through a connection of its own."""
-    with sqlite3.connect(path) as db:
-        return [(str(o), str(b)) for o, b in db.execute("SELECT owner, body FROM outbox")]
+def _bodies(records: list[bytes | None]) -> list[str]:
+    return [(body or b"<damaged>").decode() for body in records]
 
 
-def _owned_by(path: str, owner: str) -> None:
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE outbox SET owner = ?", (owner,))
+def test_records_are_read_in_order_and_kept_until_acknowledged(box: Outbox) -> None:
+    assert all(box.append(body) for body in (b'"a"', b'"b"', b'"c"'))
+    assert box.cursor is not None
+    records, end = box.cursor.read(2)
+    assert _bodies(records) == ['"a"', '"b"']
+    box.cursor.ack(end)
+    again = Cursor(box.directory, final=True)  # as the next process sees it
+    assert _bodies(again.read(10)[0]) == ['"c"']
+    again.close()
 
 
-def test_rows_are_kept_until_deleted(box: Outbox, path: str) -> None:
-    box.add(["a", "b", "c"])
-    first = box.load(10)
-    assert [body for _, body in first] == ["a", "b", "c"]
-    assert box.load(10) == first  # loading is not consuming: not confirmed yet
-    assert len(_rows(path)) == 3  # committed: another connection sees them
-    box.delete([first[0][0], first[2][0]])  # a and c confirmed
-    assert [body for _, body in box.load(10)] == ["b"]
-    assert [body for _, body in _rows(path)] == ["b"]
+def test_files_are_private(box: Outbox) -> None:
+    box.append(b"1")
+    for path in Path(box.root).rglob("*"):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
 
 
-def test_load_takes_the_oldest_rows_of_its_own_channel_and_owner(box: Outbox, path: str) -> None:
-    other = Outbox(path, "other-channel")
-    try:
-        other.add(["theirs"])
-        box.add([str(i) for i in range(5)])
-        assert [body for _, body in box.load(2)] == ["0", "1"]
-        assert [body for _, body in other.load(10)] == ["theirs"]
-    finally:
-        other.close()
+def test_a_live_journal_is_not_adoptable_a_closed_one_is(box: Outbox) -> None:
+    other = Outbox(box.root, "box")
+    other.open()
+    other.append(b"1")
+    assert adoptable(box.root, "box", {box.directory}) == []
+    other.close(confirmed=0)
+    found = adoptable(box.root, "box", {box.directory})
+    assert [journal.pending for journal in found] == [1]
+    assert adoptable(box.root, "box", {box.directory}) == []  # we hold it now
+    found[0].finish()
+    assert not os.path.exists(other.directory)
 
 
-def test_rows_of_a_dead_process_are_adopted(box: Outbox, path: str) -> None:
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    owner = process_owner(gone.pid)  # read while it may still run: a real start time
-    gone.wait()
-    writer = Outbox(path, "box")
-    writer.add(["x", "y"])
-    writer.close()
-    _owned_by(path, owner)
-    adopted = box.adopt()
-    assert sorted(body for _, body in box.load(10)) == ["x", "y"]
-    assert sorted(adopted) == sorted(row_id for row_id, _ in box.load(10))
-    assert {o for o, _ in _rows(path)} == {box.owner}
-    assert box.adopt() == []  # nothing left to adopt
+def test_the_journal_of_a_killed_process_is_adoptable(box: Outbox) -> None:
+    code = f"""
+        import os, signal
+        from instrument.delivery._outbox import Outbox
+        box = Outbox({box.root!r}, "box")
+        box.open()
+        for i in range(100):
+            box.append(b"%d" % i)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """
+    subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, check=False)
+    (journal,) = adoptable(box.root, "box", {box.directory})
+    assert journal.pending == 100
+    assert _bodies(journal.cursor.read(1000)[0]) == [str(i) for i in range(100)]
+    journal.release()
 
 
-def test_rows_of_a_live_process_are_not_adopted(box: Outbox, path: str) -> None:
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        writer = Outbox(path, "box")
-        writer.add(["x"])
-        writer.close()
-        _owned_by(path, process_owner(live.pid))
-        assert box.adopt() == []
-        assert box.load(10) == []
-        assert {o for o, _ in _rows(path)} == {process_owner(live.pid)}
-    finally:
-        live.kill()
-        live.wait()
-    assert len(box.adopt()) == 1  # once it is gone, they are
+def test_damaged_and_torn_records_are_reported_and_skipped(box: Outbox) -> None:
+    for body in (b"1", b"2", b"3"):
+        box.append(body)
+    segment = os.path.join(box.directory, segment_name(1))
+    with open(segment, "r+b") as file:  # corrupt the second record's body
+        file.seek(len(b"00000000 1\n") + 9)
+        file.write(b"x")
+    with open(segment, "r+b") as file:  # and a record cut short at the end
+        file.seek(3 * len(b"00000000 1\n"))
+        file.write(b"0123")
+    box.close(confirmed=0)
+    (journal,) = adoptable(box.root, "box", set())
+    assert journal.pending == 4
+    assert _bodies(journal.cursor.read(10)[0]) == ["1", "<damaged>", "3", "<damaged>"]
+    assert journal.cursor.exhausted
+    journal.finish()
 
 
-def test_rows_of_an_open_engine_of_this_process_are_not_adopted_until_it_closes(
-    box: Outbox, path: str
-) -> None:
-    first = Outbox(path, "box")
-    first.add(["mine"])
-    assert box.adopt() == []
-    assert [body for _, body in first.load(10)] == ["mine"]
-    first.close()
-    assert len(box.adopt()) == 1
-    assert [body for _, body in box.load(10)] == ["mine"]
-
-
-def test_the_fork_lock_waits_for_an_outbox_call_but_only_so_long(
+def test_a_full_segment_is_followed_by_the_next(
     box: Outbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_outbox, "FORK_WAIT", 0.2)
-    box.add(["a"])
-    inside, may_end = threading.Event(), threading.Event()
+    from instrument.delivery import _outbox
 
-    def progress() -> int:  # runs in the middle of an SQLite statement
-        if not inside.is_set():
-            inside.set()
-            may_end.wait(10)
-        return 0
-
-    box.db.set_progress_handler(progress, 1)
-    call = threading.Thread(target=box.load, args=(10,))
-    call.start()
-    try:
-        assert inside.wait(10)
-        started = time.monotonic()
-        assert _outbox.hold_for_fork() is False  # gives up: the fork goes ahead
-        waited = time.monotonic() - started
-        assert 0.15 <= waited < 2.0, waited
-        _outbox.release_after_fork()  # not held by this thread: nothing to release
-    finally:
-        may_end.set()
-        call.join(10)
-    box.db.set_progress_handler(None, 1)
-    assert _outbox.hold_for_fork() is True  # no call under way: held at once
-    later = threading.Thread(target=box.load, args=(10,))
-    try:
-        later.start()
-        later.join(0.2)
-        assert later.is_alive(), "an outbox call ran while a fork held the lock"
-    finally:
-        _outbox.release_after_fork()
-    later.join(10)
-    assert not later.is_alive()
+    monkeypatch.setattr(_outbox, "SEGMENT_BYTES", 100)
+    box.close(confirmed=0)
+    box = Outbox(box.root, "box")
+    box.open()  # segments of 100 bytes: 2 records each
+    bodies = [b'"%030d"' % i for i in range(10)]
+    for body in bodies:
+        assert box.append(body)
+        box.prepare()  # the worker allocates the next one ahead
+    assert box.cursor is not None
+    records, end = box.cursor.read(100)
+    assert [body for body in records] == bodies
+    box.cursor.ack(end)
+    # lock, ack, the segment being written, the next two allocated ahead
+    assert len(os.listdir(box.directory)) == 5
+    box.close(confirmed=10)
+    assert not os.path.exists(box.directory)
 
 
-def test_the_child_gets_a_released_fork_lock(box: Outbox) -> None:
-    assert _outbox.hold_for_fork() is True
-    try:
-        _outbox.reset_after_fork()  # as in a child forked while the lock was held
-        done = threading.Thread(target=box.add, args=(["a"],))
-        done.start()
-        done.join(10)
-        assert not done.is_alive()
-    finally:
-        _outbox.release_after_fork()  # the holder id was reset: a no-op
-    assert [body for _, body in box.load(10)] == ["a"]
+def test_bodies_round_trip_and_odd_payloads_still_encode() -> None:
+    odd = Notification.create("image.create", "INFO", {"name": "\ud800", "n": float("nan")})
+    for note in (Notification.create("image.send", "INFO", {"a": [1, 2]}), odd):
+        again = decode(encode(note))
+        assert again is not None and again.message_id == note.message_id
+    assert decode(b"{not json") is None

@@ -8,7 +8,6 @@ saw as JSON lines. Bounds of seconds here are deadlock detectors, never speed li
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from instrument.delivery import Delivery
+from instrument.delivery._segments import Cursor
 from instrument.exceptions import StrategyError
 
 from .test_engine import ScriptedPublisher, _python, make
@@ -25,7 +25,6 @@ from .test_engine import ScriptedPublisher, _python, make
 _PRELUDE = """
     import json, os, threading, time
     from instrument.delivery import _worker
-    from instrument.delivery._outbox import Outbox
     from instrument.delivery import Delivery
     from instrument.events import Notification
     def note():
@@ -41,22 +40,6 @@ _PRELUDE = """
         print(json.dumps(values), flush=True)
 """
 
-# Makes the worker's first outbox call after ``armed`` is set run ``inside_sqlite()``
-# from SQLite's progress handler, i.e. in the middle of an SQLite statement.
-_SLOW_OUTBOX = """
-    armed = threading.Event()
-    real_open = Outbox.open
-    def open_with_hook(self):
-        real_open(self)
-        def progress():
-            if armed.is_set():
-                armed.clear()
-                inside_sqlite()
-            return 0
-        self.db.set_progress_handler(progress, 1)
-    Outbox.open = open_with_hook
-"""
-
 
 def _run(tmp_path: Path, script: str) -> dict[str, dict[str, Any]]:
     """Run *script* after the prelude; its reports by ``role``."""
@@ -67,71 +50,7 @@ def _run(tmp_path: Path, script: str) -> dict[str, dict[str, Any]]:
     return {line["role"]: line for line in lines}
 
 
-# ------------------------------------------------------------------ fork and SQLite
-
-
-def test_a_fork_never_lands_inside_an_outbox_call_when_the_pause_gives_up(
-    tmp_path: Path,
-) -> None:
-    reports = _run(
-        tmp_path,
-        _SLOW_OUTBOX
-        + f"""
-    _worker._FORK_PAUSE = 0.2  # the pause gives up soon, as on a stuck broker
-    where = ["before"]
-    def inside_sqlite():
-        where[0] = "inside"  # the worker thread is in the middle of an SQLite statement
-        time.sleep(1.5)
-        where[0] = "after"
-    d = Delivery(ToFile, name="sqlite", outbox_path={str(tmp_path / "box.sqlite")!r})
-    d.submit(note())
-    assert d.flush(5)
-    armed.set()
-    d.submit(note())  # the worker stores it: the INSERT runs inside_sqlite()
-    while where[0] == "before":
-        time.sleep(0.005)
-    pid = os.fork()
-    if pid == 0:
-        seen = where[0]
-        ok = d.submit(note()) and d.flush(5)  # the child's own outbox calls must not block
-        report(role="child", where=seen, ok=ok)
-        os._exit(0)
-    os.waitpid(pid, 0)
-    report(role="parent", ok=d.flush(5))
-    """,
-    )
-    assert reports["child"]["where"] == "after", "fork() landed inside an SQLite call"
-    assert reports["child"]["ok"] and reports["parent"]["ok"]
-
-
-def test_a_fork_from_inside_an_outbox_call_neither_deadlocks_nor_blocks_the_child(
-    tmp_path: Path,
-) -> None:
-    reports = _run(
-        tmp_path,
-        _SLOW_OUTBOX
-        + f"""
-    forked = threading.Event()
-    def inside_sqlite():  # the worker thread itself forks, inside an outbox call
-        if os.fork() == 0:
-            ok = d.submit(note()) and d.flush(5)  # a fresh engine, a fresh outbox lock
-            report(role="child", ok=ok)
-            os._exit(0)
-        forked.set()
-    d = Delivery(ToFile, name="sqlite", outbox_path={str(tmp_path / "box.sqlite")!r})
-    d.submit(note())
-    assert d.flush(5)
-    armed.set()
-    d.submit(note())
-    assert forked.wait(30)
-    os.wait()
-    report(role="parent", ok=d.flush(5))
-    """,
-    )
-    assert reports["child"]["ok"] and reports["parent"]["ok"]
-
-
-# ------------------------------------------------------------------ fork and close()
+# ------------------------------------------------------------------ fork
 
 
 def test_a_fork_during_close_still_pauses_the_worker_until_it_has_ended(
@@ -213,7 +132,7 @@ def test_a_notification_close_already_waits_for_does_not_stall_close(
 def test_submits_racing_with_close_are_each_delivered_stored_or_counted(
     tmp_path: Path, outbox: bool
 ) -> None:
-    path = str(tmp_path / "box.sqlite") if outbox else None
+    path = str(tmp_path / "box") if outbox else None
     publisher = ScriptedPublisher()
     delivery = Delivery(
         lambda: publisher, name="race", queue_size=10**6, outbox_path=path, close_timeout=20.0
@@ -258,18 +177,22 @@ def test_submits_racing_with_close_are_each_delivered_stored_or_counted(
 def _stored(path: str | None) -> set[str]:
     if path is None or not Path(path).exists():
         return set()
-    with sqlite3.connect(path) as db:
-        return {json.loads(body)["message_id"] for (body,) in db.execute("SELECT body FROM outbox")}
+    found: set[str] = set()
+    for directory in Path(path).glob("*/*"):
+        cursor = Cursor(str(directory), final=True)
+        while records := cursor.read(1000)[0]:
+            found.update(json.loads(body or b"")["message_id"] for body in records)
+        cursor.close()
+    return found
 
 
 def test_two_threads_forking_at_once_each_resume_only_the_workers_they_paused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The at-fork hooks run in the forking thread: B's after-hook must not resume A's."""
-    from instrument.delivery import _outbox, _process, _worker
+    from instrument.delivery import _process, _worker
 
     monkeypatch.setattr(_worker, "_FORK_PAUSE", 0.2)  # B gives up soon
-    monkeypatch.setattr(_outbox, "FORK_WAIT", 0.2)
     publisher = ScriptedPublisher()
     engine = Delivery(lambda: publisher, name="forks", retry_backoff=0.01, close_timeout=1.0)
     try:

@@ -1,0 +1,141 @@
+"""The durable outbox (journal) against one local RabbitMQ, figures printed side by side.
+
+* ``emit()`` latency, memory only vs journal, broker up and down (goal with the
+  journal: p50 <= 5 us, p99 <= 20 us);
+* intake: notifications per second one process journals with the broker down
+  (goal >= 50,000/s, no overflow);
+* backlog drain: N notifications kept during an outage, delivered by a new engine once
+  the broker is back (rabbit, confirms, durable queues, persistent; goal >= 10,000
+  msg/s), with the resident memory growth while draining (goal < 50 MiB).
+
+Usage::
+
+    python benchmarks/bench_outbox.py [--url amqp://...] [--backlog 300000]
+
+Timed assertions never live in tests/; this script only reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_delivery import names, notes, percentiles, timed_emits
+
+from instrument.strategies.rabbit import RabbitStrategy
+
+FAST = {"rabbit_retry_backoff": 0.05, "rabbit_retry_max_backoff": 0.5}
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bench_latency(url: str, dead: str, n: int, outbox: str) -> dict[str, list[float]]:
+    results = {}
+    for label, target in (("up", url), ("down", dead)):
+        for kept in (False, True):
+            options: dict[str, Any] = {**FAST, "queue_size": 10 * n, "close_timeout": 0.5}
+            if kept:
+                options["outbox_path"] = f"{outbox}/latency-{label}"
+            with RabbitStrategy(transport_url=target, **options, **names()) as strategy:
+                strategy.emit(notes(1)[0])  # lazy start outside the timing
+                name = f"broker {label}, {'journal' if kept else 'memory '}"
+                results[name] = timed_emits(strategy, notes(n), lambda i: None)
+                if target is url:
+                    strategy.flush(60)
+    return results
+
+
+def bench_intake(dead: str, n: int, outbox: str) -> tuple[float, dict[str, Any]]:
+    with RabbitStrategy(
+        transport_url=dead, outbox_path=f"{outbox}/intake", close_timeout=0, **FAST, **names()
+    ) as strategy:
+        batch = notes(n)
+        strategy.emit(batch[0])
+        started = time.perf_counter()
+        for note in batch[1:]:
+            strategy.emit(note)
+        rate = (n - 1) / (time.perf_counter() - started)
+        return rate, strategy.stats()
+
+
+def bench_drain(url: str, dead: str, n: int, outbox: str) -> tuple[float, float, float]:
+    path, tags = f"{outbox}/drain", names()
+    with RabbitStrategy(transport_url=dead, outbox_path=path, close_timeout=0, **FAST, **tags) as s:
+        for start in range(0, n, 10000):
+            for note in notes(min(10000, n - start)):
+                s.emit(note)
+    peak, before = [0.0], rss_mib()
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], rss_mib())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    with RabbitStrategy(
+        transport_url=url, outbox_path=path, rabbit_durable_queues=True, batch_size=1000, **tags
+    ) as strategy:
+        started = time.perf_counter()
+        while strategy.stats()["sent"] < n:  # adopted once the first engine's worker ended
+            strategy.flush(600)
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    return n / elapsed, before, peak[0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="an existing broker (default: start a private node)")
+    parser.add_argument("--emits", type=int, default=20000)
+    parser.add_argument("--intake", type=int, default=200000)
+    parser.add_argument("--backlog", type=int, default=300000)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.CRITICAL)
+    node, url = None, args.url
+    if url is None:
+        from tests.support.rabbitmq import RabbitNode, ensure_installed
+
+        ensure_installed()
+        node = RabbitNode().start()
+        url = node.url
+    dead = url.rsplit(":", 1)[0] + ":1//"  # nothing listens on port 1
+    try:
+        with tempfile.TemporaryDirectory() as outbox:
+            print(f"emit() latency, {args.emits} emits each:")
+            for label, samples in bench_latency(url, dead, args.emits, outbox).items():
+                print(f"  {label:22} {percentiles(samples)}")
+            rate, stats = bench_intake(dead, args.intake, outbox)
+            print(
+                f"intake, broker down: {rate:9.0f} notifications/s journaled "
+                f"(stored {stats['stored']}, overflow {stats['overflow']})"
+            )
+            drain, before, peak = bench_drain(url, dead, args.backlog, outbox)
+            print(
+                f"backlog drain of {args.backlog}: {drain:9.0f} msg/s, "
+                f"RSS {before:.0f} MiB -> peak {peak:.0f} MiB (+{peak - before:.0f} MiB)"
+            )
+    finally:
+        if node is not None:
+            node.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
