@@ -156,7 +156,8 @@ def image_from_body(body: bytes) -> dict[str, Any] | None:
         document = document["image"]
     if not (isinstance(document, dict) and isinstance(document.get("id"), str)):
         return None
-    if b"://" in body and b"@" in body:  # a URL with credentials in some property
+    # bytes.find, not `in`: a bytes `in` first tries its operand as an integer (see below).
+    if body.find(b"://") >= 0 and body.find(b"@") >= 0:  # a URL with userinfo, maybe
         document = masked_strings(document)
     return notification_image(document, from_json=True)
 
