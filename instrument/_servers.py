@@ -22,6 +22,24 @@ bookkeeping:
 When neither is seen and the wrapper was not iterated, nothing is proven sent: the
 counter reports 0 bytes at ERROR (a false ERROR rather than a false INFO).
 
+Where the server lets us reach the client's TCP connection, :func:`connection` gives a
+:class:`Connection`: what the kernel says of it (Linux ``TCP_INFO``'s
+``tcpi_bytes_acked``, and the send queue, ``SIOCOUTQ``), read when a response starts
+and when it ends, never per chunk:
+
+- **gunicorn** (every worker): ``environ["gunicorn.socket"]``.
+- **uWSGI**: ``uwsgi.connection_fd()``.
+- **waitress**: the channel behind ``environ["waitress.client_disconnected"]``; what
+  waitress still holds in its output buffers counts as given to the connection but
+  not acknowledged, and :meth:`Connection.settle` flushes the tail waitress keeps
+  while a task runs (as waitress's own ``write_soon`` does, under its lock).
+- Anything else (Apache mod_wsgi, a non-Linux kernel, a Unix socket): None, and the
+  counter falls back to what it handed to the server.
+
+The connection is held through a duplicate of its descriptor, so it can still be read
+after the server closed its own (waitress does, from its I/O thread, when the client
+resets); :meth:`Connection.close` releases it.
+
 This module knows servers, not notifications: the counter it feeds is whatever
 satisfies :class:`Counter` (:class:`instrument.sending.SendCounter`), and what a
 server reports is a :data:`Progress`, the shape per-server socket accounting will
@@ -30,14 +48,20 @@ also produce.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
+import socket
+import struct
+import termios
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
-__all__ = ["Counter", "Progress", "counted_file_wrapper"]
+__all__ = ["Connection", "Counter", "Progress", "connection", "counted_file_wrapper"]
 
 # The logger the counter has always used: operators' logging configs name it.
 log = logging.getLogger("instrument.servers")
@@ -53,8 +77,11 @@ class Counter(Protocol):
 
     def __next__(self) -> bytes: ...
 
-    def close_with(self, progress: Progress | None) -> None:
-        """Report what the server sent outside iteration (None: nothing seen), then close."""
+    def close_with(self, progress: Progress | None, *, io_thread: bool = False) -> None:
+        """Report what the server sent outside iteration (None: nothing seen), then close.
+
+        *io_thread*: called from the server's I/O loop, which must not be made to wait.
+        """
 
 
 #: Builds the counter of an application iterable (the server's own file wrapper).
@@ -166,7 +193,9 @@ class _CountedFileWrapper:
         return self._instrument_counter.__next__()
 
     def close(self) -> None:
-        self._instrument_counter.close_with(self._instrument_progress())
+        # waitress closes its zero-copy buffers from its I/O thread.
+        io_thread = self._instrument_prepared is not None
+        self._instrument_counter.close_with(self._instrument_progress(), io_thread=io_thread)
 
     def _instrument_progress(self) -> Progress | None:
         prepared = self._instrument_prepared
@@ -229,3 +258,128 @@ def _watch(filelike: Any) -> _SendfileWatch | None:
     except Exception:  # no real file: the server cannot sendfile it either
         return None
     return _SendfileWatch(filelike, start)
+
+
+# The client's TCP connection ---------------------------------------------------------
+
+#: ``struct tcp_info``: ``tcpi_state`` is its first byte, ``tcpi_bytes_acked`` a u64 at 120.
+_TCP_INFO: Final = getattr(socket, "TCP_INFO", None)
+_BYTES_ACKED: Final = 120
+_TCP_CLOSE: Final = 7
+
+#: How long :meth:`Connection.settle` waits for the client when nothing moves.
+SETTLE_STALL = 30.0
+
+
+class Connection:
+    """A response's TCP connection as the kernel sees it; see the module doc.
+
+    Byte positions are counted from the start of the connection: ``acked`` is what
+    the client's TCP acknowledged, ``given`` what the server was given to send
+    (acknowledged, plus the kernel's send queue, plus what the server still holds).
+    """
+
+    __slots__ = ("_channel", "_socket")
+
+    def __init__(self, sock: socket.socket, channel: Any = None) -> None:
+        self._socket = sock
+        self._channel = channel
+
+    def reading(self) -> tuple[int, int, bool] | None:
+        """``(acked, given, alive)`` now, or None when the kernel cannot say."""
+        try:
+            info = self._socket.getsockopt(socket.IPPROTO_TCP, _TCP_INFO or 0, 136)
+            queued = fcntl.ioctl(self._socket.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return None
+        if len(info) < _BYTES_ACKED + 8:
+            return None
+        (acked,) = struct.unpack_from("=Q", info, _BYTES_ACKED)
+        (outq,) = struct.unpack("=i", queued)
+        alive = info[0] != _TCP_CLOSE
+        held = self._held() if alive else 0
+        return acked, acked + max(outq, 0) + held, alive
+
+    def settle(self, stall: float | None = None) -> tuple[int, int] | None:
+        """Wait until the client acknowledged all it was given, or died, or stalled.
+
+        Polls (1 ms, doubling to 50 ms) only at the end of a response; *stall*
+        (default :data:`SETTLE_STALL`) seconds without progress end the wait.
+        Returns the last ``(acked, given)``, or None when the kernel cannot say.
+        """
+        stall = SETTLE_STALL if stall is None else stall
+        last: tuple[int, int, bool] | None = None
+        deadline = time.monotonic() + stall
+        pause = 0.001
+        while True:
+            now = self.reading()
+            if now is None:
+                return None if last is None else last[:2]
+            acked, given, alive = now
+            if acked >= given or not alive:
+                return acked, given
+            if now != last:
+                last, deadline = now, time.monotonic() + stall
+            elif time.monotonic() > deadline:
+                return acked, given
+            self._push()
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._socket.close()
+
+    def _held(self) -> int:
+        held = getattr(self._channel, "total_outbufs_len", 0)
+        return held if isinstance(held, int) else 0
+
+    def _push(self) -> None:
+        """Have waitress send the tail it keeps while a task runs (below ``send_bytes``)."""
+        channel = self._channel
+        if channel is None or not self._held():
+            return
+        try:
+            with channel.outbuf_lock:
+                if channel.connected and channel.total_outbufs_len:
+                    _, failed = channel._flush_exception(channel._flush_some, do_close=False)
+                    if failed:
+                        channel.server.pull_trigger()
+        except Exception:
+            log.debug("cannot flush waitress's channel", exc_info=True)
+
+
+def connection(environ: Mapping[str, Any] | None) -> Connection | None:
+    """The client's TCP connection of this request, where the server lets us reach it."""
+    if _TCP_INFO is None or not environ:
+        return None
+    try:
+        fd, channel = _server_connection(environ)
+        if fd is None:
+            return None
+        sock = socket.socket(fileno=os.dup(fd))
+    except Exception:
+        log.debug("cannot reach the connection", exc_info=True)
+        return None
+    found = Connection(sock, channel)
+    if sock.type != socket.SOCK_STREAM or found.reading() is None:
+        found.close()
+        return None
+    return found
+
+
+def _server_connection(environ: Mapping[str, Any]) -> tuple[int | None, Any]:
+    """The connection's descriptor, and waitress's channel when it is waitress."""
+    sock = environ.get("gunicorn.socket")
+    if sock is not None:
+        return int(sock.fileno()), None
+    if "uwsgi.version" in environ:
+        import uwsgi  # only inside uWSGI
+
+        return int(uwsgi.connection_fd()), None
+    disconnected = environ.get("waitress.client_disconnected")
+    channel = getattr(disconnected, "__self__", None)
+    sock = getattr(channel, "socket", None)
+    if sock is not None and hasattr(channel, "outbuf_lock"):
+        return int(sock.fileno()), channel
+    return None, None
