@@ -17,7 +17,9 @@ bookkeeping:
   ``send()`` took.
 - **uWSGI**: its ``wsgi.file_wrapper`` is a function and it recognises its file
   responses by identity, so any wrapper loses the zero-copy path; the download is
-  counted by iteration and a warning says so, once per process.
+  counted by iteration and a warning says so, once per process. What it returns is
+  the file itself, whose iteration is by lines: :func:`file_blocks` reads it in
+  blocks instead, no further than the promised length.
 
 When neither is seen and the wrapper was not iterated, nothing is proven sent: the
 counter reports 0 bytes at ERROR (a false ERROR rather than a false INFO).
@@ -61,7 +63,14 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, Protocol
 
-__all__ = ["Connection", "Counter", "Progress", "connection", "counted_file_wrapper"]
+__all__ = [
+    "Connection",
+    "Counter",
+    "Progress",
+    "connection",
+    "counted_file_wrapper",
+    "file_blocks",
+]
 
 # The logger the counter has always used: operators' logging configs name it.
 log = logging.getLogger("instrument.servers")
@@ -132,6 +141,52 @@ def counted_file_wrapper(
     except Exception:
         log.warning("cannot subclass %r; counting without zero-copy", type(iterable))
         return None
+
+
+#: The block size :func:`file_blocks` reads.
+FILE_BLOCK = 256 * 1024
+
+
+def file_blocks(
+    iterable: Iterable[bytes], environ: Mapping[str, Any] | None, expected: int | None
+) -> Iterable[bytes]:
+    """*iterable*, or, when an opaque file wrapper returned a plain file, its blocks.
+
+    A binary file iterates by lines (one per ``\\n``: tiny, many chunks); read in
+    :data:`FILE_BLOCK` blocks, up to *expected* bytes when that is known.
+    """
+    file_wrapper = environ.get("wsgi.file_wrapper") if environ else None
+    if file_wrapper is None or isinstance(file_wrapper, type):
+        return iterable
+    if not (hasattr(iterable, "read") and hasattr(iterable, "fileno")):
+        return iterable
+    return _FileBlocks(iterable, expected)
+
+
+class _FileBlocks:
+    """A file read in blocks, at most *limit* bytes; ``close()`` closes the file."""
+
+    __slots__ = ("file", "limit")
+
+    def __init__(self, file: Any, limit: int | None) -> None:
+        self.file = file
+        self.limit = limit
+
+    def __iter__(self) -> Iterator[bytes]:
+        left = self.limit
+        read = self.file.read
+        while left is None or left > 0:
+            block = read(FILE_BLOCK if left is None else min(FILE_BLOCK, left))
+            if not block:
+                return
+            if left is not None:
+                left -= len(block)
+            yield block
+
+    def close(self) -> None:
+        close = getattr(self.file, "close", None)
+        if close is not None:
+            close()
 
 
 def _warn_opaque_file_wrapper(file_wrapper: Any) -> None:

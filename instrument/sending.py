@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Final
 import wrapt
 
 from ._guard import guard
-from ._servers import Connection, Progress, connection, counted_file_wrapper
+from ._servers import Connection, Progress, connection, counted_file_wrapper, file_blocks
 from ._wsgi import Environ, StartResponse, WSGIApp, close_iterable, status_code
 from .events import IMAGE_SEND
 from .lifecycle import failure_priority
@@ -344,6 +344,7 @@ def count_sent(
     zero_copy = counted_file_wrapper(iterable, environ, lambda body: SendCounter(body, report))
     if zero_copy is not None:
         return zero_copy  # type: ignore[no-any-return]
+    iterable = file_blocks(iterable, environ, expected)
     if hasattr(iterable, "__len__"):
         return SizedSendCounter(iterable, report)
     return SendCounter(iterable, report)

@@ -134,3 +134,25 @@ def test_once_is_first_for_exactly_one_thread_until_reset() -> None:
     assert sorted(firsts) == [False] * 7 + [True]
     once.reset()
     assert (once.first(), once.first()) == (True, False)
+
+
+def opaque_wrapper(file: Any, block_size: int = 8192) -> Any:
+    """uWSGI's ``wsgi.file_wrapper``: a function that returns the file itself."""
+    return file
+
+
+def test_a_file_from_an_opaque_wrapper_is_read_in_blocks_up_to_the_promised_length() -> None:
+    from instrument._servers import FILE_BLOCK, file_blocks
+
+    data = b"line\n" * FILE_BLOCK
+    file = io.BytesIO(data)
+    file.fileno = lambda: 0  # type: ignore[method-assign]  # looks like a real file
+    blocks = file_blocks(file, {"wsgi.file_wrapper": opaque_wrapper}, FILE_BLOCK + 3)
+    chunks = list(blocks)
+    assert [len(chunk) for chunk in chunks] == [FILE_BLOCK, 3]
+    assert b"".join(chunks) == data[: FILE_BLOCK + 3]
+    blocks.close()  # type: ignore[attr-defined]
+    assert file.closed
+    # Anything that is not a plain file, or a server whose wrapper is a class: unchanged.
+    assert file_blocks([b"x"], {"wsgi.file_wrapper": opaque_wrapper}, None) == [b"x"]
+    assert file_blocks(file, {"wsgi.file_wrapper": InMemoryWrapper}, None) is file
