@@ -11,7 +11,9 @@ its range; the body is closed exactly once. Each server starts once for the modu
 from __future__ import annotations
 
 import http.client
+import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -31,12 +33,21 @@ SERVERS = ["waitress", "gunicorn-sync", "gunicorn-gthread", "gunicorn-gevent", "
 TIMEOUT = 60.0
 
 
-def _available(kind: str) -> bool:
-    if kind == "uwsgi":
-        return shutil.which("uwsgi") is not None
+def _unavailable(kind: str) -> str | None:
+    """Why *kind* cannot run here, or None."""
+    if kind == "uwsgi" and shutil.which("uwsgi") is None:
+        return "uwsgi is not installed (scripts/install installs it)"
     if kind == "mod_wsgi":
-        return shutil.which("mod_wsgi-express") is not None
-    return True
+        if shutil.which("mod_wsgi-express") is None:
+            return "mod_wsgi-express is not installed (scripts/install installs it)"
+        if os.getuid() == 0 and not _world_readable(Path(sys.base_prefix)):
+            # Apache refuses to serve as root; its workers (nobody) must load Python.
+            return f"Apache's workers run as nobody and cannot read Python at {sys.base_prefix}"
+    return None
+
+
+def _world_readable(path: Path) -> bool:
+    return all(part.stat().st_mode & 0o005 == 0o005 for part in [path, *path.parents])
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +69,9 @@ def images() -> Iterator[Path]:
 @pytest.fixture(scope="module", params=SERVERS)
 def server(request: pytest.FixtureRequest, images: Path) -> Iterator[Server]:
     kind = request.param
-    if not _available(kind):
-        pytest.skip(f"{kind} is not installed (scripts/install installs it)")
+    reason = _unavailable(kind)
+    if reason is not None:
+        pytest.skip(reason)
     workdir = images / kind
     workdir.mkdir()
     workdir.chmod(0o777)
