@@ -17,10 +17,30 @@ bookkeeping:
   ``send()`` took.
 - **uWSGI**: its ``wsgi.file_wrapper`` is a function and it recognises its file
   responses by identity, so any wrapper loses the zero-copy path; the download is
-  counted by iteration and a warning says so, once per process.
+  counted by iteration and a warning says so, once per process. What it returns is
+  the file itself, whose iteration is by lines: :func:`file_blocks` reads it in
+  blocks instead, no further than the promised length.
 
 When neither is seen and the wrapper was not iterated, nothing is proven sent: the
 counter reports 0 bytes at ERROR (a false ERROR rather than a false INFO).
+
+Where the server lets us reach the client's TCP connection, :func:`connection` gives a
+:class:`Connection`: what the kernel says of it (Linux ``TCP_INFO``'s
+``tcpi_bytes_acked``, and the send queue, ``SIOCOUTQ``), read when a response starts
+and when it ends, never per chunk:
+
+- **gunicorn** (every worker): ``environ["gunicorn.socket"]``.
+- **uWSGI**: ``uwsgi.connection_fd()``.
+- **waitress**: the channel behind ``environ["waitress.client_disconnected"]``; what
+  waitress still holds in its output buffers counts as given to the connection but
+  not acknowledged, and :meth:`Connection.settle` flushes the tail waitress keeps
+  while a task runs (as waitress's own ``write_soon`` does, under its lock).
+- Anything else (Apache mod_wsgi, a non-Linux kernel, a Unix socket): None, and the
+  counter falls back to what it handed to the server.
+
+The connection is held through a duplicate of its descriptor, so it can still be read
+after the server closed its own (waitress does, from its I/O thread, when the client
+resets); :meth:`Connection.close` releases it.
 
 This module knows servers, not notifications: the counter it feeds is whatever
 satisfies :class:`Counter` (:class:`instrument.sending.SendCounter`), and what a
@@ -30,16 +50,29 @@ also produce.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
+import socket
+import struct
+import termios
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from ._once import run_once
 
-__all__ = ["Counter", "Progress", "counted_file_wrapper"]
+__all__ = [
+    "Connection",
+    "Counter",
+    "Progress",
+    "connection",
+    "counted_file_wrapper",
+    "file_blocks",
+]
 
 # The logger the counter has always used: operators' logging configs name it.
 log = logging.getLogger("instrument.servers")
@@ -55,8 +88,11 @@ class Counter(Protocol):
 
     def __next__(self) -> bytes: ...
 
-    def close_with(self, progress: Progress | None) -> None:
-        """Report what the server sent outside iteration (None: nothing seen), then close."""
+    def close_with(self, progress: Progress | None, *, io_thread: bool = False) -> None:
+        """Report what the server sent outside iteration (None: nothing seen), then close.
+
+        *io_thread*: called from the server's I/O loop, which must not be made to wait.
+        """
 
 
 #: Builds the counter of an application iterable (the server's own file wrapper).
@@ -94,6 +130,52 @@ def counted_file_wrapper(
     except Exception:
         log.warning("cannot subclass %r; counting without zero-copy", type(iterable))
         return None
+
+
+#: The block size :func:`file_blocks` reads.
+FILE_BLOCK = 256 * 1024
+
+
+def file_blocks(
+    iterable: Iterable[bytes], environ: Mapping[str, Any] | None, expected: int | None
+) -> Iterable[bytes]:
+    """*iterable*, or, when an opaque file wrapper returned a plain file, its blocks.
+
+    A binary file iterates by lines (one per ``\\n``: tiny, many chunks); read in
+    :data:`FILE_BLOCK` blocks, up to *expected* bytes when that is known.
+    """
+    file_wrapper = environ.get("wsgi.file_wrapper") if environ else None
+    if file_wrapper is None or isinstance(file_wrapper, type):
+        return iterable
+    if not (hasattr(iterable, "read") and hasattr(iterable, "fileno")):
+        return iterable
+    return _FileBlocks(iterable, expected)
+
+
+class _FileBlocks:
+    """A file read in blocks, at most *limit* bytes; ``close()`` closes the file."""
+
+    __slots__ = ("file", "limit")
+
+    def __init__(self, file: Any, limit: int | None) -> None:
+        self.file = file
+        self.limit = limit
+
+    def __iter__(self) -> Iterator[bytes]:
+        left = self.limit
+        read = self.file.read
+        while left is None or left > 0:
+            block = read(FILE_BLOCK if left is None else min(FILE_BLOCK, left))
+            if not block:
+                return
+            if left is not None:
+                left -= len(block)
+            yield block
+
+    def close(self) -> None:
+        close = getattr(self.file, "close", None)
+        if close is not None:
+            close()
 
 
 class _SendfileWatch:
@@ -146,7 +228,9 @@ class _CountedFileWrapper:
         return self._instrument_counter.__next__()
 
     def close(self) -> None:
-        self._instrument_counter.close_with(self._instrument_progress())
+        # waitress closes its zero-copy buffers from its I/O thread.
+        io_thread = self._instrument_prepared is not None
+        self._instrument_counter.close_with(self._instrument_progress(), io_thread=io_thread)
 
     def _instrument_progress(self) -> Progress | None:
         prepared = self._instrument_prepared
@@ -209,3 +293,128 @@ def _watch(filelike: Any) -> _SendfileWatch | None:
     except Exception:  # no real file: the server cannot sendfile it either
         return None
     return _SendfileWatch(filelike, start)
+
+
+# The client's TCP connection ---------------------------------------------------------
+
+#: ``struct tcp_info``: ``tcpi_state`` is its first byte, ``tcpi_bytes_acked`` a u64 at 120.
+_TCP_INFO: Final = getattr(socket, "TCP_INFO", None)
+_BYTES_ACKED: Final = 120
+_TCP_CLOSE: Final = 7
+
+#: How long :meth:`Connection.settle` waits for the client when nothing moves.
+SETTLE_STALL = 30.0
+
+
+class Connection:
+    """A response's TCP connection as the kernel sees it; see the module doc.
+
+    Byte positions are counted from the start of the connection: ``acked`` is what
+    the client's TCP acknowledged, ``given`` what the server was given to send
+    (acknowledged, plus the kernel's send queue, plus what the server still holds).
+    """
+
+    __slots__ = ("_channel", "_socket")
+
+    def __init__(self, sock: socket.socket, channel: Any = None) -> None:
+        self._socket = sock
+        self._channel = channel
+
+    def reading(self) -> tuple[int, int, bool] | None:
+        """``(acked, given, alive)`` now, or None when the kernel cannot say."""
+        try:
+            info = self._socket.getsockopt(socket.IPPROTO_TCP, _TCP_INFO or 0, 136)
+            queued = fcntl.ioctl(self._socket.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return None
+        if len(info) < _BYTES_ACKED + 8:
+            return None
+        (acked,) = struct.unpack_from("=Q", info, _BYTES_ACKED)
+        (outq,) = struct.unpack("=i", queued)
+        alive = info[0] != _TCP_CLOSE
+        held = self._held() if alive else 0
+        return acked, acked + max(outq, 0) + held, alive
+
+    def settle(self, stall: float | None = None) -> tuple[int, int] | None:
+        """Wait until the client acknowledged all it was given, or died, or stalled.
+
+        Polls (1 ms, doubling to 50 ms) only at the end of a response; *stall*
+        (default :data:`SETTLE_STALL`) seconds without progress end the wait.
+        Returns the last ``(acked, given)``, or None when the kernel cannot say.
+        """
+        stall = SETTLE_STALL if stall is None else stall
+        last: tuple[int, int, bool] | None = None
+        deadline = time.monotonic() + stall
+        pause = 0.001
+        while True:
+            now = self.reading()
+            if now is None:
+                return None if last is None else last[:2]
+            acked, given, alive = now
+            if acked >= given or not alive:
+                return acked, given
+            if now != last:
+                last, deadline = now, time.monotonic() + stall
+            elif time.monotonic() > deadline:
+                return acked, given
+            self._push()
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._socket.close()
+
+    def _held(self) -> int:
+        held = getattr(self._channel, "total_outbufs_len", 0)
+        return held if isinstance(held, int) else 0
+
+    def _push(self) -> None:
+        """Have waitress send the tail it keeps while a task runs (below ``send_bytes``)."""
+        channel = self._channel
+        if channel is None or not self._held():
+            return
+        try:
+            with channel.outbuf_lock:
+                if channel.connected and channel.total_outbufs_len:
+                    _, failed = channel._flush_exception(channel._flush_some, do_close=False)
+                    if failed:
+                        channel.server.pull_trigger()
+        except Exception:
+            log.debug("cannot flush waitress's channel", exc_info=True)
+
+
+def connection(environ: Mapping[str, Any] | None) -> Connection | None:
+    """The client's TCP connection of this request, where the server lets us reach it."""
+    if _TCP_INFO is None or not environ:
+        return None
+    try:
+        fd, channel = _server_connection(environ)
+        if fd is None:
+            return None
+        sock = socket.socket(fileno=os.dup(fd))
+    except Exception:
+        log.debug("cannot reach the connection", exc_info=True)
+        return None
+    found = Connection(sock, channel)
+    if sock.type != socket.SOCK_STREAM or found.reading() is None:
+        found.close()
+        return None
+    return found
+
+
+def _server_connection(environ: Mapping[str, Any]) -> tuple[int | None, Any]:
+    """The connection's descriptor, and waitress's channel when it is waitress."""
+    sock = environ.get("gunicorn.socket")
+    if sock is not None:
+        return int(sock.fileno()), None
+    if "uwsgi.version" in environ:
+        import uwsgi  # only inside uWSGI
+
+        return int(uwsgi.connection_fd()), None
+    disconnected = environ.get("waitress.client_disconnected")
+    channel = getattr(disconnected, "__self__", None)
+    sock = getattr(channel, "socket", None)
+    if sock is not None and hasattr(channel, "outbuf_lock"):
+        return int(sock.fileno()), channel
+    return None, None

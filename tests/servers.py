@@ -117,3 +117,36 @@ def gunicorn_server(app_spec: str, env: dict[str, str], *extra: str) -> Iterator
         yield port
     finally:
         stop_process(process)
+
+
+def read_slowly_then_close(
+    port: int,
+    target: str,
+    stop_after: int = 1024 * 1024,
+    receive_buffer: int = 64 * 1024,
+    pause: float = 0.01,
+    timeout: float = 60,
+) -> int:
+    """A slow client: small receive buffer, *pause* between reads, gone after *stop_after*.
+
+    Returns the body bytes it read (the response head is not counted). The close
+    leaves unread data behind, so the kernel answers the server with a reset.
+    """
+    client = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    client.sendall(f"GET {target} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = client.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"no response head: {data!r}")
+        data += chunk
+    received = len(data.split(b"\r\n\r\n", 1)[1])
+    while received < stop_after:
+        time.sleep(pause)
+        chunk = client.recv(65536)
+        if not chunk:
+            break
+        received += len(chunk)
+    client.close()
+    return received

@@ -9,8 +9,10 @@ and one line per response saying what it returned. For gunicorn a config file wr
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -18,13 +20,14 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 
 from instrument import Notifier
 from instrument.sending import count_sent, expected_length
 
-from .servers import read_partially, stop_process
+from .servers import free_port, read_partially, stop_process
 
 pytestmark = pytest.mark.servers
 
@@ -38,11 +41,17 @@ _notifier: Notifier | None = None
 
 
 def server_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    """GET /gen or /file ?id=<image id>, with optional ``Range: bytes=a-b``; counted."""
+    """GET /gen or /file ?id=<image id>[&image=<file name>], optional ``Range: bytes=a-b``.
+
+    The body is counted; its ``close()`` calls are written to the marks file.
+    """
     global _notifier
     if _notifier is None:  # built in the worker, after any fork
         _notifier = Notifier.from_config(strategy="logging", log_file=os.environ["TEST_NOTIFY_LOG"])
+    query = dict(parse_qsl(environ["QUERY_STRING"]))
     path = os.environ["TEST_IMAGE"]
+    if "image" in query:
+        path = os.path.join(os.path.dirname(path), os.path.basename(query["image"]))
     size = os.path.getsize(path)
     first, last = _requested_range(environ.get("HTTP_RANGE"), size)
     status = "206 Partial Content" if environ.get("HTTP_RANGE") else "200 OK"
@@ -53,11 +62,11 @@ def server_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> I
     if status.startswith("206"):
         headers.append(("Content-Range", f"bytes {first}-{last}/{size}"))
     start_response(status, headers)
-    body = _body(environ, path, first, last)
+    body = _body(environ, path, first, last, query["id"])
     counted = count_sent(
         body,
         _notifier,
-        image_id=environ["QUERY_STRING"].removeprefix("id="),
+        image_id=query["id"],
         expected=expected_length(status, headers, size),
         environ=environ,
     )
@@ -72,12 +81,49 @@ def _requested_range(header: str | None, size: int) -> tuple[int, int]:
     return int(first), min(int(last), size - 1)
 
 
-def _body(environ: dict[str, Any], path: str, first: int, last: int) -> Iterable[bytes]:
-    file = open(path, "rb")  # noqa: SIM115 - closed by the server through close()
-    file.seek(first)
+def _body(
+    environ: dict[str, Any], path: str, first: int, last: int, image_id: str
+) -> Iterable[bytes]:
     if environ["PATH_INFO"] == "/file":
-        return environ["wsgi.file_wrapper"](file, 256 * 1024)  # type: ignore[no-any-return]
-    return _generate(file, last - first + 1)
+        recorded = _RecordedFile(path, image_id)  # closed by the server through close()
+        recorded.seek(first)
+        return environ["wsgi.file_wrapper"](recorded, 256 * 1024)  # type: ignore[no-any-return]
+    file = open(path, "rb")  # noqa: SIM115 - closed by the generator
+    file.seek(first)
+    return _Generated(_generate(file, last - first + 1), image_id)
+
+
+def _write_mark(line: dict[str, Any]) -> None:
+    with open(os.environ["TEST_MARKS"], "a", encoding="utf-8") as marks:
+        marks.write(json.dumps(line) + "\n")
+
+
+class _RecordedFile(io.FileIO):
+    """The image file; each ``close()`` while open is a mark (the file wrapper's close)."""
+
+    def __init__(self, path: str, image_id: str) -> None:
+        super().__init__(path, "rb")
+        self.image_id = image_id
+
+    def close(self) -> None:
+        if not self.closed:
+            _write_mark({"closed": self.image_id})
+        super().close()
+
+
+class _Generated:
+    """A generator body whose every ``close()`` is a mark."""
+
+    def __init__(self, chunks: Iterator[bytes], image_id: str) -> None:
+        self.chunks = chunks
+        self.image_id = image_id
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.chunks
+
+    def close(self) -> None:
+        _write_mark({"closed": self.image_id})
+        self.chunks.close()
 
 
 def _generate(file: Any, remaining: int) -> Iterator[bytes]:
@@ -92,13 +138,13 @@ def _generate(file: Any, remaining: int) -> Iterator[bytes]:
 
 def _mark(environ: dict[str, Any], counted: Iterable[bytes]) -> None:
     wrapper = environ["wsgi.file_wrapper"]
-    line = {
-        "id": environ["QUERY_STRING"].removeprefix("id="),
-        "type": type(counted).__name__,
-        "is_server_wrapper": isinstance(wrapper, type) and isinstance(counted, wrapper),
-    }
-    with open(os.environ["TEST_MARKS"], "a", encoding="utf-8") as marks:
-        marks.write(json.dumps(line) + "\n")
+    _write_mark(
+        {
+            "id": dict(parse_qsl(environ["QUERY_STRING"]))["id"],
+            "type": type(counted).__name__,
+            "is_server_wrapper": isinstance(wrapper, type) and isinstance(counted, wrapper),
+        }
+    )
 
 
 # Servers -----------------------------------------------------------------------
@@ -130,7 +176,23 @@ WAITRESS = (
 )
 
 
+UWSGI_APP = "tests.test_sending_servers:server_app"
+
+MOD_WSGI_SCRIPT = """
+import os, sys
+os.environ.update({env!r})
+sys.path.insert(0, {root!r})
+from tests.test_sending_servers import server_app as application
+"""
+
+
 class Server:
+    """One server running :func:`server_app` in its own process, on a port it chose.
+
+    Kinds: waitress, gunicorn-sync, gunicorn-gthread, gunicorn-gevent, uwsgi (its own
+    HTTP/1.1 socket), mod_wsgi (``mod_wsgi-express``, Apache's daemon mode).
+    """
+
     def __init__(self, kind: str, workdir: Path, image: Path) -> None:
         self.kind = kind
         self.workdir = workdir
@@ -159,15 +221,44 @@ class Server:
     def command(self) -> list[str]:
         if self.kind == "waitress":
             return [sys.executable, "-c", WAITRESS, str(self.workdir / "port")]
+        if self.kind == "uwsgi":
+            return self._uwsgi()
+        if self.kind == "mod_wsgi":
+            return self._mod_wsgi()
         conf = self.workdir / "gunicorn_conf.py"
         conf.write_text(GUNICORN_CONF)
-        worker = (
-            ["-k", "sync"] if self.kind == "gunicorn-sync" else ["-k", "gthread", "--threads", "4"]
-        )
+        worker = {
+            "gunicorn-sync": ["-k", "sync"],
+            "gunicorn-gthread": ["-k", "gthread", "--threads", "4"],
+            "gunicorn-gevent": ["-k", "gevent"],
+        }[self.kind]
         return [
             sys.executable, "-m", "gunicorn", "-c", str(conf), "-w", "1", *worker,
             "--bind", "127.0.0.1:0", "--error-logfile", str(self.workdir / "gunicorn.log"),
             "tests.test_sending_servers:server_app",
+        ]  # fmt: skip
+
+    def _uwsgi(self) -> list[str]:
+        self.port = free_port()
+        (self.workdir / "port").write_text(str(self.port))
+        return [
+            "uwsgi", "--http11-socket", f"127.0.0.1:{self.port}", "--wsgi", UWSGI_APP,
+            "--processes", "1", "--threads", "4", "--need-app", "--disable-logging",
+            "--chdir", str(ROOT), "--die-on-term",
+        ]  # fmt: skip
+
+    def _mod_wsgi(self) -> list[str]:
+        # Apache's workers run as nobody: the workdir (image, logs) must be theirs too.
+        self.port = free_port()
+        script = self.workdir / "app.wsgi"
+        env = {k: self.env[k] for k in ("TEST_IMAGE", "TEST_NOTIFY_LOG", "TEST_MARKS")}
+        script.write_text(MOD_WSGI_SCRIPT.format(env=env, root=str(ROOT)))
+        (self.workdir / "port.wanted").write_text(str(self.port))
+        return [
+            "mod_wsgi-express", "start-server", str(script), "--host", "127.0.0.1",
+            "--port", str(self.port), "--server-root", str(self.workdir / "apache"),
+            "--processes", "1", "--threads", "4", "--log-to-terminal",
+            *(["--user", "nobody", "--group", "nogroup"] if os.getuid() == 0 else []),
         ]  # fmt: skip
 
     def _wait_for_port(self) -> int:
@@ -177,6 +268,8 @@ class Server:
         if self.kind == "waitress":
             port_file = self.workdir / "port"
             return port_file.read_text() if port_file.exists() else None
+        if self.kind in ("uwsgi", "mod_wsgi"):
+            return str(self.port) if _listens(self.port) else None
         log = self.workdir / "gunicorn.log"
         for line in log.read_text().splitlines() if log.exists() else []:
             if "Listening at: http://127.0.0.1:" in line:
@@ -204,13 +297,29 @@ class Server:
         return found[0]
 
     def mark(self, image_id: str) -> dict[str, Any]:
-        [line] = [m for m in _read_jsonl(self.marks) if m["id"] == image_id]
+        [line] = [m for m in _read_jsonl(self.marks) if m.get("id") == image_id]
         return line
+
+    def closes(self, image_id: str) -> int:
+        """How many times the body of *image_id* was closed (waited for the first)."""
+        poll(lambda: self._closes(image_id), f"close() of {image_id}", self)
+        return self._closes(image_id)
+
+    def _closes(self, image_id: str) -> int:
+        return sum(1 for m in _read_jsonl(self.marks) if m.get("closed") == image_id)
 
     def sendfile_calls(self) -> list[int]:
         if not self.sendfile_log.exists():
             return []
         return [int(line) for line in self.sendfile_log.read_text().split()]
+
+
+def _listens(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

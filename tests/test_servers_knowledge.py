@@ -20,6 +20,7 @@ class RecordingCounter:
     def __init__(self, iterable: Iterable[bytes]) -> None:
         self.iterable = iterable
         self.closed_with: list[Progress | None] = []
+        self.io_thread: list[bool] = []
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.iterable)
@@ -27,8 +28,9 @@ class RecordingCounter:
     def __next__(self) -> bytes:
         raise StopIteration
 
-    def close_with(self, progress: Progress | None) -> None:
+    def close_with(self, progress: Progress | None, *, io_thread: bool = False) -> None:
         self.closed_with.append(progress)
+        self.io_thread.append(io_thread)
 
 
 class PreparedBuffer:
@@ -82,6 +84,8 @@ def test_a_prepared_buffer_reports_prepare_minus_remain_to_its_counter() -> None
     body.remain = 4
     body.close()  # type: ignore[attr-defined]
     assert [counter.closed_with for counter in made] == [[(6, False)]]
+    # waitress closes its buffers from its I/O loop: the counter must not wait there.
+    assert [counter.io_thread for counter in made] == [[True]]
 
 
 class InMemoryWrapper:
@@ -116,3 +120,25 @@ def test_a_class_that_cannot_be_subclassed_is_counted_by_iteration(
         assert list(body) == [b"abc"]
     assert [n.priority for n in memory.notifications] == ["INFO"]
     assert any("cannot subclass" in r.getMessage() for r in caplog.records)
+
+
+def opaque_wrapper(file: Any, block_size: int = 8192) -> Any:
+    """uWSGI's ``wsgi.file_wrapper``: a function that returns the file itself."""
+    return file
+
+
+def test_a_file_from_an_opaque_wrapper_is_read_in_blocks_up_to_the_promised_length() -> None:
+    from instrument._servers import FILE_BLOCK, file_blocks
+
+    data = b"line\n" * FILE_BLOCK
+    file = io.BytesIO(data)
+    file.fileno = lambda: 0  # type: ignore[method-assign]  # looks like a real file
+    blocks = file_blocks(file, {"wsgi.file_wrapper": opaque_wrapper}, FILE_BLOCK + 3)
+    chunks = list(blocks)
+    assert [len(chunk) for chunk in chunks] == [FILE_BLOCK, 3]
+    assert b"".join(chunks) == data[: FILE_BLOCK + 3]
+    blocks.close()  # type: ignore[attr-defined]
+    assert file.closed
+    # Anything that is not a plain file, or a server whose wrapper is a class: unchanged.
+    assert file_blocks([b"x"], {"wsgi.file_wrapper": opaque_wrapper}, None) == [b"x"]
+    assert file_blocks(file, {"wsgi.file_wrapper": InMemoryWrapper}, None) is file
