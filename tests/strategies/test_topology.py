@@ -3,7 +3,8 @@
 Each case pre-declares Glance's exchange or its ``<topic>.*`` queues unlike the kit's
 configuration (the way Ceilometer, an oslo.messaging service or kolla-ansible would),
 then sends 1,000 notifications through the rabbit or the qpid strategy: all of them
-must be read back by a plain kombu consumer, and one warning must name the difference.
+must be read back by a plain kombu consumer, and one warning must name the difference
+(one for the exchange and one for the three queues when both differ).
 Names are unique per test; the queues are deleted afterwards.
 """
 
@@ -45,8 +46,9 @@ class Case:
     exchange: dict[str, Any] | None  # exchange_declare keywords; None: not pre-declared
     queues: dict[str, Any] | None  # queue_declare keywords for the three queues
     durable: bool  # the kit's <prefix>_durable_queues
-    says: tuple[str, ...]  # fragments of the one warning ({e}: exchange, {t}: topic)
+    says: tuple[str, ...]  # fragments of the warnings ({e}: exchange, {t}: topic)
     stream: bool = False
+    warnings: int = 1  # one per kind of thing that differs (exchange, queues)
 
 
 QUEUES = "queues '{t}.info', '{t}.warn', '{t}.error' already exist with"
@@ -68,6 +70,17 @@ CASES = {
         {"durable": True, "arguments": {"x-queue-type": "quorum"}},
         False,
         (QUEUES, "durable=true (configured: false)", "x-queue-type='quorum' (configured: none)"),
+    ),
+    "kolla-durable-exchange-quorum-queues": Case(  # the measured 0 of 500 (issue 14)
+        {"durable": True},
+        {"durable": True, "arguments": {"x-queue-type": "quorum"}},
+        False,
+        (
+            "exchange '{e}' already exists with durable=true (configured: false)",
+            QUEUES,
+            "x-queue-type='quorum' (configured: none)",
+        ),
+        warnings=2,
     ),
     "stream-queues": Case(
         None,
@@ -97,7 +110,11 @@ CASES = {
 }
 
 
-def make(kind: str, node: RabbitNode, exchange: str, topic: str, durable: bool) -> Strategy:
+def make(
+    kind: str, node: RabbitNode, exchange: str, topic: str, durable: bool, **extra: Any
+) -> Strategy:
+    """The *kind* strategy on *node*; *extra* options without their ``<kind>_`` prefix."""
+    options = {f"{kind}_{name}": value for name, value in extra.items()}
     if kind == "rabbit":
         return RabbitStrategy(
             transport_url=node.url,
@@ -105,6 +122,7 @@ def make(kind: str, node: RabbitNode, exchange: str, topic: str, durable: bool) 
             rabbit_notification_topic=topic,
             rabbit_durable_queues=durable,
             **RETRY,
+            **options,
         )
     return QpidStrategy(
         qpid_hostname="127.0.0.1",
@@ -113,6 +131,7 @@ def make(kind: str, node: RabbitNode, exchange: str, topic: str, durable: bool) 
         qpid_notification_topic=topic,
         qpid_durable_queues=durable,
         **RETRY,
+        **options,
     )
 
 
@@ -157,6 +176,7 @@ def test_existing_topology_is_used_as_it_is(
         caplog.at_level(logging.INFO, logger=f"instrument.strategies.{kind}"),
         make(kind, rabbit_node, exchange, topic, spec.durable) as strategy,
     ):
+        strategy.check(10)  # a connection of its own: the worker's must not warn again
         for note in sent:
             strategy.emit(note)
         assert strategy.flush(120), strategy.stats()
@@ -166,6 +186,62 @@ def test_existing_topology_is_used_as_it_is(
     by_id = {json.loads(m["body"])["message_id"]: m["routing_key"] for m in got}
     assert all(by_id[n.message_id] == f"{topic}.{n.priority.lower()}" for n in sent)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warnings) == 1, warnings
+    assert len(warnings) == spec.warnings, warnings
     for fragment in spec.says:
-        assert fragment.format(e=exchange, t=topic) in warnings[0]
+        assert fragment.format(e=exchange, t=topic) in "\n".join(warnings)
+
+
+@pytest.mark.parametrize("kind", ["rabbit", "qpid"])
+def test_missing_queues_are_created_as_quorum_queues_when_asked(
+    kind: str, rabbit_node: RabbitNode, names: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    exchange, topic = names
+    quorum = {"quorum_queue": True, "quorum_delivery_limit": 5, "quorum_max_memory_length": 100}
+    sent = [Notification.create("image.send", "WARN", {"i": i}) for i in range(10)]
+    with (
+        caplog.at_level(logging.WARNING),
+        make(kind, rabbit_node, exchange, topic, False, **quorum) as strategy,
+    ):
+        strategy.check(10)
+        for note in sent:
+            strategy.emit(note)
+        assert strategy.flush(30)
+    listed = rabbit_node.ctl("list_queues", "name", "type", "durable", "arguments", "-q")
+    rows = {line.split("\t")[0]: line for line in listed.splitlines()}
+    for key in ("info", "warn", "error"):
+        name, arguments = f"{topic}.{key}", '{"x-delivery-limit",5},{"x-max-in-memory-length",100}'
+        assert rows[name].startswith(f"{name}\tquorum\ttrue\t"), rows[name]
+        assert arguments in rows[name]
+    assert sorted(ids(consume(rabbit_node.url, topic, expect=10))) == sorted(
+        note.message_id for note in sent
+    )
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_user_who_may_not_configure_publishes_to_what_exists(
+    rabbit_node: RabbitNode, names: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    exchange, topic = names
+    predeclare(rabbit_node, CASES["quorum-queues"], exchange, topic)
+    predeclare(rabbit_node, CASES["exchange-durable"], exchange, topic)
+    user = f"pub-{uuid.uuid4().hex[:8]}"
+    rabbit_node.add_user(user, "pw", vhost=None)
+    rabbit_node.ctl("set_permissions", "-p", "/", user, "", ".*", ".*")  # no configure
+    url = rabbit_node.url.replace("guest:guest@", f"{user}:pw@")
+    sent = [Notification.create("image.send", "INFO", {"i": i}) for i in range(10)]
+    with (
+        caplog.at_level(logging.INFO, logger="instrument.strategies.rabbit"),
+        RabbitStrategy(
+            transport_url=url,
+            rabbit_notification_exchange=exchange,
+            rabbit_notification_topic=topic,
+            **RETRY,
+        ) as strategy,
+    ):
+        for note in sent:
+            strategy.emit(note)
+        assert strategy.flush(30), strategy.stats()
+    got = consume(rabbit_node.url, topic, expect=len(sent))
+    assert sorted(ids(got)) == sorted(note.message_id for note in sent)
+    assert "not compared with the configuration (no configure permission" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
