@@ -111,19 +111,32 @@ CASES = {
 
 
 def make(
-    kind: str, node: RabbitNode, exchange: str, topic: str, durable: bool, **extra: Any
+    kind: str,
+    node: RabbitNode,
+    exchange: str,
+    topic: str,
+    durable: bool,
+    user: str = "guest",
+    **extra: Any,
 ) -> Strategy:
-    """The *kind* strategy on *node*; *extra* options without their ``<kind>_`` prefix."""
+    """The *kind* strategy on *node*; *extra* options without their ``<kind>_`` prefix.
+
+    A *user* other than guest has the password ``pw``.
+    """
     options = {f"{kind}_{name}": value for name, value in extra.items()}
     if kind == "rabbit":
         return RabbitStrategy(
-            transport_url=node.url,
+            transport_url=node.url.replace("guest:guest@", f"{user}:pw@")
+            if user != "guest"
+            else node.url,
             rabbit_notification_exchange=exchange,
             rabbit_notification_topic=topic,
             rabbit_durable_queues=durable,
             **RETRY,
             **options,
         )
+    if user != "guest":
+        options |= {"qpid_username": user, "qpid_password": "pw", "qpid_sasl_mechanisms": "PLAIN"}
     return QpidStrategy(
         qpid_hostname="127.0.0.1",
         qpid_port=node.port,
@@ -227,16 +240,10 @@ def test_a_user_who_may_not_configure_publishes_to_what_exists(
     user = f"pub-{uuid.uuid4().hex[:8]}"
     rabbit_node.add_user(user, "pw", vhost=None)
     rabbit_node.ctl("set_permissions", "-p", "/", user, "", ".*", ".*")  # no configure
-    url = rabbit_node.url.replace("guest:guest@", f"{user}:pw@")
     sent = [Notification.create("image.send", "INFO", {"i": i}) for i in range(10)]
     with (
         caplog.at_level(logging.INFO, logger="instrument.strategies.rabbit"),
-        RabbitStrategy(
-            transport_url=url,
-            rabbit_notification_exchange=exchange,
-            rabbit_notification_topic=topic,
-            **RETRY,
-        ) as strategy,
+        make("rabbit", rabbit_node, exchange, topic, False, user=user) as strategy,
     ):
         for note in sent:
             strategy.emit(note)
@@ -245,3 +252,22 @@ def test_a_user_who_may_not_configure_publishes_to_what_exists(
     assert sorted(ids(got)) == sorted(note.message_id for note in sent)
     assert "not compared with the configuration (no configure permission" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("kind", ["rabbit", "qpid"])
+def test_no_permission_to_publish_keeps_the_notifications_and_says_why(
+    kind: str, rabbit_node: RabbitNode, names: tuple[str, str]
+) -> None:
+    exchange, topic = names
+    predeclare(rabbit_node, CASES["exchange-durable"], exchange, topic)
+    user = f"ro-{uuid.uuid4().hex[:8]}"
+    rabbit_node.add_user(user, "pw", vhost=None)
+    # may bind its queues (write on them, read on the exchange), may not publish to it
+    rabbit_node.ctl("set_permissions", "-p", "/", user, "^n-", f"^{topic}\\.", ".*")
+    with make(kind, rabbit_node, exchange, topic, False, user=user) as strategy:
+        for note in [Notification.create("image.send", "INFO", {"i": i}) for i in range(5)]:
+            strategy.emit(note)
+        assert not strategy.flush(3)
+        stats = strategy.stats()
+    assert (stats["sent"], stats["queued"]) == (0, 5), stats  # kept, not counted as sent
+    assert exchange in stats["last_error"] and user in stats["last_error"], stats["last_error"]
