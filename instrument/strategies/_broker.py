@@ -1,7 +1,8 @@
 """What the rabbit and qpid strategies share, each in one place.
 
 Options, transport URLs, failover, the check's per-host timeout, masking, TLS,
-Glance's declarations, the durability-mismatch explanation and the run-once helper.
+the durability-mismatch explanation and the run-once helper. Glance's declarations
+(adopt what exists, create what is missing) are in :mod:`._topology`.
 No broker client is imported here: kombu is handed in by the caller, so this module
 imports without any optional dependency.
 
@@ -21,8 +22,6 @@ Decisions:
   percent-encoded the two ways URLs are built here (``quote(p, safe="")`` and
   ``quote(p)``). :func:`secret_forms` expands every secret into all of them, so a
   password such as ``p@ss:w/rd%`` is masked wherever a library echoes a URL.
-* **Glance's declarations** (:func:`declare_glance`): the topic exchange and the queues
-  ``<topic>.info|warn|error`` bound with their own names, durability as configured.
 * **Durability mismatches are explained once** (:func:`durability_mismatch`): what we
   declare, what exists, and which option to flip (``rabbit_durable_queues``,
   ``qpid_durable_queues``).
@@ -47,7 +46,6 @@ __all__ = [
     "MASK",
     "PRIORITY_KEYS",
     "check_target",
-    "declare_glance",
     "durability_mismatch",
     "failover",
     "kombu_ssl_options",
@@ -229,17 +227,7 @@ def kombu_ssl_options(
     return options
 
 
-# --------------------------------------------------------------------------- declaring
-
-
-def declare_glance(kombu: Any, channel: Any, exchange: str, topic: str, durable: bool) -> None:
-    """Declare the topic exchange and ``<topic>.info|warn|error`` bound to it (kombu)."""
-    topic_exchange = kombu.Exchange(exchange, "topic", durable=durable)
-    topic_exchange(channel).declare()
-    for key in PRIORITY_KEYS:
-        name = f"{topic}.{key}"
-        queue = kombu.Queue(name, topic_exchange, routing_key=name, durable=durable)
-        queue(channel).declare()
+# --------------------------------------------------------------------------- explaining
 
 
 def durability_mismatch(text: str, durable: bool, option: str) -> str:

@@ -9,9 +9,19 @@ from typing import Any
 
 
 def consume(
-    url: str, topic: str, *, expect: int, timeout: float = 30, ssl: Any = None
+    url: str,
+    topic: str,
+    *,
+    expect: int,
+    timeout: float = 30,
+    ssl: Any = None,
+    stream: bool = False,
 ) -> list[dict[str, Any]]:
-    """Read ``topic.info|warn|error`` until at least *expect* arrived and 0.3 s passed quietly."""
+    """Read ``topic.info|warn|error`` until at least *expect* arrived and 0.3 s passed quietly.
+
+    *stream*: the queues are stream queues, which RabbitMQ serves only to consumers that
+    acknowledge, with a prefetch; they are read from their first message.
+    """
     import kombu
 
     got: list[dict[str, Any]] = []
@@ -26,12 +36,18 @@ def consume(
                 "message_id": message.properties.get("message_id"),
             }
         )
+        if stream:
+            message.ack()
 
-    queues = [kombu.Queue(f"{topic}.{p}", no_declare=True) for p in ("info", "warn", "error")]
+    offset = {"x-stream-offset": "first"} if stream else None
+    queues = [
+        kombu.Queue(f"{topic}.{p}", no_declare=True, consumer_arguments=offset)
+        for p in ("info", "warn", "error")
+    ]
     deadline = time.monotonic() + timeout
     with (
         kombu.Connection(url, ssl=ssl) as conn,
-        conn.Consumer(queues, on_message=on_message, no_ack=True, prefetch_count=2000),
+        conn.Consumer(queues, on_message=on_message, no_ack=not stream, prefetch_count=2000),
     ):
         quiet_since = time.monotonic()
         while time.monotonic() < deadline:

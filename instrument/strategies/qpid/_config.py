@@ -40,6 +40,7 @@ from urllib.parse import unquote, urlsplit
 
 from ...exceptions import ConfigError
 from .._broker import MASK, PRIORITY_KEYS, mask_url, scrub, split_transport_url
+from .._topology import Topology, quorum_arguments
 
 __all__ = [
     "BROKERS",
@@ -97,6 +98,14 @@ class QpidTarget:
     ssl_cert_file: str | None = None
     ssl_key_file: str | None = None
     ssl_server_name: str | None = None
+    queue_arguments: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def topology(self) -> Topology:
+        """The exchange and queues to adopt or create over AMQP 0-9-1 (:mod:`._declare`)."""
+        return Topology(
+            "qpid", self.exchange, self.topic, self.durable_queues, self.queue_arguments
+        )
 
     def template(self, product: str) -> str:
         """The address template for a broker announcing *product*."""
@@ -155,6 +164,7 @@ def qpid_target(config: Mapping[str, Any]) -> QpidTarget:
         ssl_cert_file=config["qpid_ssl_cert_file"],
         ssl_key_file=config["qpid_ssl_key_file"],
         ssl_server_name=config["qpid_ssl_server_name"],
+        queue_arguments=quorum_arguments(config, "qpid"),
     )
 
 

@@ -9,7 +9,10 @@ exist so nothing is lost before a consumer starts. So, on every new connection t
 RabbitMQ broker (``qpid_declare``, on by default), the topic exchange and those queues
 are declared over AMQP 0-9-1 on the same host and port (the plugin shares it), with
 the same credentials and TLS settings (without ``qpid_username``, RabbitMQ's AMQP 1.0
-default user ``guest`` is assumed). Durability follows ``qpid_durable_queues``.
+default user ``guest`` is assumed). What exists is used as it is, whatever its
+durability, type or arguments (:mod:`.._topology`: passive declare first, one warning
+per name naming the difference); what is missing is created with
+``qpid_durable_queues`` and ``qpid_quorum_*``.
 
 kombu is optional here: without it the declaration is skipped with one warning, and
 the exchange (and queues) must exist; a missing exchange is then reported precisely.
@@ -24,7 +27,8 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from ...exceptions import StrategyError
-from .._broker import declare_glance, durability_mismatch, kombu_ssl_options, run_once
+from .._broker import durability_mismatch, kombu_ssl_options, run_once
+from .._topology import declare_glance
 from ._config import Broker, QpidTarget
 
 __all__ = ["declare_on_rabbitmq"]
@@ -61,7 +65,7 @@ def declare_on_rabbitmq(target: QpidTarget, broker: Broker) -> None:
     )
     try:
         conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
-        declare_glance(kombu, conn.channel(), target.exchange, target.topic, target.durable_queues)
+        declare_glance(conn, target.topology)
     except Exception as exc:
         raise StrategyError(target.scrub(_explain(exc, target))) from None
     finally:

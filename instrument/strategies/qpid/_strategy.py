@@ -16,7 +16,9 @@ subject. The target address comes from ``qpid_address`` or the ``qpid_broker`` p
 Who makes the exchange exist: on RabbitMQ (whose AMQP 1.0 plugin cannot declare
 exchanges) the strategy declares the topic exchange and Glance's queues
 ``notifications.info|warn|error`` over an AMQP 0-9-1 side connection with kombu when
-kombu is installed (``qpid_declare``, see :mod:`._declare`), so a kombu or
+kombu is installed (``qpid_declare``, see :mod:`._declare`): what exists is used as
+it is (one warning per name when it differs), only what is missing is created
+(``qpid_durable_queues``, ``qpid_quorum_*``), so a kombu or
 oslo.messaging consumer bound to ``glance``/``notifications.info`` gets every
 notification, also those sent before it started. Without kombu, or with
 ``qpid_declare = false``, the exchange must exist; when it does not the broker's
@@ -42,6 +44,7 @@ from ...delivery import DELIVERY_OPTIONS, Publisher
 from ...options import Option, boolean, choice, integer, number, string
 from .._broker import option_maker, run_once, timeout_options
 from .._broker_strategy import BrokerStrategy, Client
+from .._topology import quorum_options
 from ._config import BROKERS, QpidTarget, check_template, qpid_target, retry_schedule
 
 __all__ = ["QPID_OPTIONS", "QpidStrategy"]
@@ -111,7 +114,13 @@ QPID_OPTIONS: Final = (
         "over AMQP 0-9-1 (needs kombu).",
         boolean,
     ),
-    _opt("qpid_durable_queues", False, "declare them durable (must match what exists).", boolean),
+    _opt(
+        "qpid_durable_queues",
+        False,
+        "create them durable when missing (what exists is used as it is).",
+        boolean,
+    ),
+    *quorum_options(_opt, "qpid"),
     *timeout_options(_opt, "qpid", "settle", "settlement"),
     _opt(
         "qpid_transport_url",

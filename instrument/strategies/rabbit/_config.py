@@ -27,6 +27,7 @@ from urllib.parse import quote, unquote, urlsplit
 from ...events import Notification
 from ...exceptions import ConfigError
 from .._broker import kombu_ssl_options, mask_url, scrub, split_transport_url
+from .._topology import Topology, quorum_arguments
 
 __all__ = ["ENVELOPES", "RabbitTarget", "broker_urls", "rabbit_target"]
 
@@ -59,6 +60,12 @@ class RabbitTarget:
     ssl_ca_file: str | None = None
     ssl_cert_file: str | None = None
     ssl_key_file: str | None = None
+    queue_arguments: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def topology(self) -> Topology:
+        """The exchange and queues to adopt or create (:mod:`.._topology`)."""
+        return Topology("rabbit", self.exchange, self.topic, self.durable, self.queue_arguments)
 
     def encode(self, notification: Notification) -> str:
         """The message body: the envelope as JSON, or oslo.messaging's 2.0 wrapper."""
@@ -114,6 +121,7 @@ def rabbit_target(config: Mapping[str, Any]) -> RabbitTarget:
         ssl_ca_file=config["rabbit_ssl_ca_file"],
         ssl_cert_file=config["rabbit_ssl_cert_file"],
         ssl_key_file=config["rabbit_ssl_key_file"],
+        queue_arguments=quorum_arguments(config, "rabbit"),
     )
 
 

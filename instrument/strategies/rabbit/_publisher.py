@@ -32,10 +32,13 @@ Decisions:
   would wait for a ``Close-Ok`` that never comes.
 * **Other kombu transports** (``memory://``, ``filesystem://``, ``redis://``) have no
   confirms: a publish that returned is taken as delivered.
-* **Declared on every new connection**: the topic exchange and the queues
-  ``<topic>.info|warn|error`` bound with their own names as keys, so nothing is dropped
-  before a consumer starts. Durability of all three follows ``rabbit_durable_queues``;
-  messages are persistent (delivery mode 2) when it is set.
+* **Declared on every new connection**, before the publishing channel is opened and on
+  channels of their own (:func:`.._topology.declare_glance`): the topic exchange and the
+  queues ``<topic>.info|warn|error`` bound with their own names as keys, so nothing is
+  dropped before a consumer starts. What exists is adopted as it is (one warning per
+  name when it differs); what is missing is created with ``rabbit_durable_queues`` and
+  ``rabbit_quorum_*``. Messages are persistent (delivery mode 2) with
+  ``rabbit_durable_queues``.
 * **Errors are explained**, not passed through (:func:`._errors.explain`).
 """
 
@@ -50,7 +53,8 @@ from typing import Any, Final
 
 from ...events import Notification
 from ...exceptions import DeliveryError, StrategyError
-from .._broker import declare_glance, failover, mask_url, run_once
+from .._broker import failover, mask_url, run_once
+from .._topology import declare_glance
 from ._config import RabbitTarget
 from ._errors import explain
 
@@ -155,6 +159,7 @@ class RabbitPublisher:
         )
         self._conn = conn
         conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
+        declare_glance(conn, target.topology)  # on channels of its own (see _topology)
         self._channel = conn.channel()
         self._confirms = hasattr(self._channel, "confirm_select")
         if self._confirms:
@@ -170,7 +175,6 @@ class RabbitPublisher:
             self._batched = _batch_possible(conn.connection, target)
             self._channel.events["basic_ack"].add(self._on_ack)
             self._channel.events["basic_nack"].add(self._on_nack)
-        declare_glance(kombu, self._channel, target.exchange, target.topic, target.durable)
 
     def _reason(self, url: str, exc: Exception) -> str:
         return f"{mask_url(url)}: {explain(exc, self.target, url)}"

@@ -4,8 +4,11 @@ Wire format (Glance's): a topic exchange ``rabbit_notification_exchange`` (``gla
 routing key ``<rabbit_notification_topic>.<priority lowercased>`` (so WARN goes to
 ``notifications.warn``), a JSON body with content type ``application/json``, and the
 queues ``notifications.info|warn|error`` declared and bound so that nothing is dropped
-before a consumer starts. With ``rabbit_durable_queues`` the exchange and queues are
-durable and the messages persistent. ``envelope = messagingv2`` wraps the body the way
+before a consumer starts. An exchange or queue that already exists is used as it is
+(durable or not, classic, quorum or stream, any arguments), with one warning naming
+how it differs; only what is missing is created: durable with
+``rabbit_durable_queues`` (messages are then persistent), queues as quorum queues with
+``rabbit_quorum_queue``. ``envelope = messagingv2`` wraps the body the way
 oslo.messaging's ``messagingv2`` driver does; both forms are read by oslo consumers.
 
 Decisions:
@@ -29,6 +32,7 @@ from ...delivery import DELIVERY_OPTIONS, Publisher, retry_options
 from ...options import Option, boolean, choice, integer, number
 from .._broker import option_maker, timeout_options
 from .._broker_strategy import BrokerStrategy, Client
+from .._topology import quorum_options
 from ._config import ENVELOPES, RabbitTarget, rabbit_target
 
 __all__ = ["RABBIT_OPTIONS", "RabbitStrategy"]
@@ -51,9 +55,11 @@ RABBIT_OPTIONS: Final = (
     _opt(
         "rabbit_durable_queues",
         False,
-        "durable exchange and queues, persistent messages (must match what exists).",
+        "create a missing exchange and queues durable; persistent messages "
+        "(what exists is used as it is).",
         boolean,
     ),
+    *quorum_options(_opt, "rabbit"),
     *timeout_options(_opt, "rabbit", "confirm", "confirms"),
     _opt(
         "transport_url",
