@@ -43,10 +43,14 @@ class Setup:
     import_ports: tuple[int, ...] = ()
     #: Lines appended to glance-api.conf (sections of their own).
     extra_conf: str = ""
+    #: False: Glance's own pipeline, without the filter (the bare side of a benchmark).
+    filtered: bool = True
 
 
 def paste_config(paste_ini: str, setup: Setup, kit_log: Path) -> str:
     """Glance's paste.ini with ``notifications`` right before ``rootapp`` in the flavour."""
+    if not setup.filtered:
+        return paste_ini
     pattern = re.compile(r"^(default\s*=.*?)\s+rootapp\s*$", re.MULTILINE)
     if not pattern.search(paste_ini):
         raise ConfigUnavailable("no 'default = ... rootapp' line in glance-api-paste.ini")
