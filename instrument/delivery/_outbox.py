@@ -45,7 +45,7 @@ try:
 except ImportError:  # pragma: no cover - orjson is optional
     orjson = None  # type: ignore[assignment]
 
-__all__ = ["SEGMENT_BYTES", "Adopted", "Outbox", "adoptable", "decode", "encode"]
+__all__ = ["SEGMENT_BYTES", "Adopted", "Outbox", "adoptable", "decode", "encode", "fsync_dir"]
 
 SEGMENT_BYTES: Final = 16 * 1024 * 1024  # allocated in full, mapped, one kept ahead
 _SPARES: Final = 2  # segments allocated ahead: a burst never waits for the worker
@@ -92,7 +92,7 @@ def _lock_file(directory: str, *, create: bool) -> int:
     return fd
 
 
-def _fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -209,7 +209,7 @@ class Outbox:
         while len(self._spares) < _SPARES and self.cursor is not None:
             last = self._spares[-1].seq if self._spares else self._seq
             spare = _Segment(self.directory, last + 1)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
             with self._lock:
                 self._spares.append(spare)
                 if self._current is None and self.intact():
