@@ -144,7 +144,8 @@ class Outbox:
         self.channel = channel
         self.directory = os.path.join(root, channel, _owner.engine_owner())
         self.cursor: Cursor | None = None
-        self.appended = 0  # records written (under the lock)
+        self.appended = 0  # records emit() wrote (under the lock)
+        self.absorbed = 0  # records the worker moved here from memory (under the lock)
         self.error: str | None = None  # why the journal is not writable, None when it is
         self._lock = threading.Lock()
         self._current: _Segment | None = None  # appends go here; None while refused
@@ -179,19 +180,35 @@ class Outbox:
         GIL kept); False when it is not in the journal."""
         record = frame(body)
         with self._lock:
-            segment = self._current
-            if segment is None:
+            if not self._put(record):
                 return False
-            start = self._size
-            if start + len(record) > SEGMENT_BYTES:
-                if not self._switch():
-                    return False
-                segment, start = self._current, 0
-                assert segment is not None
-            segment.map[start : start + len(record)] = record
-            self._size = start + len(record)
             self.appended += 1
             return True
+
+    def take_over(self, body: bytes, *, absorbed: bool) -> bool:
+        """Worker: write a record accepted earlier (from memory when *absorbed*, else from
+        a deleted journal); counted with the write, under the same lock, so that
+        ``appended`` (what emit() journaled) is never off, not even for an instant."""
+        record = frame(body)
+        with self._lock:
+            if not self._put(record):
+                return False
+            self.absorbed += absorbed
+            return True
+
+    def _put(self, record: bytes) -> bool:
+        """Lock held: copy *record* into the current segment (rotating when full)."""
+        segment, start = self._current, self._size
+        if segment is None:
+            return False
+        if start + len(record) > SEGMENT_BYTES:
+            if not self._switch():
+                return False
+            segment, start = self._current, 0
+            assert segment is not None
+        segment.map[start : start + len(record)] = record
+        self._size = start + len(record)
+        return True
 
     def _switch(self) -> bool:
         """Lock held: the spare segment becomes the current one; False (refused) if none."""
@@ -221,28 +238,35 @@ class Outbox:
             retired, self._retired = self._retired, []
         return retired
 
-    def resume(self) -> None:
+    def resume(self) -> int:
         """Worker: after the journal's files were deleted, a new journal takes over what
-        the old one still holds (its open files) and every append from now on."""
+        the old one still holds (its open files) and every append from now on. Returns
+        how many of those it had no room for (lost; the caller counts and logs them)."""
         old, self.cursor = self.cursor, None
         for segment in self._retired:
             if old is not None:
                 old.hold(segment.seq, segment.fd)
+        for spare in self._spares:  # empty files of the deleted directory
+            spare.close(sync=False)
+        self._spares = []
         self._close_files()
         self.directory = os.path.join(self.root, self.channel, _owner.engine_owner())
         self.open()
-        if old is not None:
-            self._move(old)
+        return 0 if old is None else self._move(old)
 
-    def _move(self, old: Cursor) -> None:
-        """Rewrite what a deleted journal still holds (open files) into this one."""
+    def _move(self, old: Cursor) -> int:
+        """Rewrite what a deleted journal still holds into this one, counted once (where
+        it was first written); how many found no room."""
         old.rewind()
-        moved = 0
+        lost = 0
         while records := old.read(1000)[0]:
-            moved += sum(self.append(body) for body in records if body is not None)
+            for body in filter(None, records):
+                if not self.take_over(body, absorbed=False):
+                    with contextlib.suppress(OSError):
+                        self.prepare()  # more segments, then once more
+                    lost += not self.take_over(body, absorbed=False)
         old.close()
-        with self._lock:
-            self.appended -= moved  # accepted once, not twice
+        return lost
 
     def intact(self) -> bool:
         """Whether our lock file is still the one in the directory (not deleted)."""
@@ -282,7 +306,7 @@ class Outbox:
         with self._lock:
             segments = [*self._retired, *self._spares, *filter(None, [self._current])]
             self._current, self._spares, self._retired = None, [], []
-            empty = self.appended <= confirmed
+            empty = self.appended + self.absorbed <= confirmed
         for segment in segments:
             segment.close(sync=not empty)
         if empty and self.cursor is not None and self.intact():
