@@ -11,8 +11,10 @@ Decisions:
   2 us but released the GIL, and getting it back behind a busy worker thread made
   p99 100 us with the broker up; the copy keeps the GIL (p99 see benchmarks).
   Segments are allocated in full (``posix_fallocate``) by the worker, two ahead, so a
-  full disk is an error there (``ENOSPC``), never a ``SIGBUS`` in a request; with no
-  segment ready, appends are refused and the notification goes to memory, counted.
+  full disk is an error (``ENOSPC``), never a ``SIGBUS`` in a request; with no segment
+  ready (a burst outran the worker) the request allocates the next one itself, and
+  only when that fails too are appends refused (the notification goes to memory,
+  counted ``unkept``).
 * **Segment files, not SQLite**: an SQLite commit without fsync costs tens of
   microseconds and a lock shared by every thread; reading back in order needs no
   index, a confirmed prefix is one offset, a finished segment one ``unlink``.
@@ -153,7 +155,8 @@ class Outbox:
         self._spares: list[_Segment] = []  # the next ones, allocated ahead by the worker
         self._retired: list[_Segment] = []  # full ones, closed by the worker
         self._lock_fd = -1
-        self._seq = 0
+        self._seq = 0  # the segment being written
+        self._reserved = 0  # the last segment number handed out for allocation
 
     def open(self) -> None:
         """Create the journal (directory, lock, first segment); raise OSError if impossible."""
@@ -161,8 +164,8 @@ class Outbox:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         self._lock_fd = _lock_file(self.directory, create=True)
         self.cursor = Cursor(self.directory, final=False, live=self.live)
-        self._spares = [_Segment(self.directory, self._seq + 1)]
         with self._lock:
+            self._spares = [_Segment(self.directory, self._reserve())]
             self._switch()
         self.error = None
 
@@ -211,9 +214,20 @@ class Outbox:
         return True
 
     def _switch(self) -> bool:
-        """Lock held: the spare segment becomes the current one; False (refused) if none."""
+        """Lock held: the spare segment becomes the current one; False (refused) if none.
+
+        With no spare ready (a burst outran the worker, or the worker is stuck on a
+        broker) the caller allocates the next segment itself: a few milliseconds once
+        per segment, instead of turning notifications away while the disk has room.
+        A refusal (disk full) is cheap from then on: the worker retries every second.
+        """
         if self._current is not None:
             self._retired.append(self._current)
+        if not self._spares and self.cursor is not None:
+            try:
+                self._spares.append(_Segment(self.directory, self._reserve()))
+            except OSError as exc:
+                self.error = str(exc)
         self._current = self._spares.pop(0) if self._spares else None
         if self._current is None:
             self.error = self.error or "no space for the next journal segment"
@@ -221,17 +235,32 @@ class Outbox:
         self._seq, self._size = self._current.seq, 0
         return True
 
+    def _reserve(self) -> int:
+        """Lock held: the number of the next segment to allocate (worker or request)."""
+        self._reserved = max(self._seq, self._reserved) + 1
+        return self._reserved
+
     def prepare(self) -> None:
-        """Worker: allocate the next segment ahead, close full ones; OSError when it cannot."""
+        """Worker: allocate the next segment ahead, close full ones; OSError when it cannot.
+
+        Allocated outside the lock (appends go on meanwhile). A request that needed a
+        segment meanwhile allocated the next number itself: ours is then behind the
+        one being written and stays an empty file, which the reader passes over.
+        """
         while len(self._spares) < _SPARES and self.cursor is not None:
-            last = self._spares[-1].seq if self._spares else self._seq
-            spare = _Segment(self.directory, last + 1)
+            with self._lock:
+                seq = self._reserve()
+            spare = _Segment(self.directory, seq)
             fsync_dir(self.directory)
             with self._lock:
-                self._spares.append(spare)
+                stale = seq <= self._seq
+                if not stale:
+                    self._spares.append(spare)
                 if self._current is None and self.intact():
                     self._switch()
                     self.error = None
+            if stale:
+                spare.close(sync=False)
 
     def _take_retired(self) -> list[_Segment]:
         with self._lock:
