@@ -21,8 +21,8 @@ Decisions:
 * **One journal per engine and process**, in ``<outbox_path>/<channel>/<owner>/``
   (``lock``, ``ack``, ``<seq>.seg``). The owner holds ``fcntl.flock`` on ``lock`` for
   the life of the journal; the kernel drops it when the process dies however it dies.
-  A journal whose lock can be taken has no live owner: it is *adopted* (its lock held
-  by the adopter while it delivers it, then its directory is removed). A forked child
+  A journal whose lock can be taken has no live owner: it is *adopted*
+  (:mod:`._adoption`). A forked child
   closes its inherited descriptors (the lock stays with the parent's open file);
   ``O_CLOEXEC`` keeps exec'd programs from holding it.
 * Files are created 0600, directories 0700.
@@ -31,7 +31,6 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import mmap
 import os
@@ -40,6 +39,7 @@ from typing import Final
 
 from ..events import MAX_NOTIFICATION_BYTES, Notification
 from . import _owner
+from ._adoption import lock_file
 from ._segments import Cursor, frame, segment_name
 
 try:
@@ -47,7 +47,7 @@ try:
 except ImportError:  # pragma: no cover - orjson is optional
     orjson = None  # type: ignore[assignment]
 
-__all__ = ["SEGMENT_BYTES", "Adopted", "Outbox", "adoptable", "decode", "encode", "fsync_dir"]
+__all__ = ["SEGMENT_BYTES", "Outbox", "decode", "encode", "fsync_dir"]
 
 SEGMENT_BYTES: Final = 16 * 1024 * 1024  # allocated in full, mapped, one kept ahead
 _SPARES: Final = 2  # segments allocated ahead: a burst never waits for the worker
@@ -80,18 +80,6 @@ def decode(body: bytes | None) -> Notification | None:
         return Notification.from_dict(orjson.loads(body) if orjson else json.loads(body))
     except (ValueError, TypeError, KeyError):
         return None
-
-
-def _lock_file(directory: str, *, create: bool) -> int:
-    """Open *directory*'s lock file and take its lock; raise BlockingIOError when held."""
-    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
-    fd = os.open(os.path.join(directory, "lock"), flags, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
 
 
 def fsync_dir(directory: str) -> None:
@@ -162,7 +150,7 @@ class Outbox:
         """Create the journal (directory, lock, first segment); raise OSError if impossible."""
         os.makedirs(os.path.dirname(self.directory), mode=0o700, exist_ok=True)
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        self._lock_fd = _lock_file(self.directory, create=True)
+        self._lock_fd = lock_file(self.directory, create=True)
         self.cursor = Cursor(self.directory, final=False, live=self.live)
         with self._lock:
             self._spares = [_Segment(self.directory, self._reserve())]
@@ -360,51 +348,3 @@ class Outbox:
         """In a forked child: close the inherited descriptors (the parent keeps its lock)."""
         self._current, self._spares, self._retired = None, [], []
         self._close_files()
-
-
-class Adopted:
-    """The journal of an owner that is gone, locked by us until delivered."""
-
-    def __init__(self, directory: str, lock_fd: int) -> None:
-        self.directory = directory
-        self._lock_fd = lock_fd
-        self.cursor = Cursor(directory, final=True)
-        self.pending = self.cursor.count()
-
-    def finish(self) -> None:
-        """All delivered (or dropped): remove the journal, its lock last."""
-        self.cursor.remove()
-        with contextlib.suppress(OSError):
-            os.unlink(os.path.join(self.directory, "lock"))
-            os.rmdir(self.directory)
-        self.release()
-
-    def release(self) -> None:
-        """Stop adopting (engine closed): close files and the lock; it stays for the next."""
-        self.cursor.close()
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
-
-
-def adoptable(root: str, channel: str, exclude: set[str]) -> list[Adopted]:
-    """Lock and return the journals of *channel* whose owners are gone."""
-    channel_dir = os.path.join(root, channel)
-    try:
-        names = sorted(os.listdir(channel_dir))
-    except FileNotFoundError:
-        return []
-    found = []
-    for name in names:
-        directory = os.path.join(channel_dir, name)
-        if directory in exclude:
-            continue
-        try:
-            lock_fd = _lock_file(directory, create=False)
-        except OSError:  # alive (locked), or no lock file (being removed): not ours
-            continue
-        if not os.path.exists(os.path.join(directory, "lock")):
-            os.close(lock_fd)  # removed by its adopter meanwhile
-            continue
-        found.append(Adopted(directory, lock_fd))
-    return found

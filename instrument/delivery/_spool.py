@@ -29,8 +29,9 @@ from typing import Any, Final
 
 from .._ratelimit import RateLimitedLog
 from ..events import Notification
+from ._adoption import Adopted, adoptable
 from ._intake import Intake
-from ._outbox import Adopted, Outbox, adoptable, decode, encode
+from ._outbox import Outbox, decode, encode
 from ._publisher import Batch
 from ._segments import Cursor, Position
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from instrument.delivery._outbox import Outbox, adoptable, decode, encode
+from instrument.delivery._adoption import adoptable
+from instrument.delivery._outbox import Outbox, decode, encode
 from instrument.delivery._segments import Cursor, segment_name
 from instrument.events import Notification
 
