@@ -10,7 +10,9 @@ downwards only, top to bottom:
 * :mod:`._sender`: one :class:`Publisher`, its connection and the retry schedule.
 * :mod:`._spool`: where batches come from: own journal, adopted journals, memory.
 * :mod:`._intake`: the memory queue, owned by one object, shared by engine and worker.
-* :mod:`._outbox`: the journal emit() writes to, its lock, and adoption of dead ones.
+* :mod:`._legacy`: the import of an earlier version's SQLite outbox (upgrade path).
+* :mod:`._outbox`: the journal emit() writes to, and its lock.
+* :mod:`._adoption`: journals whose owner is gone, found by their lock and adopted.
 * :mod:`._segments`: journal records and segments on disk; a cursor that reads and acks.
 * :mod:`._owner`: the owner id naming a journal.
 * :mod:`._publisher` and :mod:`._options`: leaves, the broker-side protocol and the

@@ -21,7 +21,9 @@ Decisions:
   processes), never in the constructor: a gunicorn ``preload_app`` master that builds
   the strategy and forks before emitting has no thread that could be inside OpenSSL
   at ``fork()``, and no journal its children would share. The journal is created then
-  too, in the calling thread, so the first emit is already on disk.
+  too, in the calling thread, so the first emit is already on disk. The constructor
+  only imports an earlier version's SQLite outbox (:mod:`._legacy`): no thread, no
+  file left open.
 * **After fork()** (:mod:`._process` pauses the worker around it) the child gets fresh
   locks, an empty queue, fresh counters, a new publisher (the inherited one shares the
   parent's socket and is never touched again) and a new, not yet started, worker. The
@@ -43,6 +45,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -52,6 +55,7 @@ from ..events import Notification
 from ..exceptions import StrategyError
 from . import _process
 from ._intake import Intake
+from ._legacy import upgrade
 from ._outbox import Outbox, encode
 from ._publisher import Publisher
 from ._worker import Worker
@@ -295,13 +299,18 @@ class Delivery:
 
 
 def _journal_root(outbox_path: str | None) -> str | None:
-    """The directory of the journals; beside an older SQLite outbox file, not in it."""
-    if outbox_path is None or not os.path.isfile(outbox_path):
+    """The directory of the journals, after importing an earlier version's SQLite outbox.
+
+    The import (:mod:`._legacy`) runs here, in the constructor, never in a request; one
+    that fails leaves the file alone and the journals go beside it, to ``<path>.d``.
+    """
+    if outbox_path is None:
+        return None
+    try:
+        upgrade(outbox_path)
+    except (OSError, sqlite3.Error) as exc:
+        log.error("outbox_path %s: cannot import the earlier outbox there: %s", outbox_path, exc)
+    if not os.path.isfile(outbox_path):
         return outbox_path
-    log.warning(
-        "outbox_path %s is a file (an SQLite outbox of an earlier version); journals go "
-        "to %s.d instead",
-        outbox_path,
-        outbox_path,
-    )
+    log.warning("outbox_path %s is a file; journals go to %s.d instead", outbox_path, outbox_path)
     return f"{outbox_path}.d"

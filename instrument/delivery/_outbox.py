@@ -11,16 +11,18 @@ Decisions:
   2 us but released the GIL, and getting it back behind a busy worker thread made
   p99 100 us with the broker up; the copy keeps the GIL (p99 see benchmarks).
   Segments are allocated in full (``posix_fallocate``) by the worker, two ahead, so a
-  full disk is an error there (``ENOSPC``), never a ``SIGBUS`` in a request; with no
-  segment ready, appends are refused and the notification goes to memory, counted.
+  full disk is an error (``ENOSPC``), never a ``SIGBUS`` in a request; with no segment
+  ready (a burst outran the worker) the request allocates the next one itself, and
+  only when that fails too are appends refused (the notification goes to memory,
+  counted ``unkept``).
 * **Segment files, not SQLite**: an SQLite commit without fsync costs tens of
   microseconds and a lock shared by every thread; reading back in order needs no
   index, a confirmed prefix is one offset, a finished segment one ``unlink``.
 * **One journal per engine and process**, in ``<outbox_path>/<channel>/<owner>/``
   (``lock``, ``ack``, ``<seq>.seg``). The owner holds ``fcntl.flock`` on ``lock`` for
   the life of the journal; the kernel drops it when the process dies however it dies.
-  A journal whose lock can be taken has no live owner: it is *adopted* (its lock held
-  by the adopter while it delivers it, then its directory is removed). A forked child
+  A journal whose lock can be taken has no live owner: it is *adopted*
+  (:mod:`._adoption`). A forked child
   closes its inherited descriptors (the lock stays with the parent's open file);
   ``O_CLOEXEC`` keeps exec'd programs from holding it.
 * Files are created 0600, directories 0700.
@@ -29,7 +31,6 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import mmap
 import os
@@ -38,6 +39,7 @@ from typing import Final
 
 from ..events import MAX_NOTIFICATION_BYTES, Notification
 from . import _owner
+from ._adoption import lock_file
 from ._segments import Cursor, frame, segment_name
 
 try:
@@ -45,7 +47,7 @@ try:
 except ImportError:  # pragma: no cover - orjson is optional
     orjson = None  # type: ignore[assignment]
 
-__all__ = ["SEGMENT_BYTES", "Adopted", "Outbox", "adoptable", "decode", "encode"]
+__all__ = ["SEGMENT_BYTES", "Outbox", "decode", "encode", "fsync_dir"]
 
 SEGMENT_BYTES: Final = 16 * 1024 * 1024  # allocated in full, mapped, one kept ahead
 _SPARES: Final = 2  # segments allocated ahead: a burst never waits for the worker
@@ -80,19 +82,7 @@ def decode(body: bytes | None) -> Notification | None:
         return None
 
 
-def _lock_file(directory: str, *, create: bool) -> int:
-    """Open *directory*'s lock file and take its lock; raise BlockingIOError when held."""
-    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
-    fd = os.open(os.path.join(directory, "lock"), flags, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -144,7 +134,8 @@ class Outbox:
         self.channel = channel
         self.directory = os.path.join(root, channel, _owner.engine_owner())
         self.cursor: Cursor | None = None
-        self.appended = 0  # records written (under the lock)
+        self.appended = 0  # records emit() wrote (under the lock)
+        self.absorbed = 0  # records the worker moved here from memory (under the lock)
         self.error: str | None = None  # why the journal is not writable, None when it is
         self._lock = threading.Lock()
         self._current: _Segment | None = None  # appends go here; None while refused
@@ -152,16 +143,17 @@ class Outbox:
         self._spares: list[_Segment] = []  # the next ones, allocated ahead by the worker
         self._retired: list[_Segment] = []  # full ones, closed by the worker
         self._lock_fd = -1
-        self._seq = 0
+        self._seq = 0  # the segment being written
+        self._reserved = 0  # the last segment number handed out for allocation
 
     def open(self) -> None:
         """Create the journal (directory, lock, first segment); raise OSError if impossible."""
         os.makedirs(os.path.dirname(self.directory), mode=0o700, exist_ok=True)
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        self._lock_fd = _lock_file(self.directory, create=True)
+        self._lock_fd = lock_file(self.directory, create=True)
         self.cursor = Cursor(self.directory, final=False, live=self.live)
-        self._spares = [_Segment(self.directory, self._seq + 1)]
         with self._lock:
+            self._spares = [_Segment(self.directory, self._reserve())]
             self._switch()
         self.error = None
 
@@ -179,24 +171,51 @@ class Outbox:
         GIL kept); False when it is not in the journal."""
         record = frame(body)
         with self._lock:
-            segment = self._current
-            if segment is None:
+            if not self._put(record):
                 return False
-            start = self._size
-            if start + len(record) > SEGMENT_BYTES:
-                if not self._switch():
-                    return False
-                segment, start = self._current, 0
-                assert segment is not None
-            segment.map[start : start + len(record)] = record
-            self._size = start + len(record)
             self.appended += 1
             return True
 
+    def take_over(self, body: bytes, *, absorbed: bool) -> bool:
+        """Worker: write a record accepted earlier (from memory when *absorbed*, else from
+        a deleted journal); counted with the write, under the same lock, so that
+        ``appended`` (what emit() journaled) is never off, not even for an instant."""
+        record = frame(body)
+        with self._lock:
+            if not self._put(record):
+                return False
+            self.absorbed += absorbed
+            return True
+
+    def _put(self, record: bytes) -> bool:
+        """Lock held: copy *record* into the current segment (rotating when full)."""
+        segment, start = self._current, self._size
+        if segment is None:
+            return False
+        if start + len(record) > SEGMENT_BYTES:
+            if not self._switch():
+                return False
+            segment, start = self._current, 0
+            assert segment is not None
+        segment.map[start : start + len(record)] = record
+        self._size = start + len(record)
+        return True
+
     def _switch(self) -> bool:
-        """Lock held: the spare segment becomes the current one; False (refused) if none."""
+        """Lock held: the spare segment becomes the current one; False (refused) if none.
+
+        With no spare ready (a burst outran the worker, or the worker is stuck on a
+        broker) the caller allocates the next segment itself: a few milliseconds once
+        per segment, instead of turning notifications away while the disk has room.
+        A refusal (disk full) is cheap from then on: the worker retries every second.
+        """
         if self._current is not None:
             self._retired.append(self._current)
+        if not self._spares and self.cursor is not None:
+            try:
+                self._spares.append(_Segment(self.directory, self._reserve()))
+            except OSError as exc:
+                self.error = str(exc)
         self._current = self._spares.pop(0) if self._spares else None
         if self._current is None:
             self.error = self.error or "no space for the next journal segment"
@@ -204,45 +223,67 @@ class Outbox:
         self._seq, self._size = self._current.seq, 0
         return True
 
+    def _reserve(self) -> int:
+        """Lock held: the number of the next segment to allocate (worker or request)."""
+        self._reserved = max(self._seq, self._reserved) + 1
+        return self._reserved
+
     def prepare(self) -> None:
-        """Worker: allocate the next segment ahead, close full ones; OSError when it cannot."""
+        """Worker: allocate the next segment ahead, close full ones; OSError when it cannot.
+
+        Allocated outside the lock (appends go on meanwhile). A request that needed a
+        segment meanwhile allocated the next number itself: ours is then behind the
+        one being written and stays an empty file, which the reader passes over.
+        """
         while len(self._spares) < _SPARES and self.cursor is not None:
-            last = self._spares[-1].seq if self._spares else self._seq
-            spare = _Segment(self.directory, last + 1)
-            _fsync_dir(self.directory)
             with self._lock:
-                self._spares.append(spare)
+                seq = self._reserve()
+            spare = _Segment(self.directory, seq)
+            fsync_dir(self.directory)
+            with self._lock:
+                stale = seq <= self._seq
+                if not stale:
+                    self._spares.append(spare)
                 if self._current is None and self.intact():
                     self._switch()
                     self.error = None
+            if stale:
+                spare.close(sync=False)
 
     def _take_retired(self) -> list[_Segment]:
         with self._lock:
             retired, self._retired = self._retired, []
         return retired
 
-    def resume(self) -> None:
+    def resume(self) -> int:
         """Worker: after the journal's files were deleted, a new journal takes over what
-        the old one still holds (its open files) and every append from now on."""
+        the old one still holds (its open files) and every append from now on. Returns
+        how many of those it had no room for (lost; the caller counts and logs them)."""
         old, self.cursor = self.cursor, None
         for segment in self._retired:
             if old is not None:
                 old.hold(segment.seq, segment.fd)
+        for spare in self._spares:  # empty files of the deleted directory
+            spare.close(sync=False)
+        self._spares = []
         self._close_files()
         self.directory = os.path.join(self.root, self.channel, _owner.engine_owner())
         self.open()
-        if old is not None:
-            self._move(old)
+        return 0 if old is None else self._move(old)
 
-    def _move(self, old: Cursor) -> None:
-        """Rewrite what a deleted journal still holds (open files) into this one."""
+    def _move(self, old: Cursor) -> int:
+        """Rewrite what a deleted journal still holds into this one, counted once (where
+        it was first written); how many found no room."""
         old.rewind()
-        moved = 0
+        lost = 0
         while records := old.read(1000)[0]:
-            moved += sum(self.append(body) for body in records if body is not None)
+            for body in filter(None, records):
+                if not self.take_over(body, absorbed=False):
+                    with contextlib.suppress(OSError):
+                        self.prepare()  # more segments, then once more
+                    lost += not self.take_over(body, absorbed=False)
         old.close()
-        with self._lock:
-            self.appended -= moved  # accepted once, not twice
+        return lost
 
     def intact(self) -> bool:
         """Whether our lock file is still the one in the directory (not deleted)."""
@@ -282,7 +323,7 @@ class Outbox:
         with self._lock:
             segments = [*self._retired, *self._spares, *filter(None, [self._current])]
             self._current, self._spares, self._retired = None, [], []
-            empty = self.appended <= confirmed
+            empty = self.appended + self.absorbed <= confirmed
         for segment in segments:
             segment.close(sync=not empty)
         if empty and self.cursor is not None and self.intact():
@@ -307,51 +348,3 @@ class Outbox:
         """In a forked child: close the inherited descriptors (the parent keeps its lock)."""
         self._current, self._spares, self._retired = None, [], []
         self._close_files()
-
-
-class Adopted:
-    """The journal of an owner that is gone, locked by us until delivered."""
-
-    def __init__(self, directory: str, lock_fd: int) -> None:
-        self.directory = directory
-        self._lock_fd = lock_fd
-        self.cursor = Cursor(directory, final=True)
-        self.pending = self.cursor.count()
-
-    def finish(self) -> None:
-        """All delivered (or dropped): remove the journal, its lock last."""
-        self.cursor.remove()
-        with contextlib.suppress(OSError):
-            os.unlink(os.path.join(self.directory, "lock"))
-            os.rmdir(self.directory)
-        self.release()
-
-    def release(self) -> None:
-        """Stop adopting (engine closed): close files and the lock; it stays for the next."""
-        self.cursor.close()
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
-
-
-def adoptable(root: str, channel: str, exclude: set[str]) -> list[Adopted]:
-    """Lock and return the journals of *channel* whose owners are gone."""
-    channel_dir = os.path.join(root, channel)
-    try:
-        names = sorted(os.listdir(channel_dir))
-    except FileNotFoundError:
-        return []
-    found = []
-    for name in names:
-        directory = os.path.join(channel_dir, name)
-        if directory in exclude:
-            continue
-        try:
-            lock_fd = _lock_file(directory, create=False)
-        except OSError:  # alive (locked), or no lock file (being removed): not ours
-            continue
-        if not os.path.exists(os.path.join(directory, "lock")):
-            os.close(lock_fd)  # removed by its adopter meanwhile
-            continue
-        found.append(Adopted(directory, lock_fd))
-    return found

@@ -130,10 +130,14 @@ class Cursor:
         end, the unwritten zeros of an allocated segment, or *stop*), how many bytes
         after the last complete record remain (else None).
         """
+        try:
+            fd = self._fd(seq)
+        except FileNotFoundError:  # a number reserved, never allocated (disk full): empty
+            return 0, 0
         size = max(_MIN_READ, wanted * 1024)
         while True:
             want = size if stop is None else min(size, stop - offset)
-            chunk = os.pread(self._fd(seq), want, offset)
+            chunk = os.pread(fd, want, offset)
             zero = chunk.find(b"\0")
             ended = len(chunk) < size or zero >= 0
             chunk = chunk if zero < 0 else chunk[:zero]

@@ -29,8 +29,9 @@ from typing import Any, Final
 
 from .._ratelimit import RateLimitedLog
 from ..events import Notification
+from ._adoption import Adopted, adoptable
 from ._intake import Intake
-from ._outbox import Adopted, Outbox, adoptable, decode, encode
+from ._outbox import Outbox, decode, encode
 from ._publisher import Batch
 from ._segments import Cursor, Position
 
@@ -61,7 +62,8 @@ class Spool:
         self._pending: tuple[Cursor, Position] | None = None  # acked when a batch is done
         self._next_adopt = self._next_sync = self._next_resume = 0.0
         self._log = RateLimitedLog(log)
-        self._n = dict.fromkeys(("adopted", "absorbed", "own_done", "adopted_done", "damaged"), 0)
+        self._n = dict.fromkeys(("adopted", "own_done", "adopted_done", "damaged"), 0)
+        self.superseded = False  # the batch in flight was rewritten to a new journal
 
     @property
     def has_outbox(self) -> bool:
@@ -69,12 +71,12 @@ class Spool:
 
     def journaled(self) -> int:
         """Notifications emit() wrote to the journal (moved from memory not included)."""
-        return 0 if self._outbox is None else self._outbox.appended - self._n["absorbed"]
+        return 0 if self._outbox is None else self._outbox.appended
 
     def counts(self) -> dict[str, Any]:
         """``adopted``, ``stored`` (journaled), ``outbox`` (on disk, not confirmed), ``damaged``."""
         n, outbox = self._n, self._outbox
-        stored = 0 if outbox is None else outbox.appended
+        stored = 0 if outbox is None else outbox.appended + outbox.absorbed
         on_disk = stored - n["own_done"] + n["adopted"] - n["adopted_done"]
         return {
             "adopted": n["adopted"],
@@ -111,10 +113,25 @@ class Spool:
         """Allocate the next segment; a refused journal gets one (a new journal if deleted)."""
         refused = not outbox.writable
         if refused and (outbox.cursor is None or not outbox.intact()):
-            outbox.resume()
+            self._resume(outbox)
         outbox.prepare()
         if refused and outbox.writable:
             log.warning("%s: the outbox %s takes notifications again", self.name, outbox.root)
+
+    def _resume(self, outbox: Outbox) -> None:
+        """A new journal; the batch in flight from the deleted one is superseded: its
+        records are rewritten too, and sent, confirmed and counted from the new one."""
+        old = outbox.cursor
+        if self._pending is not None and self._pending[0] is old and old is not None:
+            self._pending, self.superseded = None, True
+        lost = outbox.resume()
+        if lost:
+            self._n["damaged"] += lost
+            log.error(
+                "%s: %d notifications of the deleted journal found no room in the new one (lost)",
+                self.name,
+                lost,
+            )
 
     def absorb(self) -> None:
         """Move what waits in memory (the journal refused it) to the journal."""
@@ -122,11 +139,9 @@ class Spool:
         while outbox is not None and outbox.writable and self._intake:
             chunk = self._intake.take(_ABSORB_CHUNK)
             for index, notification in enumerate(chunk):
-                if not outbox.append(encode(notification)):
+                if not outbox.take_over(encode(notification), absorbed=True):
                     self._intake.put_back(chunk[index:])
-                    self._n["absorbed"] += index
                     return
-            self._n["absorbed"] += len(chunk)
 
     def _maybe_adopt(self, now: float) -> None:
         outbox = self._outbox

@@ -209,6 +209,9 @@ class Worker:
 
     def _step(self) -> None:
         self._spool.maintain()
+        if self._spool.superseded:  # its records are in the new journal: sent from there
+            self._spool.superseded = False
+            self._inflight = []
         if not self._inflight:
             self._inflight = self._spool.take(self._batch_size, self._expire)
         if not self._inflight:

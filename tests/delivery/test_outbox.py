@@ -7,12 +7,14 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from instrument.delivery._outbox import Outbox, adoptable, decode, encode
+from instrument.delivery._adoption import adoptable
+from instrument.delivery._outbox import Outbox, decode, encode
 from instrument.delivery._segments import Cursor, segment_name
 from instrument.events import Notification
 
@@ -126,3 +128,48 @@ def test_bodies_round_trip_and_odd_payloads_still_encode() -> None:
         again = decode(encode(note))
         assert again is not None and again.message_id == note.message_id
     assert decode(b"{not json") is None
+
+
+def test_a_burst_the_worker_cannot_keep_up_with_allocates_in_the_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker is stuck in a publish (it allocates nothing): 3,000 emits spanning
+    many segments are all journaled, none kept in memory only, none dropped; a segment
+    the worker allocated late (behind the one written) is passed over, read in order."""
+    from instrument.delivery import Delivery, _outbox
+
+    from .test_engine import ScriptedPublisher, make
+
+    monkeypatch.setattr(_outbox, "SEGMENT_BYTES", 64 * 1024)  # ~150 records each
+    publisher = ScriptedPublisher()
+    publisher.hold.clear()  # the first publish blocks until released
+    delivery = Delivery(lambda: publisher, name="box", outbox_path=str(tmp_path), queue_size=10)
+    notes = make(3000)
+    try:
+        assert delivery.submit(notes[0])
+        while not publisher.attempt_times:
+            time.sleep(0.01)  # the worker is inside publish_batch, blocked
+        box = delivery._outbox
+        assert box is not None
+        for note in notes[1:]:
+            assert delivery.submit(note)
+        late = make(300)
+        real_fsync_dir = _outbox.fsync_dir
+
+        def requests_meanwhile(directory: str) -> None:  # between allocation and lock
+            monkeypatch.setattr(_outbox, "fsync_dir", real_fsync_dir)
+            assert all(delivery.submit(note) for note in late)  # they allocate past it
+
+        monkeypatch.setattr(_outbox, "fsync_dir", requests_meanwhile)
+        written = box._seq
+        box.prepare()  # as the worker would: its first segment comes out stale
+        assert box._seq > written + 1 and os.path.exists(f"{box.directory}/{written + 1:012d}.seg")
+        stats = delivery.stats()
+        assert stats["stored"] == 3300 and stats["unkept"] == stats["overflow"] == 0, stats
+        publisher.hold.set()
+        assert delivery.flush(30)
+    finally:
+        publisher.hold.set()
+        delivery.close()
+    assert publisher.sent == [note.message_id for note in notes + late]
+    assert delivery.stats()["damaged"] == 0
