@@ -5,6 +5,9 @@ Decisions:
 * **SQLite in WAL mode, standard library only.** ``synchronous=FULL``: a committed row
   survives a SIGKILL of the process and a power loss. The cost (one fsync per batch)
   is paid by the delivery worker, never by the request that emitted.
+* **Private files**: the database is created 0600 (SQLite gives its ``-wal``/``-shm``
+  files the same mode) and directories the outbox creates 0700; payloads are only
+  for the process's own user.
 * **A row is deleted only after the broker confirmed it**, so a crash between publish
   and delete means the row is sent again by the next process (at-least-once; consumers
   deduplicate on ``message_id``).
@@ -132,7 +135,9 @@ class Outbox:
         if self._db is not None:
             return
         directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)  # only what we create: 0700
+        # Created 0600 before SQLite opens it: SQLite gives -wal/-shm the same mode.
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
