@@ -6,8 +6,9 @@ Imported only by the strategy inside its methods, so that
 Decisions:
 
 * **One kombu Connection per URL, failover by hand** (:func:`.._broker.failover`, as
-  for qpid): each URL once with ``connect_timeout``, starting with the one that worked
-  last, and for every host why it failed.
+  for qpid): each URL once, starting with the one that worked last, and for every
+  host why it failed. ``connect_timeout`` bounds the whole attempt to one host
+  (:class:`._connection.Deadline`), so the next host is tried within it.
 * **Pipelined publisher confirms** on AMQP 0-9-1: the channel is put in confirm mode,
   the whole batch is written, then acks are drained until *every* delivery tag of the
   batch is confirmed: the outstanding tags are a set, an ack removes its tag (all tags
@@ -52,6 +53,7 @@ from ...events import Notification
 from ...exceptions import DeliveryError, StrategyError
 from .._broker import declare_glance, failover, mask_url, run_once
 from ._config import RabbitTarget
+from ._connection import Deadline, drop
 from ._errors import explain
 
 try:
@@ -136,15 +138,23 @@ class RabbitPublisher:
         """
         conn, self._conn, self._channel = self._conn, None, None
         if conn is not None:
-            with contextlib.suppress(Exception):
-                # A TLS socket's close() exchanges close_notify: make it fail at once.
-                conn.connection.transport.sock.settimeout(0)
-            with contextlib.suppress(Exception):
-                conn.collect()
+            drop(conn)
 
     # ------------------------------------------------------------ internals
 
     def _open(self, url: str) -> None:
+        """Connect, open the channel and declare, all within ``connect_timeout``."""
+        deadline = Deadline(self.target.connect_timeout)
+        try:
+            self._connect(url, deadline)
+        except Exception as exc:
+            if deadline.expired:
+                raise TimeoutError(f"no answer within {deadline.seconds:g} s") from exc
+            raise
+        finally:
+            deadline.stop()
+
+    def _connect(self, url: str, deadline: Deadline) -> None:
         target = self.target
         conn = kombu.Connection(
             url,
@@ -153,7 +163,7 @@ class RabbitPublisher:
             connect_timeout=target.connect_timeout,
             transport_options=_transport_options(target),
         )
-        self._conn = conn
+        self._conn = deadline.watch(conn)
         conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
         self._channel = conn.channel()
         self._confirms = hasattr(self._channel, "confirm_select")
