@@ -83,7 +83,13 @@ def timeout_options(
 ) -> tuple[Option, Option]:
     """``<prefix>_connect_timeout`` and ``<prefix>_<confirm>_timeout``, the wait for *what*."""
     return (
-        make(f"{prefix}_connect_timeout", 5.0, "seconds per connection attempt.", number(0.1)),
+        make(
+            f"{prefix}_connect_timeout",
+            5.0,
+            "seconds one connection attempt to one host may take, all of it "
+            "(TCP, TLS, AMQP handshake).",
+            number(0.1),
+        ),
         make(
             f"{prefix}_{confirm}_timeout",
             15.0,

@@ -53,7 +53,7 @@ from ...events import Notification
 from ...exceptions import DeliveryError, StrategyError
 from .._broker import declare_glance, failover, mask_url, run_once
 from ._config import RabbitTarget
-from ._connection import Deadline, drop
+from ._connection import Alarm, Deadline, drop
 from ._errors import explain
 
 try:
@@ -96,6 +96,7 @@ class RabbitPublisher:
         self._published = 0  # delivery tag of the last message published on the channel
         self._outstanding: set[int] = set()  # delivery tags not confirmed yet
         self._nacked = False
+        self._alarm = Alarm()  # connection.blocked/unblocked (confirming connections)
 
     # ------------------------------------------------------------ Publisher
 
@@ -105,6 +106,7 @@ class RabbitPublisher:
     def publish_batch(self, batch: Sequence[Notification]) -> None:
         try:
             if self._confirms:
+                self._alarm.wait_over(self._conn, bool(self.target.heartbeat))
                 self._outstanding.clear()
                 self._nacked = False
                 if self._batched:
@@ -168,6 +170,7 @@ class RabbitPublisher:
         self._channel = conn.channel()
         self._confirms = hasattr(self._channel, "confirm_select")
         if self._confirms:
+            self._alarm.listen(conn.connection)
             self._channel.confirm_select()
             self._published = 0
             self._outstanding.clear()
@@ -229,6 +232,9 @@ class RabbitPublisher:
         """Drain until every delivery tag of the batch is acked; raise on any nack."""
         deadline = time.monotonic() + self.target.confirm_timeout
         while self._outstanding and not self._nacked:
+            if self._alarm.blocked:  # no timeout while the broker says it is blocked
+                self._alarm.wait_over(self._conn, bool(self.target.heartbeat))
+                deadline = time.monotonic() + self.target.confirm_timeout
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeliveryError(
