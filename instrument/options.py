@@ -16,6 +16,7 @@ from typing import Any
 from .exceptions import ConfigError
 
 __all__ = [
+    "MASK",
     "Option",
     "boolean",
     "choice",
@@ -26,6 +27,9 @@ __all__ = [
 ]
 
 Parser = Callable[[str, Any], Any]
+
+#: What is shown instead of a secret value (in errors, reprs, URLs).
+MASK = "****"
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -41,6 +45,10 @@ class Option:
     e.g. Glance's historic ``notifier_strategy`` for ``strategy``. *secret* marks
     values (passwords, URLs with credentials) that the kit never logs or shows; the
     configuration reference says so.
+
+    Decision: a secret option's parser is wrapped once, here, so that no
+    :class:`ConfigError` it raises carries the value, whatever its type (a number,
+    bytes, a list): every caller of :attr:`parse` gets the masked error.
     """
 
     name: str
@@ -50,9 +58,25 @@ class Option:
     aliases: tuple[str, ...] = ()
     secret: bool = False
 
+    def __post_init__(self) -> None:
+        if self.secret:
+            object.__setattr__(self, "parse", _masked(self.parse))
+
     @property
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
+
+
+def _masked(parse: Parser) -> Parser:
+    """*parse*, raising its ConfigError with the value shown as ``****``."""
+
+    def parse_secret(name: str, value: Any) -> Any:
+        try:
+            return parse(name, value)
+        except ConfigError as exc:
+            raise ConfigError(exc.option, MASK, exc.accepted) from None
+
+    return parse_secret
 
 
 def string(name: str, value: Any) -> str:

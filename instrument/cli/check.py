@@ -6,6 +6,9 @@ first (connection refused, authentication failed, TLS failure, unknown vhost …
 one test notification (event type ``instrument.check``) is sent and flushed.
 
 Exit codes: 0 delivered, 1 the strategy cannot deliver, 2 the configuration is wrong.
+A configuration error is one line on stderr, never a traceback: every ``ValueError``
+raised while the options are read and the strategies built (a
+:class:`~instrument.exceptions.ConfigError` is one) counts as one.
 """
 
 from __future__ import annotations
@@ -65,8 +68,8 @@ def run_check(
         mapping = filter_options(paste_ini, filter_name) if paste_ini else {}
         mapping.update(_pairs(options))
         notifier = Notifier.from_settings(Settings.load(mapping), also_known=MIDDLEWARE_OPTIONS)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+    except ValueError as exc:  # ConfigError, or a library's complaint about a value
+        print(f"configuration error: {_one_line(exc)}", file=sys.stderr)
         return 2
     names = ", ".join(strategy.name for strategy in notifier.strategies)
     try:
@@ -100,6 +103,12 @@ def _send_probe(notifier: Notifier, names: str, timeout: float) -> int:
         return 1
     print(f"OK: test notification {sent.message_id} delivered through {names}")
     return 0
+
+
+def _one_line(exc: Exception) -> str:
+    """*exc* as one line (a ConfigError is one already; anything else is named)."""
+    text = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
 
 
 def _pairs(options: Sequence[str]) -> dict[str, str]:

@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Final
 
-from ._outbox import SEGMENT_BYTES, decode, encode, fsync_dir
+from ._outbox import SEGMENT_BYTES, decode, encode, fsync_dir, private_dirs
 from ._segments import frame, segment_name
 
 __all__ = ["upgrade"]
@@ -138,7 +138,7 @@ def _move_into(staging: str, root: str) -> None:
     """Move each staged journal into *root* (idempotent: what is left of a crash too)."""
     for channel in os.listdir(staging):
         target = os.path.join(root, channel)
-        os.makedirs(target, mode=0o700, exist_ok=True)
+        private_dirs(target)
         source = os.path.join(staging, channel)
         for journal in os.listdir(source):
             os.rename(os.path.join(source, journal), os.path.join(target, journal))

@@ -47,7 +47,7 @@ try:
 except ImportError:  # pragma: no cover - orjson is optional
     orjson = None  # type: ignore[assignment]
 
-__all__ = ["SEGMENT_BYTES", "Outbox", "decode", "encode", "fsync_dir"]
+__all__ = ["SEGMENT_BYTES", "Outbox", "decode", "encode", "fsync_dir", "private_dirs"]
 
 SEGMENT_BYTES: Final = 16 * 1024 * 1024  # allocated in full, mapped, one kept ahead
 _SPARES: Final = 2  # segments allocated ahead: a burst never waits for the worker
@@ -80,6 +80,18 @@ def decode(body: bytes | None) -> Notification | None:
         return Notification.from_dict(orjson.loads(body) if orjson else json.loads(body))
     except (ValueError, TypeError, KeyError):
         return None
+
+
+def private_dirs(path: str) -> None:
+    """Create *path* and every missing parent 0700 (``os.makedirs`` gives only the leaf
+    its mode); directories that already exist keep theirs."""
+    missing = []
+    while path and not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            os.mkdir(directory, 0o700)
 
 
 def fsync_dir(directory: str) -> None:
@@ -148,8 +160,7 @@ class Outbox:
 
     def open(self) -> None:
         """Create the journal (directory, lock, first segment); raise OSError if impossible."""
-        os.makedirs(os.path.dirname(self.directory), mode=0o700, exist_ok=True)
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        private_dirs(self.directory)
         self._lock_fd = lock_file(self.directory, create=True)
         self.cursor = Cursor(self.directory, final=False, live=self.live)
         with self._lock:

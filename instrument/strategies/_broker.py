@@ -11,17 +11,11 @@ Decisions:
 * **Failover by hand** (:func:`failover`): every host once, starting with the one that
   worked last, each failure said per host. Clients' own alternates retry with their own
   sleeps (kombu sleeps 2 s after a refused connection); the delivery engine owns retry.
-* **Transport URLs** (:func:`split_transport_url`): ``;``-separated (kombu's form) or
-  oslo.messaging's comma form (``rabbit://u:p@h1,u:p@h2/vhost``: one scheme and path
-  for all hosts).
+* **URLs** (splitting, validating, masking, scrubbing) live in :mod:`._urls` and are
+  re-exported here.
 * **The check's timeout is split over the hosts** (:func:`check_target`): each gets
   ``timeout / hosts`` (at most its ``connect_timeout``, at least 0.1 s), no heartbeat.
 
-* **One masker for URLs** (:func:`mask_url`) and **one scrubber for messages**
-  (:func:`scrub`). A password can reach a message in three spellings: as given, and
-  percent-encoded the two ways URLs are built here (``quote(p, safe="")`` and
-  ``quote(p)``). :func:`secret_forms` expands every secret into all of them, so a
-  password such as ``p@ss:w/rd%`` is masked wherever a library echoes a URL.
 * **Durability mismatches are explained once** (:func:`durability_mismatch`): what we
   declare, what exists, and which option to flip (``rabbit_durable_queues``,
   ``qpid_durable_queues``).
@@ -36,16 +30,18 @@ import dataclasses
 import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, ParamSpec, Protocol, TypeVar
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from .._once import run_once
 from ..exceptions import StrategyError
-from ..options import Option, number, string
+from ..options import MASK, Option, number, string
+from ._urls import bracketed, check_url, mask_url, scrub, secret_forms, split_transport_url
 
 __all__ = [
     "MASK",
     "PRIORITY_KEYS",
+    "bracketed",
     "check_target",
+    "check_url",
     "durability_mismatch",
     "failover",
     "kombu_ssl_options",
@@ -60,7 +56,6 @@ __all__ = [
 ]
 
 PRIORITY_KEYS: Final = ("info", "warn", "error")
-MASK: Final = "****"
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -86,7 +81,13 @@ def timeout_options(
 ) -> tuple[Option, Option]:
     """``<prefix>_connect_timeout`` and ``<prefix>_<confirm>_timeout``, the wait for *what*."""
     return (
-        make(f"{prefix}_connect_timeout", 5.0, "seconds per connection attempt.", number(0.1)),
+        make(
+            f"{prefix}_connect_timeout",
+            5.0,
+            "seconds one connection attempt to one host may take, all of it "
+            "(TCP, TLS, AMQP handshake).",
+            number(0.1),
+        ),
         make(
             f"{prefix}_{confirm}_timeout",
             15.0,
@@ -113,51 +114,6 @@ def parse_options(
         value = values.get(name)
         parsed[name] = option.default if value is None else option.parse(name, value)
     return parsed
-
-
-# --------------------------------------------------------------------------- URLs
-
-
-def split_transport_url(url: str, *, hostless: bool) -> list[str]:
-    """Every broker URL in *url*: ``;``-separated pieces, oslo's comma list of hosts expanded.
-
-    *hostless* keeps a URL without a host (kombu's ``memory://``); AMQP 1.0 brokers
-    always need one, so the qpid strategy drops such pieces.
-    """
-    urls: list[str] = []
-    for piece in (p.strip() for p in url.split(";")):
-        if not piece:
-            continue
-        scheme, sep, rest = piece.partition("://")
-        netloc, slash, path = rest.partition("/")
-        hosts = netloc.split(",")
-        urls += [f"{scheme}{sep}{host}{slash}{path}" for host in hosts if host or hostless]
-    return urls
-
-
-def mask_url(url: str) -> str:
-    """*url* with its password (if any) replaced by ``****``; anything else unchanged."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:{MASK}@{hostinfo}"))
-
-
-def secret_forms(secrets: Iterable[str]) -> tuple[str, ...]:
-    """Every spelling of *secrets* a message may carry, longest first (replace in order)."""
-    forms: set[str] = set()
-    for secret in secrets:
-        if secret:
-            forms |= {secret, unquote(secret), quote(secret, safe=""), quote(secret)}
-    return tuple(sorted((f for f in forms if f), key=len, reverse=True))
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """*text* with every spelling of every secret replaced by ``****``."""
-    for form in secret_forms(secrets):
-        text = text.replace(form, MASK)
-    return text
 
 
 # --------------------------------------------------------------------------- connecting

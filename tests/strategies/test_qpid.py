@@ -27,6 +27,7 @@ import pytest
 from instrument.events import Notification
 from instrument.exceptions import ConfigError, StrategyError
 from instrument.strategies.qpid import QpidStrategy
+from tests.support.blackhole import serve
 from tests.support.consume import consume, ids
 from tests.support.rabbitmq import TLS_SERVER_NAME, RabbitError, RabbitNode, free_port
 from tests.support.rabbitmq_fixtures import broker_unavailable
@@ -396,27 +397,19 @@ class FreezableProxy:
     """A TCP proxy to *port* that can stop forwarding (a broker gone silent, half-open TCP)."""
 
     def __init__(self, port: int) -> None:
-        import socket
-
         self.port = port
         self.frozen = threading.Event()
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.listen_port = self.server.getsockname()[1]
         self.sockets: list[Any] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.server = serve(self._connect)
+        self.listen_port = self.server.getsockname()[1]
 
-    def _accept(self) -> None:
+    def _connect(self, client: Any) -> None:
         import socket
 
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.port))
-            self.sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+        upstream = socket.create_connection(("127.0.0.1", self.port))
+        self.sockets += [client, upstream]
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
     def _pump(self, source: Any, sink: Any) -> None:
         with contextlib.suppress(OSError):

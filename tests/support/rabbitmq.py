@@ -294,6 +294,7 @@ class RabbitNode:
         dist_port: int | None = None,
         base_dir: str | os.PathLike[str] | None = None,
         extra_config: Sequence[str] = (),
+        cookie: str | None = None,
     ) -> None:
         taken: set[int] = set()
         self.port = port or _distinct_free_port(taken)
@@ -309,6 +310,7 @@ class RabbitNode:
         self.cert_file: Path | None = None
         self.key_file: Path | None = None
         self._extra_config = list(extra_config)
+        self.cookie = cookie or secrets.token_hex(16).upper()  # a cluster's nodes share one
         self._proc: subprocess.Popen[bytes] | None = None
         self._prepared = False
         self.last_start_seconds: float | None = None
@@ -372,7 +374,7 @@ class RabbitNode:
         (base / "enabled_plugins").write_text("[rabbitmq_amqp1_0].\n")
         (base / "rabbitmq-env.conf").write_text("")
         cookie = base / ".erlang.cookie"
-        cookie.write_text(secrets.token_hex(16).upper())
+        cookie.write_text(self.cookie)
         cookie.chmod(0o400)
         if self.tls:
             self.ca_file, self.cert_file, self.key_file = make_certificates(base / "tls")

@@ -25,7 +25,11 @@ Decisions:
   ``qpid_reconnect_interval_max`` (0: 30 s); ``qpid_reconnect_limit`` is the number of
   attempts per batch (0: forever); ``qpid_reconnect_timeout`` (with no limit) becomes
   as many attempts as that backoff schedule fits into those seconds.
-* Passwords never reach a URL that proton prints: they are passed separately, and
+* **Validated at start-up**: every URL by :func:`.._broker.check_url` (scheme, host,
+  port 1-65535, IPv6 in brackets), ``qpid_hostname``/``qpid_port`` as the URL they
+  make; a ConfigError names the option.
+* Passwords never reach a URL that proton prints, nor ``repr(Broker)`` (the field is
+  left out): they are passed separately, and
   :meth:`QpidTarget.scrub` removes them from any message, raw or percent-encoded (the
   declaration's kombu URL carries them encoded); URLs are masked by the same
   :func:`.._broker.mask_url` as rabbit's.
@@ -36,10 +40,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from ...exceptions import ConfigError
-from .._broker import MASK, PRIORITY_KEYS, mask_url, scrub, split_transport_url
+from .._broker import (
+    MASK,
+    PRIORITY_KEYS,
+    bracketed,
+    check_url,
+    mask_url,
+    scrub,
+    split_transport_url,
+)
 from .._topology import Topology, quorum_arguments
 
 __all__ = [
@@ -66,17 +78,17 @@ class Broker:
     port: int
     tls: bool
     user: str
-    password: str
+    password: str = dataclasses.field(repr=False)  # never shown (see masked)
 
     @property
     def url(self) -> str:
         """The URL handed to proton: no credentials in it."""
-        return f"{'amqps' if self.tls else 'amqp'}://{self.host}:{self.port}"
+        return f"{'amqps' if self.tls else 'amqp'}://{bracketed(self.host)}:{self.port}"
 
     @property
     def masked(self) -> str:
         user = f"{self.user}:{_MASK}@" if self.password else (f"{self.user}@" if self.user else "")
-        return f"{'amqps' if self.tls else 'amqp'}://{user}{self.host}:{self.port}"
+        return f"{'amqps' if self.tls else 'amqp'}://{user}{bracketed(self.host)}:{self.port}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +201,7 @@ def parse_brokers(config: Mapping[str, Any]) -> tuple[Broker, ...]:
     url = config["qpid_transport_url"]
     if not url:
         host, port = config["qpid_hostname"], config["qpid_port"]
+        check_url("qpid_hostname", f"amqp://{bracketed(host)}:{port}")
         brokers: tuple[Broker, ...] = (Broker(host, port, force_tls, user, password),)
     else:
         brokers = tuple(
@@ -208,17 +221,13 @@ def parse_brokers(config: Mapping[str, Any]) -> tuple[Broker, ...]:
 
 
 def _from_url(url: str, force_tls: bool, user: str, password: str) -> Broker:
-    parts = urlsplit(url)
-    if parts.scheme not in _SCHEMES or not parts.hostname:
+    parts = check_url("qpid_transport_url", url)
+    if parts.scheme not in _SCHEMES:
         raise ConfigError("qpid_transport_url", mask_url(url), "amqp://, amqps:// URLs")
     tls = force_tls or _SCHEMES[parts.scheme]
-    try:
-        port = parts.port or (5671 if tls else 5672)
-    except ValueError:
-        raise ConfigError("qpid_transport_url", mask_url(url), "a valid port") from None
     return Broker(
-        host=parts.hostname,
-        port=port,
+        host=parts.hostname or "",
+        port=parts.port or (5671 if tls else 5672),
         tls=tls,
         user=unquote(parts.username) if parts.username else user,
         password=unquote(parts.password) if parts.password else password,

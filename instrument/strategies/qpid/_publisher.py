@@ -26,6 +26,9 @@ Decisions:
   handshake timed out against a broker that accepts and never answers (no heartbeat
   ends it: ``check()`` uses none). :class:`._connection.Connection` closes the transport itself
   after a bounded wait for the broker's close, also when the constructor gives up.
+* **``qpid_connect_timeout`` bounds an attempt**: proton's open waits at most that
+  long, and attaching the links gets what is left of it (the declaration through
+  kombu has its own ``connect_timeout``).
 * **Failover by hand** (:func:`.._broker.failover`, as for rabbit): every broker once,
   starting with the one that worked last, and for each why it failed.
 * **Message**: the JSON envelope as bytes in a Data section, so AMQP 0-9-1 consumers
@@ -131,17 +134,24 @@ class QpidPublisher:
     # ------------------------------------------------------------ internals
 
     def _open(self, broker: Broker) -> None:
+        """Connect, declare and attach; opening and attaching share ``connect_timeout``."""
+        deadline = time.monotonic() + self.target.connect_timeout
         self._conn = Connection.open(self.target, broker)
         properties = self._conn.conn.remote_properties or {}
         self.product = str(properties.get("product", ""))
         if self.target.declare and self.target.is_rabbitmq(self.product):
             declare_on_rabbitmq(self.target, broker)
-        self._attach(self.target.addresses(self.product))
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise proton.Timeout(
+                f"attaching links: no time left of {self.target.connect_timeout:g} s"
+            )
+        self._attach(self.target.addresses(self.product), left)
 
     def _reason(self, broker: Broker, exc: Exception) -> str:
         return f"{broker.masked}: {explain(exc, self.target)}"
 
-    def _attach(self, addresses: dict[str, str]) -> None:
+    def _attach(self, addresses: dict[str, str], timeout: float) -> None:
         links = {
             address: self._conn.container.create_sender(self._conn.conn, address)
             for address in sorted(set(addresses.values()))
@@ -152,7 +162,7 @@ class QpidPublisher:
         self._wait(
             lambda: all(not link.state & remote_uninit for link in links.values()),
             f"attaching to {', '.join(links)}",
-            self.target.connect_timeout,
+            timeout,
         )
 
     def _wait(self, done: Callable[[], bool], what: str, timeout: float | None = None) -> None:

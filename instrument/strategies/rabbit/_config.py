@@ -12,8 +12,14 @@ Decisions:
   the broker certificate must chain to that CA, otherwise to the system's CAs; the
   host name is checked either way (py-amqp enables it with ``server_hostname``).
 * Passwords: :func:`mask_url` (shared with qpid, :mod:`.._broker`) is the only
-  way a URL reaches a log, an error or a repr, and :meth:`RabbitTarget.scrub` removes a
-  password a library put into a message (raw or percent-encoded).
+  way a URL reaches a log, an error or a repr (``RabbitTarget``'s ``urls`` and
+  ``secrets`` are left out of its repr, which shows the masked URLs instead), and
+  :meth:`RabbitTarget.scrub` removes a password a library put into a message (raw or
+  percent-encoded).
+* **Validated at start-up** (:func:`rabbit_target`): every URL of ``transport_url``
+  (or the one built from ``rabbit_host``/``rabbit_port``, an IPv6 address bracketed)
+  by :func:`.._broker.check_url`; the scheme must be one kombu knows; exchange and
+  topic must not be empty. Each problem is a ConfigError naming its option.
 """
 
 from __future__ import annotations
@@ -22,11 +28,19 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
 from ...events import Notification
 from ...exceptions import ConfigError
-from .._broker import kombu_ssl_options, mask_url, scrub, split_transport_url
+from .._broker import (
+    MASK,
+    bracketed,
+    check_url,
+    kombu_ssl_options,
+    mask_url,
+    scrub,
+    split_transport_url,
+)
 from .._topology import Topology, quorum_arguments
 
 __all__ = ["ENVELOPES", "RabbitTarget", "broker_urls", "rabbit_target"]
@@ -46,9 +60,9 @@ def broker_urls(url: str) -> list[str]:
 class RabbitTarget:
     """Everything the publisher needs, resolved from the strategy's options."""
 
-    urls: tuple[str, ...]
+    urls: tuple[str, ...] = dataclasses.field(repr=False)
     userid: str
-    secrets: tuple[str, ...]
+    secrets: tuple[str, ...] = dataclasses.field(repr=False)
     exchange: str
     topic: str
     durable: bool
@@ -93,6 +107,12 @@ class RabbitTarget:
     def masked_urls(self) -> str:
         return ";".join(mask_url(url) for url in self.urls)
 
+    def __repr__(self) -> str:
+        return (
+            f"RabbitTarget({self.masked_urls!r}, exchange={self.exchange!r}, "
+            f"topic={self.topic!r}, durable={self.durable}, envelope={self.envelope!r})"
+        )
+
     @property
     def hosts(self) -> int:
         return len(self.urls)
@@ -103,9 +123,15 @@ def rabbit_target(config: Mapping[str, Any]) -> RabbitTarget:
     if config["transport_url"]:
         urls = tuple(broker_urls(config["transport_url"]))
         if not urls:
-            raise ConfigError("transport_url", config["transport_url"], "at least one URL")
+            raise ConfigError("transport_url", MASK, "at least one URL")
+        for url in urls:
+            _check_scheme(check_url("transport_url", url, host_needed=_is_amqp(url)))
     else:
         urls = (host_url(config),)
+        check_url("rabbit_host", urls[0])
+    for option in ("rabbit_notification_exchange", "rabbit_notification_topic"):
+        if not config[option]:
+            raise ConfigError(option, config[option], "a name that is not empty")
     return RabbitTarget(
         urls=urls,
         userid=config["rabbit_userid"],
@@ -130,7 +156,26 @@ def host_url(config: Mapping[str, Any]) -> str:
     scheme = "amqps" if config["rabbit_use_ssl"] else "amqp"
     user, password = (quote(config[f"rabbit_{n}"], safe="") for n in ("userid", "password"))
     vhost = quote(config["rabbit_virtual_host"], safe="")
-    return f"{scheme}://{user}:{password}@{config['rabbit_host']}:{config['rabbit_port']}/{vhost}"
+    host = bracketed(config["rabbit_host"])
+    return f"{scheme}://{user}:{password}@{host}:{config['rabbit_port']}/{vhost}"
+
+
+def _is_amqp(url: str) -> bool:
+    return url.startswith(("amqp://", "amqps://"))
+
+
+def _check_scheme(parts: SplitResult) -> None:
+    """A scheme kombu has a transport for (when kombu is there to ask)."""
+    try:
+        from kombu.transport import TRANSPORT_ALIASES
+    except ImportError:  # from_settings says which extra to install
+        return
+    if parts.scheme.partition("+")[0] not in TRANSPORT_ALIASES:
+        raise ConfigError(
+            "transport_url",
+            mask_url(urlunsplit(parts)),
+            "a URL whose scheme kombu has a transport for (rabbit, amqp, amqps, memory, redis …)",
+        )
 
 
 def url_secrets(urls: tuple[str, ...], *extra: str) -> tuple[str, ...]:

@@ -6,8 +6,9 @@ Imported only by the strategy inside its methods, so that
 Decisions:
 
 * **One kombu Connection per URL, failover by hand** (:func:`.._broker.failover`, as
-  for qpid): each URL once with ``connect_timeout``, starting with the one that worked
-  last, and for every host why it failed.
+  for qpid): each URL once, starting with the one that worked last, and for every
+  host why it failed. ``connect_timeout`` bounds the whole attempt to one host
+  (:class:`._connection.Deadline`), so the next host is tried within it.
 * **Pipelined publisher confirms** on AMQP 0-9-1: the channel is put in confirm mode,
   the whole batch is written, then acks are drained until *every* delivery tag of the
   batch is confirmed: the outstanding tags are a set, an ack removes its tag (all tags
@@ -56,6 +57,7 @@ from ...exceptions import DeliveryError, StrategyError
 from .._broker import failover, mask_url, run_once
 from .._topology import declare_glance
 from ._config import RabbitTarget
+from ._connection import Alarm, Deadline, drop
 from ._errors import explain
 
 try:
@@ -98,6 +100,7 @@ class RabbitPublisher:
         self._published = 0  # delivery tag of the last message published on the channel
         self._outstanding: set[int] = set()  # delivery tags not confirmed yet
         self._nacked = False
+        self._alarm = Alarm()  # connection.blocked/unblocked (confirming connections)
 
     # ------------------------------------------------------------ Publisher
 
@@ -107,6 +110,7 @@ class RabbitPublisher:
     def publish_batch(self, batch: Sequence[Notification]) -> None:
         try:
             if self._confirms:
+                self._alarm.wait_over(self._conn, bool(self.target.heartbeat))
                 self._outstanding.clear()
                 self._nacked = False
                 if self._batched:
@@ -140,15 +144,23 @@ class RabbitPublisher:
         """
         conn, self._conn, self._channel = self._conn, None, None
         if conn is not None:
-            with contextlib.suppress(Exception):
-                # A TLS socket's close() exchanges close_notify: make it fail at once.
-                conn.connection.transport.sock.settimeout(0)
-            with contextlib.suppress(Exception):
-                conn.collect()
+            drop(conn)
 
     # ------------------------------------------------------------ internals
 
     def _open(self, url: str) -> None:
+        """Connect, open the channel and declare, all within ``connect_timeout``."""
+        deadline = Deadline(self.target.connect_timeout)
+        try:
+            self._connect(url, deadline)
+        except Exception as exc:
+            if deadline.expired:
+                raise TimeoutError(f"no answer within {deadline.seconds:g} s") from exc
+            raise
+        finally:
+            deadline.stop()
+
+    def _connect(self, url: str, deadline: Deadline) -> None:
         target = self.target
         conn = kombu.Connection(
             url,
@@ -157,12 +169,13 @@ class RabbitPublisher:
             connect_timeout=target.connect_timeout,
             transport_options=_transport_options(target),
         )
-        self._conn = conn
+        self._conn = deadline.watch(conn)
         conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
         declare_glance(conn, target.topology)  # on channels of its own (see _topology)
         self._channel = conn.channel()
         self._confirms = hasattr(self._channel, "confirm_select")
         if self._confirms:
+            self._alarm.listen(conn.connection)
             self._channel.confirm_select()
             self._published = 0
             self._outstanding.clear()
@@ -223,6 +236,9 @@ class RabbitPublisher:
         """Drain until every delivery tag of the batch is acked; raise on any nack."""
         deadline = time.monotonic() + self.target.confirm_timeout
         while self._outstanding and not self._nacked:
+            if self._alarm.blocked:  # no timeout while the broker says it is blocked
+                self._alarm.wait_over(self._conn, bool(self.target.heartbeat))
+                deadline = time.monotonic() + self.target.confirm_timeout
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeliveryError(
