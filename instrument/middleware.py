@@ -60,6 +60,7 @@ from .lifecycle import (
 )
 from .notifier import Notifier
 from .options import Option, boolean, integer, number
+from .oslo import OSLO_OPTIONS, from_service_config
 from .routes import Match, RouteTable, parse_routes
 from .sending import counted_download
 from .strategies import strategy_options
@@ -116,6 +117,7 @@ MIDDLEWARE_OPTIONS: Final = (
     IMPORT_TIMEOUT_OPTION,
     IMPORT_RATE_OPTION,
     IMPORT_MAX_OPTION,
+    *OSLO_OPTIONS,
 )
 
 #: Kinds that do something before the application runs (see _Lifecycle.prepare).
@@ -376,11 +378,12 @@ def filter_factory(
 ) -> Callable[[WSGIApp], WSGIApp]:
     """The paste.filter_factory: ``use = egg:instrument#notifications``.
 
-    Options come from the filter's own section (``local_conf``) and ``INSTRUMENT_*``
-    environment variables. Everything is validated here, at start-up: a bad option
-    stops the service from starting with a ConfigError that names it.
+    Options come from the filter's own section (``local_conf``), the service's own
+    configuration file with ``oslo_config_project`` (see :mod:`instrument.oslo`) and
+    ``INSTRUMENT_*`` environment variables. Everything is validated here, at start-up: a
+    bad option stops the service from starting with a ConfigError that names it.
     """
-    settings = Settings.load(local_conf)
+    settings = Settings.load(from_service_config(local_conf))
     notifier = Notifier.from_settings(settings, also_known=MIDDLEWARE_OPTIONS)
     options = _filter_options(settings)
 

@@ -43,6 +43,9 @@ class Setup:
     import_ports: tuple[int, ...] = ()
     #: Lines appended to glance-api.conf (sections of their own).
     extra_conf: str = ""
+    #: ``[DEFAULT] transport_url``: Glance's own notifications go to its ``log`` driver
+    #: whatever it is; a filter with ``oslo_config_project = glance`` publishes there.
+    transport_url: str = "fake:/"
 
 
 def paste_config(paste_ini: str, setup: Setup, kit_log: Path) -> str:
@@ -81,7 +84,7 @@ def glance_conf(work: Path, paste_ini: Path, logging_conf: Path, setup: Setup) -
             enabled_backends = fs:file, fs2:file
             enabled_import_methods = [glance-direct,web-download,copy-image]
             log_config_append = {logging_conf}
-            transport_url = fake:/
+            transport_url = {setup.transport_url}
             worker_self_reference_url = http://127.0.0.1
             image_size_cap = {IMAGE_SIZE_CAP}
 
@@ -117,7 +120,6 @@ def glance_conf(work: Path, paste_ini: Path, logging_conf: Path, setup: Setup) -
 
             [oslo_messaging_notifications]
             driver = log
-            transport_url = fake:/
             """
         )
         + setup.extra_conf
