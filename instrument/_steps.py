@@ -39,6 +39,8 @@ class Options:
     payload: PayloadFn | None = None
     image: str | None = None
     lookup: Lookup = None
+    #: Member steps only: the argument holding the member's id (the project shared with).
+    member: str | None = None
 
 
 class Call:
@@ -53,7 +55,7 @@ class Call:
 
 
 class Argument:
-    """Where the ``image=`` argument sits in a call (keyword, position or default)."""
+    """Where a named argument (``image=``, ``member=``) sits in a call (keyword, position)."""
 
     __slots__ = ("default", "name", "position", "shift")
 

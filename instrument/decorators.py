@@ -19,8 +19,15 @@ For applications that would rather instrument their own handlers than add the fi
 Decisions:
 
 - **API.** :class:`Instrumentation` binds ``create``, ``update``, ``delete``, ``upload``,
-  ``send`` and ``emits(event_type)`` to one Notifier; they are used bare or with
-  keyword-only ``payload=``, ``image=``, ``lookup=``, ``enabled=``.
+  ``send``, ``member_create``, ``member_update``, ``member_delete`` and
+  ``emits(event_type)`` to one Notifier; they are used bare or with keyword-only
+  ``payload=``, ``image=``, ``lookup=``, ``enabled=`` (and ``member=`` for the member
+  steps: the argument holding the member's id).
+- **Members** (:mod:`instrument._member_steps`): image.member.* in Glance's payload
+  shape (:func:`.images.member_payload`): the returned member, else what
+  ``lookup(image_id, member_id)`` finds, else the two ids; ``member_delete`` reads the
+  member before the handler removes it and sends it deleted. Same events as the filter
+  for the same requests (``tests/test_decorators_members.py``).
   :func:`instrument_class` applies ``{method name: step or event type}`` in one line.
 - **INFO payload**: ``payload(result)`` if given; else the result when it is an image (a
   mapping, dataclass, ``to_dict()``/``as_dict()`` object, WebOb response with a v2 JSON
@@ -66,6 +73,7 @@ import wrapt
 from webob import Response
 
 from . import events as ev
+from ._member_steps import MemberDelete, MemberStep
 from ._steps import Call, Lookup, Options, PayloadFn, Step
 from .images import deleted_image
 from .lifecycle import emit_prepare, upload_events
@@ -161,6 +169,7 @@ class _StepDecorator:
         payload: PayloadFn | None = None,
         image: str | None = None,
         lookup: Lookup = None,
+        member: str | None = None,
         enabled: Enabled = None,
     ) -> Callable[[F], F]: ...
     def __call__(self, wrapped: Any = None, /, *, enabled: Enabled = None, **options: Any) -> Any:
@@ -178,6 +187,9 @@ class Instrumentation:
         self.delete = _StepDecorator(self, _Delete, ev.IMAGE_DELETE)
         self.upload = _StepDecorator(self, _Upload, ev.IMAGE_UPLOAD)
         self.send = _StepDecorator(self, _Send, ev.IMAGE_SEND)
+        self.member_create = _StepDecorator(self, MemberStep, ev.IMAGE_MEMBER_CREATE)
+        self.member_update = _StepDecorator(self, MemberStep, ev.IMAGE_MEMBER_UPDATE)
+        self.member_delete = _StepDecorator(self, MemberDelete, ev.IMAGE_MEMBER_DELETE)
 
     def emits(
         self,
@@ -209,7 +221,8 @@ class Instrumentation:
         return decorate
 
 
-_STEPS = frozenset({"create", "update", "delete", "upload", "send"})
+_MEMBER_STEPS = ("member_create", "member_update", "member_delete")
+_STEPS = frozenset({"create", "update", "delete", "upload", "send", *_MEMBER_STEPS})
 
 
 def instrument_class(
@@ -225,8 +238,9 @@ def instrument_class(
         for name, step in steps.items():
             method = inspect.getattr_static(cls, name)
             kwargs = dict(options)
-            if "image" in kwargs and not _has_argument(method, kwargs["image"]):
-                del kwargs["image"]
+            for argument in ("image", "member"):
+                if argument in kwargs and not _has_argument(method, kwargs[argument]):
+                    del kwargs[argument]
             setattr(cls, name, hooks.step(step)(**kwargs)(method))
         return cls
 
