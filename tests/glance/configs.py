@@ -35,8 +35,11 @@ class ConfigUnavailable(RuntimeError):
 class Setup:
     """How one test Glance is configured."""
 
-    #: ``""`` (no auth) or ``"context"`` (identity headers, see the module doc).
+    #: ``""`` (no auth), ``"context"`` (identity headers, see the module doc),
+    #: ``"keystone"`` or ``"keystone+caching"`` (a real Keystone: :mod:`.keystone`).
     flavor: str = ""
+    #: The client's ``OS_AUTH_TOKEN`` (and raw requests' ``X-Auth-Token``).
+    token: str = "parity-test-token"
     #: The filter section's options; None: the logging strategy into the kit's file.
     filter_options: tuple[str, ...] | None = None
     #: Ports web-download may fetch from (Glance allows 80 and 443 only by default).
@@ -49,7 +52,13 @@ class Setup:
 
 
 def paste_config(paste_ini: str, setup: Setup, kit_log: Path) -> str:
-    """Glance's paste.ini with ``notifications`` right before ``rootapp`` in the flavour."""
+    """Glance's paste.ini with ``notifications`` right before ``rootapp`` in the flavour.
+
+    In the keystone flavours it goes right after ``context`` (before Glance's ``cache``,
+    which answers cached downloads itself: after it, the filter would not see them).
+    """
+    if setup.flavor.startswith("keystone"):
+        return _after_context(paste_ini, setup, kit_log)
     pattern = re.compile(r"^(default\s*=.*?)\s+rootapp\s*$", re.MULTILINE)
     if not pattern.search(paste_ini):
         raise ConfigUnavailable("no 'default = ... rootapp' line in glance-api-paste.ini")
@@ -66,6 +75,15 @@ def paste_config(paste_ini: str, setup: Setup, kit_log: Path) -> str:
             "[filter:identity]\npaste.filter_factory = tests.glance.identity:filter_factory\n",
         ]
     return "\n\n".join(sections)
+
+
+def _after_context(paste_ini: str, setup: Setup, kit_log: Path) -> str:
+    name = re.escape(setup.flavor)
+    pattern = re.compile(rf"^({name}\s*=.*?\scontext)\s", re.MULTILINE)
+    if not pattern.search(paste_ini):
+        raise ConfigUnavailable(f"no '{setup.flavor} = ... context ...' line in the paste.ini")
+    edited = pattern.sub(r"\1 notifications ", paste_ini, count=1)
+    return "\n\n".join((edited.rstrip("\n"), filter_section(setup, kit_log)))
 
 
 def filter_section(setup: Setup, log_file: Path) -> str:
