@@ -19,8 +19,15 @@ For applications that would rather instrument their own handlers than add the fi
 Decisions:
 
 - **API.** :class:`Instrumentation` binds ``create``, ``update``, ``delete``, ``upload``,
-  ``send`` and ``emits(event_type)`` to one Notifier; they are used bare or with
-  keyword-only ``payload=``, ``image=``, ``lookup=``, ``enabled=``.
+  ``send``, ``member_create``, ``member_update``, ``member_delete`` and
+  ``emits(event_type)`` to one Notifier; they are used bare or with keyword-only
+  ``payload=``, ``image=``, ``lookup=``, ``enabled=`` (and ``member=`` for the member
+  steps: the argument holding the member's id).
+- **Members** (:mod:`instrument._member_steps`): image.member.* in Glance's payload
+  shape (:func:`.images.member_payload`): the returned member, else what
+  ``lookup(image_id, member_id)`` finds, else the two ids; ``member_delete`` reads the
+  member before the handler removes it and sends it deleted. Same events as the filter
+  for the same requests (``tests/test_decorators_members.py``).
   :func:`instrument_class` applies ``{method name: step or event type}`` in one line.
 - **INFO payload**: ``payload(result)`` if given; else the result when it is an image (a
   mapping, dataclass, ``to_dict()``/``as_dict()`` object, WebOb response with a v2 JSON
@@ -57,215 +64,45 @@ Decisions:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
-import logging
 from collections.abc import AsyncIterator, Callable, Generator, Mapping
 from typing import Any, TypeVar, Union, cast, overload
 
 import wrapt
 from webob import Response
-from webob.exc import HTTPException
 
 from . import events as ev
-from ._guard import guard
-from .images import (
-    deleted_image,
-    image_from_body,
-    image_from_headers,
-    notification_image,
-)
-from .lifecycle import (
-    emit_prepare,
-    failure_priority,
-    problem_of,
-    report_failure,
-    upload_events,
-)
+from ._member_steps import MemberDelete, MemberStep
+from ._steps import Call, Lookup, Options, PayloadFn, Step
+from .images import deleted_image
+from .lifecycle import emit_prepare, upload_events
 from .notifier import Notifier
-from .payloads import image_id_of, mapping_of
 from .sending import count_result, refused_send
 
 __all__ = ["Instrumentation", "instrument_class"]
 
-log = logging.getLogger("instrument.decorators")
-
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
 Enabled = Union[bool, Callable[[], bool], None]  # noqa: UP007 - a runtime alias on 3.10
-Lookup = Union[str, Callable[[Any], Any], None]  # noqa: UP007
-PayloadFn = Callable[[Any], Any]
-_METADATA_EVENTS = frozenset(ev.EVENT_TYPES) - {ev.IMAGE_SEND}
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Options:
-    payload: PayloadFn | None = None
-    image: str | None = None
-    lookup: Lookup = None
-
-
-class _Call:
-    """One handler call: what the steps read its arguments from."""
-
-    __slots__ = ("args", "before", "instance", "kwargs", "prepared")
-
-    def __init__(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.instance, self.args, self.kwargs = instance, args, kwargs
-        self.before: Any = None
-        self.prepared = False
-
-
-class _Argument:
-    """Where the ``image=`` argument sits in a call (keyword, position or default)."""
-
-    __slots__ = ("default", "name", "position", "shift")
-
-    def __init__(self, wrapped: Any, name: str | None) -> None:
-        self.name, self.position, self.default, self.shift = name, None, None, 1
-        if name is None:
-            return
-        function = getattr(wrapped, "__func__", wrapped)
-        self.shift = 0 if isinstance(wrapped, staticmethod) or inspect.ismethod(wrapped) else 1
-        parameters = inspect.signature(function).parameters
-        parameter = parameters.get(name)
-        if parameter is None:
-            if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
-                return
-            raise TypeError(f"{function.__qualname__}() has no argument {name!r}")
-        if parameter.default is not parameter.empty:
-            self.default = parameter.default
-        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
-            self.position = list(parameters).index(name)
-
-    def value(self, call: _Call) -> Any:
-        if self.name is None:
-            return None
-        if self.name in call.kwargs:
-            return call.kwargs[self.name]
-        if self.position is None:
-            return self.default
-        position = self.position - (self.shift if call.instance is not None else 0)
-        return call.args[position] if position < len(call.args) else self.default
-
-
-class _Step:
-    """A lifecycle step: what happens before the handler, after success, after failure."""
-
-    def __init__(self, notifier: Notifier, event: str, options: _Options, wrapped: Any) -> None:
-        self.notifier, self.event, self.options = notifier, event, options
-        self.argument = _Argument(wrapped, options.image)
-        self.shape = event in _METADATA_EVENTS
-        self.reads_before = type(self).before is not _Step.before
-
-    def begin(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call:
-        call = _Call(instance, args, kwargs)
-        if self.reads_before:
-            guard(self.before, call)
-        return call
-
-    def end(self, call: _Call, result: Any) -> Any:
-        try:
-            return self.after(call, result)
-        except Exception:
-            log.exception("instrument: cannot notify %s; the handler is unaffected", self.event)
-            return result
-
-    def fail(self, call: _Call, exc: Exception) -> None:
-        if isinstance(exc, HTTPException):
-            guard(self.outcome, call, exc.wsgi_response, None)
-        else:
-            guard(self.failed, call, problem_of(exc), 500)
-
-    def before(self, call: _Call) -> None:
-        """Nothing, unless the step reads the image before the handler runs."""
-
-    def after(self, call: _Call, result: Any) -> Any:
-        self.outcome(call, result, result)
-        return result
-
-    def outcome(self, call: _Call, response: Any, result: Any) -> None:
-        code = response.status_code if isinstance(response, Response) else 200
-        if 200 <= code < 300:
-            self.succeeded(call, result)
-        elif code >= 400:
-            self.failed(call, str(response.status), code)
-
-    def succeeded(self, call: _Call, result: Any) -> None:
-        if self.notifier.is_enabled(self.event):
-            self.notifier.info(self.event, self.payload(call, result))
-
-    def failed(self, call: _Call, problem: str, code: int) -> None:
-        priority = failure_priority(code, self.event, call.prepared)
-        report_failure(self.notifier, self.event, self.image_id(call), problem, priority)
-
-    def payload(self, call: _Call, result: Any) -> Any:
-        if self.options.payload is not None:
-            return self.shaped(self.options.payload(result))
-        image = self.result_image(result)
-        if image is None:
-            image = self.argument_image(call)
-        return image if image is not None else {"id": self.image_id(call)}
-
-    def result_image(self, result: Any) -> Any:
-        if isinstance(result, Response):
-            return _response_image(result)
-        mapping = result if type(result) is dict else mapping_of(result)
-        if mapping is None:
-            return None
-        inner = mapping.get("image")  # v1 {"image": {...}}
-        if isinstance(inner, Mapping):
-            mapping = inner
-        return notification_image(mapping) if self.shape else mapping
-
-    def argument_image(self, call: _Call) -> Any:
-        """The ``image=`` argument as an image; None when absent or unknown to ``lookup``."""
-        value = self.argument.value(call)
-        if value is None or not isinstance(value, (str, bytes, int)):
-            return None if value is None else self.shaped(value)
-        if self.options.lookup is None:
-            return {"id": self.image_id(call)}
-        try:
-            found = self.lookup(call, value)
-        except Exception:
-            log.warning("instrument: lookup of image %s failed", value, exc_info=True)
-            return {"id": self.image_id(call)}
-        return None if found is None else self.shaped(found)
-
-    def lookup(self, call: _Call, image_id: Any) -> Any:
-        lookup = self.options.lookup
-        if isinstance(lookup, str):
-            return getattr(call.instance, lookup)(image_id)
-        return cast(Callable[[Any], Any], lookup)(image_id)
-
-    def image_id(self, call: _Call) -> str | None:
-        value = self.argument.value(call)
-        return str(value) if isinstance(value, int) else image_id_of(value)
-
-    def shaped(self, value: Any) -> Any:
-        mapping = mapping_of(value)
-        if mapping is None or not self.shape:
-            return value if mapping is None else mapping
-        return notification_image(mapping)
-
-
-class _Delete(_Step):
+class _Delete(Step):
     """image.delete: the image is read before the handler removes it."""
 
-    def before(self, call: _Call) -> None:
+    def before(self, call: Call) -> None:
         if self.notifier.is_enabled(self.event) and self.options.payload is None:
             call.before = self.argument_image(call)
 
-    def payload(self, call: _Call, result: Any) -> Any:
+    def payload(self, call: Call, result: Any) -> Any:
         image = call.before if call.before is not None else super().payload(call, result)
         return deleted_image(image) if isinstance(image, Mapping) else image
 
 
-class _Upload(_Step):
+class _Upload(Step):
     """image.prepare before the handler; image.upload, then image.activate if active."""
 
-    def before(self, call: _Call) -> None:
+    def before(self, call: Call) -> None:
         if not self.notifier.is_enabled(ev.IMAGE_PREPARE):
             return
         image = self.argument_image(call)
@@ -275,7 +112,7 @@ class _Upload(_Step):
         image = image if isinstance(image, Mapping) else {"id": self.image_id(call)}
         call.prepared = emit_prepare(self.notifier, image, known=known)
 
-    def succeeded(self, call: _Call, result: Any) -> None:
+    def succeeded(self, call: Call, result: Any) -> None:
         if not any(map(self.notifier.is_enabled, (ev.IMAGE_UPLOAD, ev.IMAGE_ACTIVATE))):
             return
         image = self.payload(call, result)
@@ -284,10 +121,10 @@ class _Upload(_Step):
             self.notifier.info(event_type, image)
 
 
-class _Send(_Step):
+class _Send(Step):
     """image.send: count the body the handler returns while it is sent."""
 
-    def after(self, call: _Call, result: Any) -> Any:
+    def after(self, call: Call, result: Any) -> Any:
         environ = _environ_of(call)
         if _is_head(environ) or not self.notifier.is_enabled(ev.IMAGE_SEND):
             return result
@@ -304,10 +141,10 @@ class _Send(_Step):
             environ=environ,
         )
 
-    def succeeded(self, call: _Call, result: Any) -> None:
+    def succeeded(self, call: Call, result: Any) -> None:
         """Nothing: the counter reports what was sent."""
 
-    def failed(self, call: _Call, problem: str, code: int) -> None:
+    def failed(self, call: Call, problem: str, code: int) -> None:
         environ = _environ_of(call)
         if not _is_head(environ):
             refused_send(self.notifier, self.image_id(call), environ, code)
@@ -318,7 +155,7 @@ class _StepDecorator:
 
     __slots__ = ("_event", "_hooks", "_kind")
 
-    def __init__(self, hooks: Instrumentation, kind: type[_Step], event: str) -> None:
+    def __init__(self, hooks: Instrumentation, kind: type[Step], event: str) -> None:
         self._hooks, self._kind, self._event = hooks, kind, event
 
     @overload
@@ -332,10 +169,11 @@ class _StepDecorator:
         payload: PayloadFn | None = None,
         image: str | None = None,
         lookup: Lookup = None,
+        member: str | None = None,
         enabled: Enabled = None,
     ) -> Callable[[F], F]: ...
     def __call__(self, wrapped: Any = None, /, *, enabled: Enabled = None, **options: Any) -> Any:
-        decorate = self._hooks.decorator(self._kind, self._event, _Options(**options), enabled)
+        decorate = self._hooks.decorator(self._kind, self._event, Options(**options), enabled)
         return decorate if wrapped is None else decorate(wrapped)
 
 
@@ -344,11 +182,14 @@ class Instrumentation:
 
     def __init__(self, notifier: Notifier, *, enabled: Enabled = None) -> None:
         self.notifier, self.enabled = notifier, enabled
-        self.create = _StepDecorator(self, _Step, ev.IMAGE_CREATE)
-        self.update = _StepDecorator(self, _Step, ev.IMAGE_UPDATE)
+        self.create = _StepDecorator(self, Step, ev.IMAGE_CREATE)
+        self.update = _StepDecorator(self, Step, ev.IMAGE_UPDATE)
         self.delete = _StepDecorator(self, _Delete, ev.IMAGE_DELETE)
         self.upload = _StepDecorator(self, _Upload, ev.IMAGE_UPLOAD)
         self.send = _StepDecorator(self, _Send, ev.IMAGE_SEND)
+        self.member_create = _StepDecorator(self, MemberStep, ev.IMAGE_MEMBER_CREATE)
+        self.member_update = _StepDecorator(self, MemberStep, ev.IMAGE_MEMBER_UPDATE)
+        self.member_delete = _StepDecorator(self, MemberDelete, ev.IMAGE_MEMBER_DELETE)
 
     def emits(
         self,
@@ -361,15 +202,15 @@ class Instrumentation:
         enabled: Enabled = None,
     ) -> Callable[[F], F]:
         """Emit *event_type* after the handler (INFO, or WARN/ERROR when it fails)."""
-        return self.decorator(_Step, event_type, _Options(payload, image, lookup), enabled)
+        return self.decorator(Step, event_type, Options(payload, image, lookup), enabled)
 
     def step(self, name: str) -> _StepDecorator:
         """The decorator of a step name (``"upload"``) or an event type (``"image.foo"``)."""
         found = getattr(self, name, None) if name in _STEPS else None
-        return found if isinstance(found, _StepDecorator) else _StepDecorator(self, _Step, name)
+        return found if isinstance(found, _StepDecorator) else _StepDecorator(self, Step, name)
 
     def decorator(
-        self, kind: type[_Step], event: str, options: _Options, enabled: Enabled
+        self, kind: type[Step], event: str, options: Options, enabled: Enabled
     ) -> Callable[[F], F]:
         flag = self.enabled if enabled is None else enabled
 
@@ -380,7 +221,8 @@ class Instrumentation:
         return decorate
 
 
-_STEPS = frozenset({"create", "update", "delete", "upload", "send"})
+_MEMBER_STEPS = ("member_create", "member_update", "member_delete")
+_STEPS = frozenset({"create", "update", "delete", "upload", "send", *_MEMBER_STEPS})
 
 
 def instrument_class(
@@ -396,15 +238,16 @@ def instrument_class(
         for name, step in steps.items():
             method = inspect.getattr_static(cls, name)
             kwargs = dict(options)
-            if "image" in kwargs and not _has_argument(method, kwargs["image"]):
-                del kwargs["image"]
+            for argument in ("image", "member"):
+                if argument in kwargs and not _has_argument(method, kwargs[argument]):
+                    del kwargs[argument]
             setattr(cls, name, hooks.step(step)(**kwargs)(method))
         return cls
 
     return decorate
 
 
-def _runner(step: _Step, wrapped: Any) -> Callable[..., Any]:
+def _runner(step: Step, wrapped: Any) -> Callable[..., Any]:
     function = getattr(wrapped, "__func__", wrapped)
     if inspect.isasyncgenfunction(function) and isinstance(step, _Send):
         raise TypeError("send cannot count an async generator; return an iterable of bytes")
@@ -414,7 +257,7 @@ def _runner(step: _Step, wrapped: Any) -> Callable[..., Any]:
     return functools.partial(_called, step)
 
 
-def _called(step: _Step, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+def _called(step: Step, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     record = step.begin(instance, args, kwargs)
     try:
         result = wrapped(*args, **kwargs)
@@ -424,7 +267,7 @@ def _called(step: _Step, wrapped: Any, instance: Any, args: Any, kwargs: Any) ->
     return step.end(record, result)
 
 
-async def _awaited(step: _Step, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+async def _awaited(step: Step, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     record = step.begin(instance, args, kwargs)
     try:
         result = await wrapped(*args, **kwargs)
@@ -435,7 +278,7 @@ async def _awaited(step: _Step, wrapped: Any, instance: Any, args: Any, kwargs: 
 
 
 def _iterated(
-    step: _Step, wrapped: Any, instance: Any, args: Any, kwargs: Any
+    step: Step, wrapped: Any, instance: Any, args: Any, kwargs: Any
 ) -> Generator[Any, Any, Any]:
     record = step.begin(instance, args, kwargs)
     try:
@@ -448,7 +291,7 @@ def _iterated(
 
 
 async def _aiterated(
-    step: _Step, wrapped: Any, instance: Any, args: Any, kwargs: Any
+    step: Step, wrapped: Any, instance: Any, args: Any, kwargs: Any
 ) -> AsyncIterator[Any]:
     record = step.begin(instance, args, kwargs)
     try:
@@ -467,13 +310,7 @@ _RUNNERS: tuple[tuple[Callable[[Any], bool], Callable[..., Any]], ...] = (
 )
 
 
-def _response_image(response: Response) -> Any:
-    if "json" in (response.content_type or ""):
-        return image_from_body(response.body)
-    return image_from_headers(response.headerlist)
-
-
-def _environ_of(call: _Call) -> dict[str, Any] | None:
+def _environ_of(call: Call) -> dict[str, Any] | None:
     for value in (*call.args, *call.kwargs.values()):
         environ = getattr(value, "environ", None)
         if isinstance(environ, dict):

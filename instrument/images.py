@@ -32,6 +32,7 @@ __all__ = [
     "image_from_body",
     "image_from_headers",
     "member_from_body",
+    "member_payload",
     "notification_image",
     "parse_json",
     "prepared_image",
@@ -121,10 +122,18 @@ def member_from_body(body: bytes) -> dict[str, Any] | None:
         document = parse_json(body) if body.lstrip()[:1] == b"{" else None
     except ValueError:
         return None
-    if not (isinstance(document, dict) and isinstance(document.get("member_id"), str)):
+    return JSONSafe(member) if (member := member_payload(document)) is not None else None
+
+
+def member_payload(member: Any) -> dict[str, Any] | None:
+    """A member record (a mapping with a string ``member_id``) in Glance's payload shape.
+
+    Only Glance's fields are kept; ``deleted`` is false and ``deleted_at`` null, as
+    Glance sends them for create and update. None for anything else.
+    """
+    if not (isinstance(member, Mapping) and isinstance(member.get("member_id"), str)):
         return None
-    member = {key: document.get(key) for key in MEMBER_FIELDS}
-    return JSONSafe({**member, "deleted": False, "deleted_at": None})
+    return {**{key: member.get(key) for key in MEMBER_FIELDS}, "deleted": False, "deleted_at": None}
 
 
 def deleted_member(member: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,9 @@ answer, and emits the events the outcome means: on success the INFO events with 
 image metadata (read from the response, or asked of the application through an
 internal subrequest, see :mod:`instrument._subrequest`); on a 4xx the event at WARN
 and on a 5xx or an exception at ERROR, with a text payload. Downloads are counted by
-:func:`instrument.sending.count_sent` while they stream.
+:func:`instrument.sending.count_sent` while they stream. What imports and members need
+around the request (the import's body, the member before a removal) is in
+:mod:`instrument._import_member`; the filter's options in :mod:`instrument._filter_options`.
 
 The client always receives exactly what the application produced: the kit never
 changes a status, a header or a byte of the body, never buffers a download, and an
@@ -24,29 +26,22 @@ exception inside the kit is logged, not raised.
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from . import events as ev
+from ._filter_options import MIDDLEWARE_OPTIONS, SEEN_OPTION, filter_options
 from ._follower import ImportFollower
 from ._guard import guard
-from ._imports import ImportRequest, import_request
+from ._import_member import member_before, member_notification, read_import_request
+from ._imports import ImportRequest
 from ._observer import joined_body, observe
 from ._seen import SeenImages
-from ._subrequest import SUBREQUEST_KEY, LookupResult, get_document, lookup_image
+from ._subrequest import SUBREQUEST_KEY, LookupResult, lookup_image
 from ._wsgi import Environ, StartResponse, WSGIApp, status_code
 from .config import CORE_OPTIONS, Settings
-from .images import (
-    deleted_image,
-    deleted_member,
-    image_from_body,
-    image_from_headers,
-    member_from_body,
-    parse_json,
-)
+from .images import deleted_image, image_from_body, image_from_headers
 from .lifecycle import (
     DATA_KINDS,
     KIND_EVENTS,
@@ -59,8 +54,9 @@ from .lifecycle import (
     success_events,
 )
 from .notifier import Notifier
-from .options import Option, boolean, integer, number
-from .routes import Match, RouteTable, parse_routes
+from .options import Option
+from .oslo import from_service_config
+from .routes import Match, RouteTable, carries_data, created_image_id
 from .sending import counted_download
 from .strategies import strategy_options
 
@@ -68,62 +64,10 @@ __all__ = ["MIDDLEWARE_OPTIONS", "NotificationMiddleware", "filter_factory", "kn
 
 log = logging.getLogger("instrument.middleware")
 
-ROUTES_OPTION: Final = Option(
-    "routes",
-    (),
-    "Extra or overriding routes, one per line or ';'-separated: "
-    "'METHOD /path/{id}/tail KIND [v1|v2]' (see instrument.routes).",
-    parse_routes,
-)
-LOOKUP_OPTION: Final = Option(
-    "image_lookup",
-    True,
-    "Ask the application for image metadata with an internal GET when a response "
-    "does not carry it (v2 upload, delete, actions, downloads).",
-    boolean,
-)
-SEEN_OPTION: Final = Option(
-    "seen_images",
-    1024,
-    "How many images seen in responses the filter remembers, so that downloads of "
-    "active images and deletes need no metadata lookup (see instrument._seen); "
-    "0 asks the application every time.",
-    integer(0),
-)
-IMPORT_TIMEOUT_OPTION: Final = Option(
-    "import_timeout",
-    3600.0,
-    "Seconds an accepted image import is followed to its end; after that its events "
-    "are not sent (counted and logged).",
-    number(minimum=1),
-)
-IMPORT_RATE_OPTION: Final = Option(
-    "import_lookups_per_second",
-    2.0,
-    "Internal subrequests per second, for all imports together, to learn how imports ended.",
-    number(minimum=0.01),
-)
-IMPORT_MAX_OPTION: Final = Option(
-    "import_max_followed",
-    100,
-    "Imports followed at once per process; more are not followed (counted and logged).",
-    integer(minimum=1),
-)
-MIDDLEWARE_OPTIONS: Final = (
-    ROUTES_OPTION,
-    LOOKUP_OPTION,
-    SEEN_OPTION,
-    IMPORT_TIMEOUT_OPTION,
-    IMPORT_RATE_OPTION,
-    IMPORT_MAX_OPTION,
-)
-
 #: Kinds that do something before the application runs (see _Lifecycle.prepare).
 _PREPARING_KINDS: Final = frozenset(
     {"upload", "update_with_data", "delete", "import", "member_delete"}
 )
-#: An import request's body is a small JSON document; a larger one is not read.
-_IMPORT_BODY_LIMIT: Final = 64 * 1024
 
 
 class NotificationMiddleware:
@@ -155,7 +99,7 @@ class NotificationMiddleware:
     def from_settings(cls, app: WSGIApp, settings: Settings) -> NotificationMiddleware:
         """Build the middleware and its Notifier; ConfigError for any bad option."""
         notifier = Notifier.from_settings(settings, also_known=MIDDLEWARE_OPTIONS)
-        return cls(app, notifier, **_filter_options(settings))
+        return cls(app, notifier, **filter_options(settings))
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         match = None if environ.get(SUBREQUEST_KEY) else self._match(environ)
@@ -239,7 +183,7 @@ class _Lifecycle(_ObservedRequest):
     def __init__(self, middleware: NotificationMiddleware, match: Match, environ: Environ) -> None:
         super().__init__(middleware, match, environ)
         self.kind = match.kind
-        self.has_data = self.kind in DATA_KINDS and _has_data(environ)
+        self.has_data = self.kind in DATA_KINDS and carries_data(environ)
         self.before: Mapping[str, Any] | None = None
         self.prepared = False
         self.import_request = ImportRequest()
@@ -279,20 +223,12 @@ class _Lifecycle(_ObservedRequest):
         elif self.kind == "delete" and self.notifier.is_enabled(ev.IMAGE_DELETE):
             self.before = self.image_or_id(self.middleware.seen.get(self.match.image_id))
         elif self.kind == "import":
-            self.import_request = import_request(_peek_json(self.environ))
+            self.import_request = read_import_request(self.environ)
         elif self.kind == "member_delete" and self.match.member_id:
-            self.before = self.member_before()
-
-    def member_before(self) -> dict[str, Any]:
-        """The member about to be removed (Glance's payload shows it), else its ids."""
-        known: dict[str, Any] = {"image_id": self.match.image_id, "member_id": self.match.member_id}
-        if self.middleware.image_lookup:
-            status, document = get_document(
-                self.middleware.app, self.environ, self.match.member_path()
+            middleware = self.middleware
+            self.before = member_before(
+                middleware.app, self.environ, self.match, middleware.image_lookup
             )
-            member = member_from_body(_json_bytes(document)) if status.startswith("2") else None
-            return member or known
-        return known
 
     def finish(self, body: bytes | None, exc: BaseException | None) -> None:
         code = status_code(self.status) if exc is None else 500
@@ -306,7 +242,9 @@ class _Lifecycle(_ObservedRequest):
 
     def succeeded(self, body: bytes | None) -> None:
         if self.kind in MEMBER_KINDS:
-            self.member_succeeded(body)
+            found = member_notification(self.kind, self.before, body)
+            if found is not None:
+                self.notifier.info(*found)
             return
         if self.kind == "import" and self.match.image_id:
             self.middleware.imports.follow(
@@ -324,21 +262,12 @@ class _Lifecycle(_ObservedRequest):
         )
         if image is None:  # not in the response (or too large to keep): ask for it
             if self.match.image_id is None:  # a create: the new image is in Location
-                self.match = self.match._replace(image_id=_created_id(self.headers))
+                self.match = self.match._replace(image_id=created_image_id(self.headers))
             image = self.image_or_id()
         else:
             self.middleware.seen.remember(image)
         for event_type in success_events(self.kind, self.has_data, image):
             self.notifier.info(event_type, image)
-
-    def member_succeeded(self, body: bytes | None) -> None:
-        event = KIND_EVENTS[self.kind][0]
-        if self.kind == "member_delete":
-            self.notifier.info(event, deleted_member(self.before or {}))
-            return
-        member = member_from_body(body or b"")
-        if member is not None:
-            self.notifier.info(event, member)
 
 
 class _Download(_ObservedRequest):
@@ -376,77 +305,16 @@ def filter_factory(
 ) -> Callable[[WSGIApp], WSGIApp]:
     """The paste.filter_factory: ``use = egg:instrument#notifications``.
 
-    Options come from the filter's own section (``local_conf``) and ``INSTRUMENT_*``
-    environment variables. Everything is validated here, at start-up: a bad option
-    stops the service from starting with a ConfigError that names it.
+    Options come from the filter's own section (``local_conf``), the service's own
+    configuration file with ``oslo_config_project`` (see :mod:`instrument.oslo`) and
+    ``INSTRUMENT_*`` environment variables. Everything is validated here, at start-up: a
+    bad option stops the service from starting with a ConfigError that names it.
     """
-    settings = Settings.load(local_conf)
+    settings = Settings.load(from_service_config(local_conf))
     notifier = Notifier.from_settings(settings, also_known=MIDDLEWARE_OPTIONS)
-    options = _filter_options(settings)
+    options = filter_options(settings)
 
     def make_filter(app: WSGIApp) -> WSGIApp:
         return NotificationMiddleware(app, notifier, **options)
 
     return make_filter
-
-
-def _filter_options(settings: Settings) -> dict[str, Any]:
-    """The middleware's own keyword arguments, read (and so validated) from *settings*."""
-    return {
-        "routes": RouteTable(settings.get(ROUTES_OPTION)),
-        "image_lookup": settings.get(LOOKUP_OPTION),
-        "seen_images": settings.get(SEEN_OPTION),
-        "imports": _import_settings(settings),
-    }
-
-
-def _import_settings(settings: Settings) -> dict[str, Any]:
-    return {
-        "timeout": settings.get(IMPORT_TIMEOUT_OPTION),
-        "lookups_per_second": settings.get(IMPORT_RATE_OPTION),
-        "max_followed": settings.get(IMPORT_MAX_OPTION),
-    }
-
-
-def _peek_json(environ: Environ) -> Any:
-    """The request's small JSON body, read and put back for the application; else None.
-
-    Only a body with a ``Content-Length`` up to 64 KiB is read: the application then
-    reads the very same bytes from a fresh stream.
-    """
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        return None
-    if not 0 < length <= _IMPORT_BODY_LIMIT:
-        return None
-    body = environ["wsgi.input"].read(length)
-    environ["wsgi.input"] = io.BytesIO(body)
-    try:
-        return parse_json(body)
-    except ValueError:
-        return None
-
-
-def _json_bytes(document: Any) -> bytes:
-    return json.dumps(document).encode() if isinstance(document, dict) else b""
-
-
-def _created_id(headers: list[tuple[str, str]]) -> str | None:
-    """The id at the end of a create's ``Location: …/images/{id}`` header, if any."""
-    for name, value in headers:
-        if name.lower() == "location":
-            _, found, image_id = value.rstrip("/").rpartition("/images/")
-            return image_id if found and image_id and "/" not in image_id else None
-    return None
-
-
-def _has_data(environ: Environ) -> bool:
-    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-        return True
-    if environ.get("HTTP_X_GLANCE_API_COPY_FROM") or environ.get("HTTP_X_IMAGE_META_LOCATION"):
-        return True
-    try:
-        return int(environ.get("CONTENT_LENGTH") or 0) > 0
-    except ValueError:
-        return False

@@ -45,11 +45,20 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from typing import Final, NamedTuple
+from collections.abc import Mapping
+from typing import Any, Final, NamedTuple
 
 from .exceptions import ConfigError
 
-__all__ = ["KINDS", "Match", "Route", "RouteTable", "parse_routes"]
+__all__ = [
+    "KINDS",
+    "Match",
+    "Route",
+    "RouteTable",
+    "carries_data",
+    "created_image_id",
+    "parse_routes",
+]
 
 KINDS: Final = (
     "create",
@@ -204,3 +213,24 @@ def _parse_route(name: str, entry: str) -> Route:
     escaped = escaped.replace(re.escape("{version}"), r"(?P<version>v\d+(?:\.\d+)?)")
     escaped = escaped.replace(re.escape("{member}"), "(?P<member>[^/]+)")
     return Route(method, re.compile(f"{_PREFIX}{escaped}/?$"), kind, int(api[1]))
+
+
+def created_image_id(headers: list[tuple[str, str]]) -> str | None:
+    """The id at the end of a create's ``Location: …/images/{id}`` header, if any."""
+    for name, value in headers:
+        if name.lower() == "location":
+            _, found, image_id = value.rstrip("/").rpartition("/images/")
+            return image_id if found and image_id and "/" not in image_id else None
+    return None
+
+
+def carries_data(environ: Mapping[str, Any]) -> bool:
+    """Whether a create or update request brings image data (a body, or v1's copy-from)."""
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return True
+    if environ.get("HTTP_X_GLANCE_API_COPY_FROM") or environ.get("HTTP_X_IMAGE_META_LOCATION"):
+        return True
+    try:
+        return int(environ.get("CONTENT_LENGTH") or 0) > 0
+    except ValueError:
+        return False

@@ -22,6 +22,7 @@ from ..config import Settings
 from ..exceptions import ConfigError, StrategyError
 from ..middleware import MIDDLEWARE_OPTIONS
 from ..notifier import Notifier
+from ..oslo import from_service_config
 
 __all__ = ["CHECK_EVENT", "filter_options", "run_check"]
 
@@ -67,7 +68,9 @@ def run_check(
     try:
         mapping = filter_options(paste_ini, filter_name) if paste_ini else {}
         mapping.update(_pairs(options))
-        notifier = Notifier.from_settings(Settings.load(mapping), also_known=MIDDLEWARE_OPTIONS)
+        notifier = Notifier.from_settings(
+            Settings.load(from_service_config(mapping)), also_known=MIDDLEWARE_OPTIONS
+        )
     except ValueError as exc:  # ConfigError, or a library's complaint about a value
         print(f"configuration error: {_one_line(exc)}", file=sys.stderr)
         return 2

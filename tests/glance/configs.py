@@ -35,22 +35,34 @@ class ConfigUnavailable(RuntimeError):
 class Setup:
     """How one test Glance is configured."""
 
-    #: ``""`` (no auth) or ``"context"`` (identity headers, see the module doc).
+    #: ``""`` (no auth), ``"context"`` (identity headers, see the module doc),
+    #: ``"keystone"`` or ``"keystone+caching"`` (a real Keystone: :mod:`.keystone`).
     flavor: str = ""
+    #: The client's ``OS_AUTH_TOKEN`` (and raw requests' ``X-Auth-Token``).
+    token: str = "parity-test-token"
     #: The filter section's options; None: the logging strategy into the kit's file.
     filter_options: tuple[str, ...] | None = None
     #: Ports web-download may fetch from (Glance allows 80 and 443 only by default).
     import_ports: tuple[int, ...] = ()
     #: Lines appended to glance-api.conf (sections of their own).
     extra_conf: str = ""
+    #: ``[DEFAULT] transport_url``: Glance's own notifications go to its ``log`` driver
+    #: whatever it is; a filter with ``oslo_config_project = glance`` publishes there.
+    transport_url: str = "fake:/"
     #: False: Glance's own pipeline, without the filter (the bare side of a benchmark).
     filtered: bool = True
 
 
 def paste_config(paste_ini: str, setup: Setup, kit_log: Path) -> str:
-    """Glance's paste.ini with ``notifications`` right before ``rootapp`` in the flavour."""
+    """Glance's paste.ini with ``notifications`` right before ``rootapp`` in the flavour.
+
+    In the keystone flavours it goes right after ``context`` (before Glance's ``cache``,
+    which answers cached downloads itself: after it, the filter would not see them).
+    """
     if not setup.filtered:
         return paste_ini
+    if setup.flavor.startswith("keystone"):
+        return _after_context(paste_ini, setup, kit_log)
     pattern = re.compile(r"^(default\s*=.*?)\s+rootapp\s*$", re.MULTILINE)
     if not pattern.search(paste_ini):
         raise ConfigUnavailable("no 'default = ... rootapp' line in glance-api-paste.ini")
@@ -69,6 +81,15 @@ def paste_config(paste_ini: str, setup: Setup, kit_log: Path) -> str:
     return "\n\n".join(sections)
 
 
+def _after_context(paste_ini: str, setup: Setup, kit_log: Path) -> str:
+    name = re.escape(setup.flavor)
+    pattern = re.compile(rf"^({name}\s*=.*?\scontext)\s", re.MULTILINE)
+    if not pattern.search(paste_ini):
+        raise ConfigUnavailable(f"no '{setup.flavor} = ... context ...' line in the paste.ini")
+    edited = pattern.sub(r"\1 notifications ", paste_ini, count=1)
+    return "\n\n".join((edited.rstrip("\n"), filter_section(setup, kit_log)))
+
+
 def filter_section(setup: Setup, log_file: Path) -> str:
     options = setup.filter_options
     if options is None:
@@ -85,7 +106,7 @@ def glance_conf(work: Path, paste_ini: Path, logging_conf: Path, setup: Setup) -
             enabled_backends = fs:file, fs2:file
             enabled_import_methods = [glance-direct,web-download,copy-image]
             log_config_append = {logging_conf}
-            transport_url = fake:/
+            transport_url = {setup.transport_url}
             worker_self_reference_url = http://127.0.0.1
             image_size_cap = {IMAGE_SIZE_CAP}
 
@@ -121,7 +142,6 @@ def glance_conf(work: Path, paste_ini: Path, logging_conf: Path, setup: Setup) -
 
             [oslo_messaging_notifications]
             driver = log
-            transport_url = fake:/
             """
         )
         + setup.extra_conf

@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,14 +53,15 @@ class EnvironmentUnavailable(RuntimeError):
     """The Glance virtualenv could not be built (typically: PyPI is unreachable)."""
 
 
-def venv_path() -> Path:
+def venv_path(name: str = "glance", pins: tuple[str, ...] = PINS) -> Path:
+    """Where the virtualenv of *pins* is cached (``$INSTRUMENT_GLANCE_VENV`` for Glance's)."""
     override = os.environ.get("INSTRUMENT_GLANCE_VENV")
-    if override:
+    if override and name == "glance":
         return Path(override)
-    key = "\n".join((*PINS, *BUILD_PINS, f"{sys.version_info[0]}.{sys.version_info[1]}"))
+    key = "\n".join((*pins, *BUILD_PINS, f"{sys.version_info[0]}.{sys.version_info[1]}"))
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / f"instrument-glance-venv-{digest}"
+    return cache / f"instrument-{name}-venv-{digest}"
 
 
 def _run(command: list[str], *, timeout: float = INSTALL_TIMEOUT, **kwargs: Any) -> str:
@@ -82,23 +83,35 @@ def _run(command: list[str], *, timeout: float = INSTALL_TIMEOUT, **kwargs: Any)
 
 
 def ensure_venv(log: Any = print) -> Path:
-    """The cached virtualenv, built on first use; the kit in it points at this checkout."""
-    venv = venv_path()
+    """The cached Glance virtualenv, built on first use; the kit in it has metadata."""
+    return cached_venv("glance", PINS, finish=_install_kit, log=log)
+
+
+def cached_venv(
+    name: str,
+    pins: tuple[str, ...],
+    *,
+    finish: Callable[[Path], None] | None = None,
+    log: Any = print,
+) -> Path:
+    """The virtualenv of *pins*, built once (under a file lock) and cached by their hash."""
+    venv = venv_path(name, pins)
     venv.parent.mkdir(parents=True, exist_ok=True)
     with open(f"{venv}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs never build the same venv at once
         complete = venv / ".instrument-complete"
         if not complete.exists():
             started = time.monotonic()
-            log(f"glance: building {venv} ({', '.join(PINS)}) ...")
+            log(f"{name}: building {venv} ({', '.join(pins)}) ...")
             shutil.rmtree(venv, ignore_errors=True)
             _run([sys.executable, "-m", "venv", str(venv)])
             pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
             _run([*pip, "install", "-q", *BUILD_PINS])
-            _run([*pip, "install", "-q", *PINS])
-            _install_kit(venv)
-            complete.write_text("\n".join(PINS) + "\n")
-            log(f"glance: built in {time.monotonic() - started:.0f}s")
+            _run([*pip, "install", "-q", *pins])
+            if finish is not None:
+                finish(venv)
+            complete.write_text("\n".join(pins) + "\n")
+            log(f"{name}: built in {time.monotonic() - started:.0f}s")
     return venv
 
 
@@ -246,7 +259,7 @@ def running_glance(venv: Path, work: Path, setup: Setup | None = None) -> Iterat
     client_env = {
         **env,
         "OS_IMAGE_URL": f"http://127.0.0.1:{port}",
-        "OS_AUTH_TOKEN": "parity-test-token",
+        "OS_AUTH_TOKEN": setup.token,
     }
     try:
         try:

@@ -11,8 +11,10 @@ fails the test.
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .scenario import Step
@@ -212,3 +214,22 @@ def table(steps: list[Step]) -> str:
             f"| {describe(step.kit)} | {summary(step)} |"
         )
     return "\n".join(rows)
+
+
+def published_table(steps: list[Step], variable: str) -> dict[str, Step]:
+    """Print the comparison (and write it to ``$variable`` if set); the steps by name."""
+    comparison = table(steps)
+    print(f"\n{comparison}\n")
+    target = os.environ.get(variable)
+    if target:
+        Path(target).write_text(comparison + "\n")
+    return {step.name: step for step in steps}
+
+
+def assert_explained(step: Step) -> None:
+    """Every difference between the kit and Glance in *step* has a verdict."""
+    unexplained = [code for code in differences(step) if verdict(code, step) is None]
+    assert not unexplained, (
+        f"{step.name}: unexplained differences {unexplained}\n"
+        f"Glance: {step.native}\nkit: {step.kit}\nGlance log:\n{step.glance_log[-3000:]}"
+    )

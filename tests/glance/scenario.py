@@ -137,7 +137,8 @@ def _ok(output: str) -> dict[str, Any]:
 def _ranged(glance: Glance, image_id: str, header: str) -> dict[str, Any]:
     connection = http.client.HTTPConnection("127.0.0.1", glance.port, timeout=30)
     try:
-        connection.request("GET", f"/v2/images/{image_id}/file", headers={"Range": header})
+        headers = {"Range": header, "X-Auth-Token": glance.env["OS_AUTH_TOKEN"]}
+        connection.request("GET", f"/v2/images/{image_id}/file", headers=headers)
         response = connection.getresponse()
         body = response.read()
         return {"status": response.status, "body": body, "headers": dict(response.getheaders())}
@@ -152,7 +153,11 @@ def _aborted(glance: Glance, image_id: str, read_at_least: int = 192 * 1024) -> 
     client.connect(("127.0.0.1", glance.port))
     received = b""
     try:
-        request = f"GET /v2/images/{image_id}/file HTTP/1.1\r\nHost: glance\r\n\r\n"
+        token = glance.env["OS_AUTH_TOKEN"]
+        request = (
+            f"GET /v2/images/{image_id}/file HTTP/1.1\r\nHost: glance\r\n"
+            f"X-Auth-Token: {token}\r\n\r\n"
+        )
         client.sendall(request.encode())
         while len(received) < read_at_least:
             chunk = client.recv(65536)
