@@ -23,7 +23,7 @@ from pathlib import Path
 
 #: Uploads above this fail inside Glance's store path (413 after image.prepare).
 IMAGE_SIZE_CAP = 9 * 1024 * 1024
-STORE_FOLDERS = ("images", "images2", "staging", "tasks")
+STORE_FOLDERS = ("images", "images2", "staging", "tasks", "image-cache")
 _FRONT = "cors http_proxy_to_wsgi versionnegotiation osprofiler"
 
 
@@ -36,7 +36,8 @@ class Setup:
     """How one test Glance is configured."""
 
     #: ``""`` (no auth), ``"context"`` (identity headers, see the module doc),
-    #: ``"keystone"`` or ``"keystone+caching"`` (a real Keystone: :mod:`.keystone`).
+    #: ``"keystone"``, ``"keystone+caching"`` or ``"keystone+cachemanagement"`` (a real
+    #: Keystone: :mod:`.keystone`; the caching ones want :attr:`image_cache`).
     flavor: str = ""
     #: The client's ``OS_AUTH_TOKEN`` (and raw requests' ``X-Auth-Token``).
     token: str = "parity-test-token"
@@ -51,6 +52,9 @@ class Setup:
     transport_url: str = "fake:/"
     #: False: Glance's own pipeline, without the filter (the bare side of a benchmark).
     filtered: bool = True
+    #: Glance's image cache in ``<work>/image-cache`` (``image_cache_dir``; its default
+    #: ``centralized_db`` driver keeps the records in Glance's database).
+    image_cache: bool = False
 
 
 def paste_config(paste_ini: str, setup: Setup, kit_log: Path) -> str:
@@ -99,6 +103,7 @@ def filter_section(setup: Setup, log_file: Path) -> str:
 
 def glance_conf(work: Path, paste_ini: Path, logging_conf: Path, setup: Setup) -> str:
     ports = ",".join(str(port) for port in (80, 443, *setup.import_ports))
+    cache = f"image_cache_dir = {work / 'image-cache'}" if setup.image_cache else ""
     return (
         textwrap.dedent(
             f"""\
@@ -109,6 +114,7 @@ def glance_conf(work: Path, paste_ini: Path, logging_conf: Path, setup: Setup) -
             transport_url = {setup.transport_url}
             worker_self_reference_url = http://127.0.0.1
             image_size_cap = {IMAGE_SIZE_CAP}
+            {cache}
 
             [database]
             connection = sqlite:///{work / "glance.sqlite"}

@@ -14,8 +14,10 @@ gets no arguments: everything is in a ``gunicorn.conf.py`` in its working folder
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
 import os
+import pwd
 import subprocess
 import textwrap
 import urllib.request
@@ -93,7 +95,9 @@ def running_keystone(venv: Path, work: Path) -> Iterator[Keystone]:
     url = f"http://127.0.0.1:{port}"
     conf = _configure(work)
     manage = [str(venv / "bin" / "keystone-manage"), "--config-file", str(conf)]
-    owner = ["--keystone-user", "root", "--keystone-group", "root"]
+    # The key repositories belong to whoever runs the test (root only when root runs it).
+    user, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+    owner = ["--keystone-user", user, "--keystone-group", group]
     endpoints = [f"--bootstrap-{kind}-url={url}/v3" for kind in ("admin", "public", "internal")]
     for command in (
         ["db_sync"],

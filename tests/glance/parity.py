@@ -52,11 +52,31 @@ KNOWN: dict[str, Verdict] = {
 }
 
 
+#: Allowed only in a step where both sides report an aborted download (ERROR image.send).
+KNOWN_IN_ABORTS: dict[str, Verdict] = {
+    "field:image.send:bytes_sent": Verdict(
+        "allowed",
+        "Glance counts what it read from its cache file, the kit what the client's TCP "
+        "acknowledged (never more than Glance's count)",
+    ),
+}
+
+
+def _aborted_on_both_sides(step: Step) -> bool:
+    def errors(events: list[dict[str, Any]]) -> bool:
+        return any(e["event_type"] == "image.send" and e["priority"] == "ERROR" for e in events)
+
+    return errors(step.native) and errors(step.kit)
+
+
 def verdict(code: str, step: Step) -> Verdict | None:
     """The classification of *code* met in *step*, or None when it is unexplained."""
-    for pattern, known in KNOWN.items():
+    known = dict(KNOWN)
+    if _aborted_on_both_sides(step):
+        known.update(KNOWN_IN_ABORTS)
+    for pattern, found in known.items():
         if fnmatch.fnmatchcase(code, pattern):
-            return known
+            return found
     return None
 
 
@@ -184,7 +204,7 @@ def describe(events: list[dict[str, Any]], skipped: frozenset[int] = frozenset()
 
 
 def summary(step: Step) -> str:
-    """Kit bugs and unexplained codes in full; allowed key differences as +kit / -Glance."""
+    """Kit bugs and unexplained codes in full; allowed ones as +kit / -Glance / ≠value."""
     full, keys = [], []
     for code in differences(step):
         known = verdict(code, step)
@@ -195,7 +215,7 @@ def summary(step: Step) -> str:
             continue
         side, _, rest = code.partition(":")
         key = rest.partition(":")[2]
-        short = ("+" if side == "kit-only-key" else "-") + key
+        short = {"kit-only-key": "+", "glance-only-key": "-"}.get(side, "≠") + key
         if short not in keys:
             keys.append(short)
     allowed = [f"allowed: {', '.join(keys)}"] if keys else []
