@@ -32,9 +32,10 @@ and when it ends, never per chunk:
 - **gunicorn** (every worker): ``environ["gunicorn.socket"]``.
 - **uWSGI**: ``uwsgi.connection_fd()``.
 - **waitress**: the channel behind ``environ["waitress.client_disconnected"]``; what
-  waitress still holds in its output buffers counts as given to the connection but
-  not acknowledged, and :meth:`Connection.settle` flushes the tail waitress keeps
-  while a task runs (as waitress's own ``write_soon`` does, under its lock).
+  waitress still holds in its output buffers (``total_outbufs_len``) counts as given
+  to the connection but not acknowledged. The kit never flushes them: waitress sends
+  the tail it keeps while a task runs (below ``send_bytes``) by itself once the task
+  ended, and :mod:`instrument._settling` only watches, off the task's thread.
 - Anything else (Apache mod_wsgi, a non-Linux kernel, a Unix socket): None, and the
   counter falls back to what it handed to the server.
 
@@ -58,7 +59,6 @@ import socket
 import struct
 import termios
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, Protocol
@@ -88,11 +88,8 @@ class Counter(Protocol):
 
     def __next__(self) -> bytes: ...
 
-    def close_with(self, progress: Progress | None, *, io_thread: bool = False) -> None:
-        """Report what the server sent outside iteration (None: nothing seen), then close.
-
-        *io_thread*: called from the server's I/O loop, which must not be made to wait.
-        """
+    def close_with(self, progress: Progress | None) -> None:
+        """Report what the server sent outside iteration (None: nothing seen), then close."""
 
 
 #: Builds the counter of an application iterable (the server's own file wrapper).
@@ -228,9 +225,7 @@ class _CountedFileWrapper:
         return self._instrument_counter.__next__()
 
     def close(self) -> None:
-        # waitress closes its zero-copy buffers from its I/O thread.
-        io_thread = self._instrument_prepared is not None
-        self._instrument_counter.close_with(self._instrument_progress(), io_thread=io_thread)
+        self._instrument_counter.close_with(self._instrument_progress())
 
     def _instrument_progress(self) -> Progress | None:
         prepared = self._instrument_prepared
@@ -302,9 +297,6 @@ _TCP_INFO: Final = getattr(socket, "TCP_INFO", None)
 _BYTES_ACKED: Final = 120
 _TCP_CLOSE: Final = 7
 
-#: How long :meth:`Connection.settle` waits for the client when nothing moves.
-SETTLE_STALL = 30.0
-
 
 class Connection:
     """A response's TCP connection as the kernel sees it; see the module doc.
@@ -335,32 +327,6 @@ class Connection:
         held = self._held() if alive else 0
         return acked, acked + max(outq, 0) + held, alive
 
-    def settle(self, stall: float | None = None) -> tuple[int, int] | None:
-        """Wait until the client acknowledged all it was given, or died, or stalled.
-
-        Polls (1 ms, doubling to 50 ms) only at the end of a response; *stall*
-        (default :data:`SETTLE_STALL`) seconds without progress end the wait.
-        Returns the last ``(acked, given)``, or None when the kernel cannot say.
-        """
-        stall = SETTLE_STALL if stall is None else stall
-        last: tuple[int, int, bool] | None = None
-        deadline = time.monotonic() + stall
-        pause = 0.001
-        while True:
-            now = self.reading()
-            if now is None:
-                return None if last is None else last[:2]
-            acked, given, alive = now
-            if acked >= given or not alive:
-                return acked, given
-            if now != last:
-                last, deadline = now, time.monotonic() + stall
-            elif time.monotonic() > deadline:
-                return acked, given
-            self._push()
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
-
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._socket.close()
@@ -368,20 +334,6 @@ class Connection:
     def _held(self) -> int:
         held = getattr(self._channel, "total_outbufs_len", 0)
         return held if isinstance(held, int) else 0
-
-    def _push(self) -> None:
-        """Have waitress send the tail it keeps while a task runs (below ``send_bytes``)."""
-        channel = self._channel
-        if channel is None or not self._held():
-            return
-        try:
-            with channel.outbuf_lock:
-                if channel.connected and channel.total_outbufs_len:
-                    _, failed = channel._flush_exception(channel._flush_some, do_close=False)
-                    if failed:
-                        channel.server.pull_trigger()
-        except Exception:
-            log.debug("cannot flush waitress's channel", exc_info=True)
 
 
 def connection(environ: Mapping[str, Any] | None) -> Connection | None:

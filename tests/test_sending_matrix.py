@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import uuid
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from .servers import read_slowly_then_close
-from .test_sending_servers import Server
+from .test_sending_servers import Server, _lines_for
 
 pytestmark = pytest.mark.servers
 
@@ -172,3 +173,31 @@ def test_range_download_is_judged_by_its_range(
     sent = server.send_event(image_id)
     assert (sent["priority"], sent["payload"]["bytes_sent"]) == ("INFO", last - first + 1)
     assert_closed_once(server, image_id)
+
+
+def test_a_client_that_has_not_read_the_tail_holds_no_worker(server: Server) -> None:
+    # The whole 1 MiB fits in the kernel's buffers, so the server finishes the response
+    # at once; the client's TCP acknowledges only what fits its 64 KiB receive buffer.
+    # A second download, on a one-worker sync server too, is counted while the first
+    # still waits for its client, whose image.send comes when it read everything.
+    waiting, quick = new_id(), new_id()
+    client = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    try:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        request = f"GET {target('/gen', '8MiB', waiting)} HTTP/1.1\r\nHost: test\r\n"
+        client.sendall(f"{request}Range: bytes=0-{MiB - 1}\r\n\r\n".encode())
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=TIMEOUT)
+        try:
+            connection.request("GET", target("/gen", "8MiB", quick), headers={"Range": "bytes=0-9"})
+            assert connection.getresponse().read() == bytes(range(10))
+        finally:
+            connection.close()
+        assert server.send_event(quick)["priority"] == "INFO"
+        assert _lines_for(server.notify_log, waiting) is None
+        received = b""
+        while received.count(b"\r\n\r\n") == 0 or len(received.partition(b"\r\n\r\n")[2]) < MiB:
+            received += client.recv(65536)
+    finally:
+        client.close()
+    sent = server.send_event(waiting)
+    assert (sent["priority"], sent["payload"]["bytes_sent"]) == ("INFO", MiB)

@@ -20,7 +20,6 @@ class RecordingCounter:
     def __init__(self, iterable: Iterable[bytes]) -> None:
         self.iterable = iterable
         self.closed_with: list[Progress | None] = []
-        self.io_thread: list[bool] = []
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.iterable)
@@ -28,9 +27,8 @@ class RecordingCounter:
     def __next__(self) -> bytes:
         raise StopIteration
 
-    def close_with(self, progress: Progress | None, *, io_thread: bool = False) -> None:
+    def close_with(self, progress: Progress | None) -> None:
         self.closed_with.append(progress)
-        self.io_thread.append(io_thread)
 
 
 class PreparedBuffer:
@@ -84,8 +82,6 @@ def test_a_prepared_buffer_reports_prepare_minus_remain_to_its_counter() -> None
     body.remain = 4
     body.close()  # type: ignore[attr-defined]
     assert [counter.closed_with for counter in made] == [[(6, False)]]
-    # waitress closes its buffers from its I/O loop: the counter must not wait there.
-    assert [counter.io_thread for counter in made] == [[True]]
 
 
 class InMemoryWrapper:
