@@ -136,27 +136,57 @@ FILE_BLOCK = 256 * 1024
 def file_blocks(
     iterable: Iterable[bytes], environ: Mapping[str, Any] | None, expected: int | None
 ) -> Iterable[bytes]:
-    """*iterable*, or, when an opaque file wrapper returned a plain file, its blocks.
+    """*iterable*, or a file body the server cannot send zero-copy, up to *expected*.
 
-    A binary file iterates by lines (one per ``\\n``: tiny, many chunks); read in
-    :data:`FILE_BLOCK` blocks, up to *expected* bytes when that is known.
+    - An opaque file wrapper (uWSGI) returned a plain file: a binary file iterates by
+      lines (one per ``\\n``: tiny, many chunks); it is read in :data:`FILE_BLOCK`
+      blocks, up to *expected* bytes when that is known.
+    - An instance of a file wrapper class the kit could not subclass (mod_wsgi's, a C
+      type): its iteration reads to the end of the file, where the server would have
+      sent only the promised length (a Range); it is cut at *expected* bytes.
     """
     file_wrapper = environ.get("wsgi.file_wrapper") if environ else None
-    if file_wrapper is None or isinstance(file_wrapper, type):
+    if file_wrapper is None:
         return iterable
+    if isinstance(file_wrapper, type):
+        if expected is None or not isinstance(iterable, file_wrapper):
+            return iterable
+        return _Limited(iterable, expected)
     if not (hasattr(iterable, "read") and hasattr(iterable, "fileno")):
         return iterable
     return _FileBlocks(iterable, expected)
 
 
-class _FileBlocks:
-    """A file read in blocks, at most *limit* bytes; ``close()`` closes the file."""
+class _Limited:
+    """An iterable's chunks up to *limit* bytes (None: all); ``close()`` closes it."""
 
     __slots__ = ("file", "limit")
 
     def __init__(self, file: Any, limit: int | None) -> None:
         self.file = file
         self.limit = limit
+
+    def __iter__(self) -> Iterator[bytes]:
+        left = self.limit
+        for chunk in self.file:
+            if left is not None and len(chunk) >= left:
+                if left:
+                    yield chunk[:left]
+                return
+            if left is not None:
+                left -= len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        close = getattr(self.file, "close", None)
+        if close is not None:
+            close()
+
+
+class _FileBlocks(_Limited):
+    """A file read in blocks, at most *limit* bytes; ``close()`` closes the file."""
+
+    __slots__ = ()
 
     def __iter__(self) -> Iterator[bytes]:
         left = self.limit
@@ -168,11 +198,6 @@ class _FileBlocks:
             if left is not None:
                 left -= len(block)
             yield block
-
-    def close(self) -> None:
-        close = getattr(self.file, "close", None)
-        if close is not None:
-            close()
 
 
 class _SendfileWatch:

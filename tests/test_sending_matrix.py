@@ -11,10 +11,8 @@ its range; the body is closed exactly once. Each server starts once for the modu
 from __future__ import annotations
 
 import http.client
-import os
 import shutil
 import socket
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from . import apache
 from .servers import read_slowly_then_close
 from .test_sending_servers import Server, _lines_for
 
@@ -32,6 +31,8 @@ SIZES = {"8MiB": 8 * MiB, "64MiB": 64 * MiB}
 BODIES = ["/gen", "/file"]
 SERVERS = ["waitress", "gunicorn-sync", "gunicorn-gthread", "gunicorn-gevent", "uwsgi", "mod_wsgi"]
 TIMEOUT = 60.0
+#: Where the kit cannot reach the connection: bytes_sent is what was handed to the server.
+HANDED_TO_SERVER = {"mod_wsgi"}
 
 
 def _unavailable(kind: str) -> str | None:
@@ -39,21 +40,13 @@ def _unavailable(kind: str) -> str | None:
     if kind == "uwsgi" and shutil.which("uwsgi") is None:
         return "uwsgi is not installed (scripts/install installs it)"
     if kind == "mod_wsgi":
-        if shutil.which("mod_wsgi-express") is None:
-            return "mod_wsgi-express is not installed (scripts/install installs it)"
-        if os.getuid() == 0 and not _world_readable(Path(sys.base_prefix)):
-            # Apache refuses to serve as root; its workers (nobody) must load Python.
-            return f"Apache's workers run as nobody and cannot read Python at {sys.base_prefix}"
+        return apache.unavailable()
     return None
-
-
-def _world_readable(path: Path) -> bool:
-    return all(part.stat().st_mode & 0o005 == 0o005 for part in [path, *path.parents])
 
 
 @pytest.fixture(scope="module")
 def images() -> Iterator[Path]:
-    """A directory every server's user can read and write (Apache's workers are nobody)."""
+    """A directory every server's user can read and write (Apache's daemon is www-data)."""
     root = Path(tempfile.mkdtemp(prefix="instrument-matrix-"))
     root.chmod(0o777)
     block = bytes(range(256)) * 4096
@@ -193,7 +186,8 @@ def test_a_client_that_has_not_read_the_tail_holds_no_worker(server: Server) -> 
         finally:
             connection.close()
         assert server.send_event(quick)["priority"] == "INFO"
-        assert _lines_for(server.notify_log, waiting) is None
+        if server.kind not in HANDED_TO_SERVER:  # there, the report comes at once
+            assert _lines_for(server.notify_log, waiting) is None
         received = b""
         while received.count(b"\r\n\r\n") == 0 or len(received.partition(b"\r\n\r\n")[2]) < MiB:
             received += client.recv(65536)

@@ -118,6 +118,20 @@ def test_a_class_that_cannot_be_subclassed_is_counted_by_iteration(
     assert any("cannot subclass" in r.getMessage() for r in caplog.records)
 
 
+def test_a_wrapper_that_cannot_be_subclassed_is_cut_at_the_promised_length() -> None:
+    # mod_wsgi's FileWrapper (a C type) iterates to the end of the file; mod_wsgi
+    # itself sends only Content-Length (a Range), so that is what is counted.
+    memory = MemoryStrategy()
+    environ = {"wsgi.file_wrapper": Sealed}
+    notifier = Notifier(memory, publisher_id="test")
+    body = count_sent(Sealed(b"abcdef"), notifier, image_id="s", expected=4, environ=environ)
+    assert list(body) == [b"abcd"]
+    body = count_sent(Sealed(b"ab"), notifier, image_id="s", expected=0, environ=environ)
+    assert list(body) == []
+    sent = [(n.priority, n.payload["bytes_sent"]) for n in memory.notifications]
+    assert sent == [("INFO", 4), ("INFO", 0)]
+
+
 def opaque_wrapper(file: Any, block_size: int = 8192) -> Any:
     """uWSGI's ``wsgi.file_wrapper``: a function that returns the file itself."""
     return file
