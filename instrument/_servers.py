@@ -31,6 +31,11 @@ and when it ends, never per chunk:
 
 - **gunicorn** (every worker): ``environ["gunicorn.socket"]``.
 - **uWSGI**: ``uwsgi.connection_fd()``.
+- **eventlet.wsgi**: the connection its request input keeps
+  (``environ["eventlet.input"]._sock``, a private attribute, looked up with a
+  fallback: without it the count is what was handed to the server). eventlet gathers
+  chunks under ``eventlet.minimum_write_chunk_size`` (4 KiB) before writing them, so
+  a body of tiny chunks may end up to 4 KiB before its tail reaches the socket.
 - **waitress**: the channel behind ``environ["waitress.client_disconnected"]``; what
   waitress still holds in its output buffers (``total_outbufs_len``) counts as given
   to the connection but not acknowledged. The kit never flushes them: waitress sends
@@ -389,6 +394,9 @@ def _server_connection(environ: Mapping[str, Any]) -> tuple[int | None, Any]:
         import uwsgi  # only inside uWSGI
 
         return int(uwsgi.connection_fd()), None
+    sock = getattr(environ.get("eventlet.input"), "_sock", None)  # eventlet.wsgi's Input
+    if sock is not None and hasattr(sock, "fileno"):
+        return int(sock.fileno()), None
     disconnected = environ.get("waitress.client_disconnected")
     channel = getattr(disconnected, "__self__", None)
     sock = getattr(channel, "socket", None)

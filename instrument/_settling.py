@@ -10,7 +10,7 @@ what the client's TCP acknowledged. Decisions:
   the client already acknowledged the response's last byte, or the connection is dead,
   the report is emitted there and then. Otherwise it is handed to the process's
   :class:`Settler`, one daemon thread that polls what it holds (the first look after
-  5 ms, the pause doubling to 100 ms) and emits: INFO when the response's last byte is
+  1 ms, the pause doubling to 100 ms) and emits: INFO when the response's last byte is
   acknowledged (and the response was complete), ERROR with the acknowledged count when
   the connection died or nothing moved for :data:`SETTLE_STALL` seconds.
 - **The response's end, not the connection's.** The position of the last byte is what
@@ -56,7 +56,7 @@ _rate_limited = RateLimitedLog(log)
 SETTLE_STALL: Final = 30.0
 #: How many responses the settler holds at once.
 SETTLE_LIMIT: Final = 512
-_FIRST_PAUSE: Final = 0.005
+_FIRST_PAUSE: Final = 0.001
 _MAX_PAUSE: Final = 0.1
 
 

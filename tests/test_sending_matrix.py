@@ -29,7 +29,15 @@ pytestmark = pytest.mark.servers
 MiB = 1024 * 1024
 SIZES = {"8MiB": 8 * MiB, "64MiB": 64 * MiB}
 BODIES = ["/gen", "/file"]
-SERVERS = ["waitress", "gunicorn-sync", "gunicorn-gthread", "gunicorn-gevent", "uwsgi", "mod_wsgi"]
+SERVERS = [
+    "waitress",
+    "eventlet",
+    "gunicorn-sync",
+    "gunicorn-gthread",
+    "gunicorn-gevent",
+    "uwsgi",
+    "mod_wsgi",
+]
 TIMEOUT = 60.0
 #: Where the kit cannot reach the connection: bytes_sent is what was handed to the server.
 HANDED_TO_SERVER = {"mod_wsgi"}

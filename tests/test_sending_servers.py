@@ -88,7 +88,8 @@ def _requested_range(header: str | None, size: int) -> tuple[int, int]:
 def _body(
     environ: dict[str, Any], path: str, first: int, last: int, image_id: str
 ) -> Iterable[bytes]:
-    if environ["PATH_INFO"] == "/file":
+    # eventlet.wsgi has no wsgi.file_wrapper: there /file is the generator too.
+    if environ["PATH_INFO"] == "/file" and "wsgi.file_wrapper" in environ:
         recorded = _RecordedFile(path, image_id)  # closed by the server through close()
         recorded.seek(first)
         return environ["wsgi.file_wrapper"](recorded, 256 * 1024)  # type: ignore[no-any-return]
@@ -141,7 +142,7 @@ def _generate(file: Any, remaining: int) -> Iterator[bytes]:
 
 
 def _mark(environ: dict[str, Any], counted: Iterable[bytes]) -> None:
-    wrapper = environ["wsgi.file_wrapper"]
+    wrapper = environ.get("wsgi.file_wrapper")
     _write_mark(
         {
             "id": dict(parse_qsl(environ["QUERY_STRING"]))["id"],
@@ -180,6 +181,14 @@ WAITRESS = (
     "server.run()\n"
 )
 
+EVENTLET = (
+    "import os, sys, eventlet, eventlet.wsgi\n"
+    "from tests.test_sending_servers import server_app\n"
+    "sock = eventlet.listen(('127.0.0.1', 0))\n"
+    "open(sys.argv[1] + '.tmp', 'w').write(str(sock.getsockname()[1]))\n"
+    "os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n"
+    "eventlet.wsgi.server(sock, server_app, log_output=False)\n"
+)
 
 UWSGI_APP = "tests.test_sending_servers:server_app"
 
@@ -187,9 +196,9 @@ UWSGI_APP = "tests.test_sending_servers:server_app"
 class Server:
     """One server running :func:`server_app` in its own process, on a port it chose.
 
-    Kinds: waitress, gunicorn-sync, gunicorn-gthread, gunicorn-gevent, uwsgi (its own
-    HTTP/1.1 socket), mod_wsgi (Debian's Apache and mod_wsgi, daemon mode: see
-    :mod:`tests.apache`).
+    Kinds: waitress, eventlet (``eventlet.wsgi``, not monkey-patched), gunicorn-sync,
+    gunicorn-gthread, gunicorn-gevent, uwsgi (its own HTTP/1.1 socket), mod_wsgi
+    (Debian's Apache and mod_wsgi, daemon mode: see :mod:`tests.apache`).
     """
 
     def __init__(self, kind: str, workdir: Path, image: Path) -> None:
@@ -218,8 +227,9 @@ class Server:
         self.port = self._wait_for_port()
 
     def command(self) -> list[str]:
-        if self.kind == "waitress":
-            return [sys.executable, "-c", WAITRESS, str(self.workdir / "port")]
+        if self.kind in ("waitress", "eventlet"):
+            script = WAITRESS if self.kind == "waitress" else EVENTLET
+            return [sys.executable, "-W", "ignore", "-c", script, str(self.workdir / "port")]
         if self.kind == "uwsgi":
             return self._uwsgi()
         if self.kind == "mod_wsgi":
@@ -256,7 +266,7 @@ class Server:
         return int(poll(self._port_if_known, f"{self.kind} to listen", self))
 
     def _port_if_known(self) -> str | None:
-        if self.kind == "waitress":
+        if self.kind in ("waitress", "eventlet"):
             port_file = self.workdir / "port"
             return port_file.read_text() if port_file.exists() else None
         if self.kind in ("uwsgi", "mod_wsgi"):

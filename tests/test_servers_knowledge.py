@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import io
 import logging
+import socket
+import types
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
 
 from instrument import Notifier, count_sent
-from instrument._servers import Progress, counted_file_wrapper
+from instrument._servers import Progress, connection, counted_file_wrapper
 from instrument.strategies.memory import MemoryStrategy
 
 
@@ -152,3 +154,19 @@ def test_a_file_from_an_opaque_wrapper_is_read_in_blocks_up_to_the_promised_leng
     # Anything that is not a plain file, or a server whose wrapper is a class: unchanged.
     assert file_blocks([b"x"], {"wsgi.file_wrapper": opaque_wrapper}, None) == [b"x"]
     assert file_blocks(file, {"wsgi.file_wrapper": InMemoryWrapper}, None) is file
+
+
+def test_the_connection_is_reached_through_each_servers_environ_key() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        served, _ = listener.accept()
+        with client, served:
+            for environ in (
+                {"gunicorn.socket": served},
+                {"eventlet.input": types.SimpleNamespace(_sock=served)},  # eventlet.wsgi
+            ):
+                found = connection(environ)
+                assert found is not None and found.reading() is not None
+                found.close()
+            assert connection({"eventlet.input": io.BytesIO()}) is None  # no socket there
+            assert served.fileno() >= 0  # the kit closed its duplicate, not the server's
