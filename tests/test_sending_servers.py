@@ -147,7 +147,9 @@ def _mark(environ: dict[str, Any], counted: Iterable[bytes]) -> None:
         {
             "id": dict(parse_qsl(environ["QUERY_STRING"]))["id"],
             "type": type(counted).__name__,
-            "is_server_wrapper": isinstance(wrapper, type) and isinstance(counted, wrapper),
+            "is_server_wrapper": None
+            if wrapper is None  # eventlet.wsgi has none
+            else isinstance(wrapper, type) and isinstance(counted, wrapper),
         }
     )
 
