@@ -39,6 +39,9 @@ from tests.servers import read_slowly_then_close  # noqa: E402
 from tests.test_sending_matrix import HANDED_TO_SERVER, SERVERS, _unavailable  # noqa: E402
 from tests.test_sending_servers import Server  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_iterators import process_cpu  # noqa: E402
+
 MiB = 1024 * 1024
 GIB = 1024 * MiB
 ABORTED = "image-64MiB.bin"
@@ -104,8 +107,24 @@ def _response_length(first: bytes) -> int | None:
     return None
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of *pid* and all its descendants (gunicorn's workers, Apache's daemon)."""
+    total, pids = 0.0, [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            total += process_cpu(current)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pids.extend(int(child) for child in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):  # a process that just ended
+            continue
+    return total
+
+
 def full(server: Server, body: str, size: int, rounds: int) -> dict[str, Any]:
+    assert server.process is not None
     best = {"bare": float("inf"), "counted": float("inf")}
+    cpu = {"bare": float("inf"), "counted": float("inf")}
     eof_lag = {"bare": 0.0, "counted": 0.0}
     zero_copy: bool | None = True
     priorities = set()
@@ -113,7 +132,9 @@ def full(server: Server, body: str, size: int, rounds: int) -> dict[str, Any]:
         for mode in sorted(best, reverse=round_ % 2 == 1):  # who goes first alternates
             image_id = str(uuid.uuid4())
             target = f"{body}?id={image_id}&image={FULL}" + ("&bare=1" if mode == "bare" else "")
+            used = tree_cpu(server.process.pid)
             received, wall, lag = download(server.port, target)
+            cpu[mode] = min(cpu[mode], tree_cpu(server.process.pid) - used)
             if received < size:
                 raise RuntimeError(f"{server.kind} {body}: {received} bytes of {size}")
             best[mode], eof_lag[mode] = min(best[mode], wall), max(eof_lag[mode], lag)
@@ -123,6 +144,7 @@ def full(server: Server, body: str, size: int, rounds: int) -> dict[str, Any]:
                 zero_copy = None if kept is None else zero_copy and kept
     return {
         "ratio": best["bare"] / best["counted"],
+        "cpu_ratio": cpu["bare"] / cpu["counted"],
         "gbps": size / best["counted"] / 1e9,
         "zero_copy": zero_copy if body == "/file" else None,
         "full_priority": "/".join(sorted(priorities)),
@@ -159,6 +181,7 @@ def line(row: dict[str, Any]) -> str:
         f"| {row['server']} | {row['body']} | {row['read']:,} | {row['sent']:,} "
         f"| {row['over']:+,} B ({goal(row)}) | {row['priority']} "
         f"| {row['ratio']:.3f} ({row['gbps']:.2f} GB/s, {row['full_priority']}) "
+        f"| {row['cpu_ratio']:.3f} "
         f"| {lag['counted'] * 1e3:.1f} / {lag['bare'] * 1e3:.1f} ms | {zero_copy} |"
     )
 
@@ -172,8 +195,9 @@ def goal(row: dict[str, Any]) -> str:
 
 HEADER = (
     "| server | body | aborted: client read | `bytes_sent` | overcount | priority "
-    "| full download, counted/bare | close after the body, counted / bare | zero-copy |\n"
-    "|---|---|---|---|---|---|---|---|---|"
+    "| full download, counted/bare | server CPU, counted/bare "
+    "| close after the body, counted / bare | zero-copy |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -205,7 +229,7 @@ def main() -> None:
         for kind in args.servers:
             reason = _unavailable(kind)
             if reason is not None:
-                print(f"| {kind} | not run here: {reason} ||||||||")
+                print(f"| {kind} | not run here: {reason} |||||||||")
                 continue
             rows.extend(measure(kind, root, size, args.rounds))
     if args.readme:
