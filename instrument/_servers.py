@@ -31,10 +31,16 @@ and when it ends, never per chunk:
 
 - **gunicorn** (every worker): ``environ["gunicorn.socket"]``.
 - **uWSGI**: ``uwsgi.connection_fd()``.
+- **eventlet.wsgi**: the connection its request input keeps
+  (``environ["eventlet.input"]._sock``, a private attribute, looked up with a
+  fallback: without it the count is what was handed to the server). eventlet gathers
+  chunks under ``eventlet.minimum_write_chunk_size`` (4 KiB) before writing them, so
+  a body of tiny chunks may end up to 4 KiB before its tail reaches the socket.
 - **waitress**: the channel behind ``environ["waitress.client_disconnected"]``; what
-  waitress still holds in its output buffers counts as given to the connection but
-  not acknowledged, and :meth:`Connection.settle` flushes the tail waitress keeps
-  while a task runs (as waitress's own ``write_soon`` does, under its lock).
+  waitress still holds in its output buffers (``total_outbufs_len``) counts as given
+  to the connection but not acknowledged. The kit never flushes them: waitress sends
+  the tail it keeps while a task runs (below ``send_bytes``) by itself once the task
+  ended, and :mod:`instrument._settling` only watches, off the task's thread.
 - Anything else (Apache mod_wsgi, a non-Linux kernel, a Unix socket): None, and the
   counter falls back to what it handed to the server.
 
@@ -58,7 +64,6 @@ import socket
 import struct
 import termios
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, Protocol
@@ -88,11 +93,8 @@ class Counter(Protocol):
 
     def __next__(self) -> bytes: ...
 
-    def close_with(self, progress: Progress | None, *, io_thread: bool = False) -> None:
-        """Report what the server sent outside iteration (None: nothing seen), then close.
-
-        *io_thread*: called from the server's I/O loop, which must not be made to wait.
-        """
+    def close_with(self, progress: Progress | None) -> None:
+        """Report what the server sent outside iteration (None: nothing seen), then close."""
 
 
 #: Builds the counter of an application iterable (the server's own file wrapper).
@@ -139,27 +141,57 @@ FILE_BLOCK = 256 * 1024
 def file_blocks(
     iterable: Iterable[bytes], environ: Mapping[str, Any] | None, expected: int | None
 ) -> Iterable[bytes]:
-    """*iterable*, or, when an opaque file wrapper returned a plain file, its blocks.
+    """*iterable*, or a file body the server cannot send zero-copy, up to *expected*.
 
-    A binary file iterates by lines (one per ``\\n``: tiny, many chunks); read in
-    :data:`FILE_BLOCK` blocks, up to *expected* bytes when that is known.
+    - An opaque file wrapper (uWSGI) returned a plain file: a binary file iterates by
+      lines (one per ``\\n``: tiny, many chunks); it is read in :data:`FILE_BLOCK`
+      blocks, up to *expected* bytes when that is known.
+    - An instance of a file wrapper class the kit could not subclass (mod_wsgi's, a C
+      type): its iteration reads to the end of the file, where the server would have
+      sent only the promised length (a Range); it is cut at *expected* bytes.
     """
     file_wrapper = environ.get("wsgi.file_wrapper") if environ else None
-    if file_wrapper is None or isinstance(file_wrapper, type):
+    if file_wrapper is None:
         return iterable
+    if isinstance(file_wrapper, type):
+        if expected is None or not isinstance(iterable, file_wrapper):
+            return iterable
+        return _Limited(iterable, expected)
     if not (hasattr(iterable, "read") and hasattr(iterable, "fileno")):
         return iterable
     return _FileBlocks(iterable, expected)
 
 
-class _FileBlocks:
-    """A file read in blocks, at most *limit* bytes; ``close()`` closes the file."""
+class _Limited:
+    """An iterable's chunks up to *limit* bytes (None: all); ``close()`` closes it."""
 
     __slots__ = ("file", "limit")
 
     def __init__(self, file: Any, limit: int | None) -> None:
         self.file = file
         self.limit = limit
+
+    def __iter__(self) -> Iterator[bytes]:
+        left = self.limit
+        for chunk in self.file:
+            if left is not None and len(chunk) >= left:
+                if left:
+                    yield chunk[:left]
+                return
+            if left is not None:
+                left -= len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        close = getattr(self.file, "close", None)
+        if close is not None:
+            close()
+
+
+class _FileBlocks(_Limited):
+    """A file read in blocks, at most *limit* bytes; ``close()`` closes the file."""
+
+    __slots__ = ()
 
     def __iter__(self) -> Iterator[bytes]:
         left = self.limit
@@ -171,11 +203,6 @@ class _FileBlocks:
             if left is not None:
                 left -= len(block)
             yield block
-
-    def close(self) -> None:
-        close = getattr(self.file, "close", None)
-        if close is not None:
-            close()
 
 
 class _SendfileWatch:
@@ -228,9 +255,7 @@ class _CountedFileWrapper:
         return self._instrument_counter.__next__()
 
     def close(self) -> None:
-        # waitress closes its zero-copy buffers from its I/O thread.
-        io_thread = self._instrument_prepared is not None
-        self._instrument_counter.close_with(self._instrument_progress(), io_thread=io_thread)
+        self._instrument_counter.close_with(self._instrument_progress())
 
     def _instrument_progress(self) -> Progress | None:
         prepared = self._instrument_prepared
@@ -302,9 +327,6 @@ _TCP_INFO: Final = getattr(socket, "TCP_INFO", None)
 _BYTES_ACKED: Final = 120
 _TCP_CLOSE: Final = 7
 
-#: How long :meth:`Connection.settle` waits for the client when nothing moves.
-SETTLE_STALL = 30.0
-
 
 class Connection:
     """A response's TCP connection as the kernel sees it; see the module doc.
@@ -335,32 +357,6 @@ class Connection:
         held = self._held() if alive else 0
         return acked, acked + max(outq, 0) + held, alive
 
-    def settle(self, stall: float | None = None) -> tuple[int, int] | None:
-        """Wait until the client acknowledged all it was given, or died, or stalled.
-
-        Polls (1 ms, doubling to 50 ms) only at the end of a response; *stall*
-        (default :data:`SETTLE_STALL`) seconds without progress end the wait.
-        Returns the last ``(acked, given)``, or None when the kernel cannot say.
-        """
-        stall = SETTLE_STALL if stall is None else stall
-        last: tuple[int, int, bool] | None = None
-        deadline = time.monotonic() + stall
-        pause = 0.001
-        while True:
-            now = self.reading()
-            if now is None:
-                return None if last is None else last[:2]
-            acked, given, alive = now
-            if acked >= given or not alive:
-                return acked, given
-            if now != last:
-                last, deadline = now, time.monotonic() + stall
-            elif time.monotonic() > deadline:
-                return acked, given
-            self._push()
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
-
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._socket.close()
@@ -368,20 +364,6 @@ class Connection:
     def _held(self) -> int:
         held = getattr(self._channel, "total_outbufs_len", 0)
         return held if isinstance(held, int) else 0
-
-    def _push(self) -> None:
-        """Have waitress send the tail it keeps while a task runs (below ``send_bytes``)."""
-        channel = self._channel
-        if channel is None or not self._held():
-            return
-        try:
-            with channel.outbuf_lock:
-                if channel.connected and channel.total_outbufs_len:
-                    _, failed = channel._flush_exception(channel._flush_some, do_close=False)
-                    if failed:
-                        channel.server.pull_trigger()
-        except Exception:
-            log.debug("cannot flush waitress's channel", exc_info=True)
 
 
 def connection(environ: Mapping[str, Any] | None) -> Connection | None:
@@ -412,6 +394,9 @@ def _server_connection(environ: Mapping[str, Any]) -> tuple[int | None, Any]:
         import uwsgi  # only inside uWSGI
 
         return int(uwsgi.connection_fd()), None
+    sock = getattr(environ.get("eventlet.input"), "_sock", None)  # eventlet.wsgi's Input
+    if sock is not None and hasattr(sock, "fileno"):
+        return int(sock.fileno()), None
     disconnected = environ.get("waitress.client_disconnected")
     channel = getattr(disconnected, "__self__", None)
     sock = getattr(channel, "socket", None)

@@ -28,6 +28,11 @@ application and counts what it sends (the middleware's and the decorators' path)
   application iterable's ``close()`` is called exactly once, even when iteration
   raised or the wrapper is closed twice. Nothing is buffered; ``len()`` passes through
   (servers use ``len()`` of a one-element list to set Content-Length).
+- **At the socket.** Where the server lets the kit reach the client's TCP connection,
+  the one report (:class:`~instrument._settling.Report`) checks what was written
+  against what the client acknowledged; a response whose tail is still in flight is
+  settled by a process-wide thread, never in the server's worker (see
+  :mod:`instrument._settling`).
 - **wsgi.file_wrapper.** A body that is the server's own file wrapper keeps the
   server's zero-copy path; what was sent there is read from the server's bookkeeping
   (see :mod:`instrument._servers`, which knows each server).
@@ -43,14 +48,14 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import wrapt
 
 from ._guard import guard
-from ._servers import Connection, Progress, connection, counted_file_wrapper, file_blocks
+from ._servers import Progress, connection, counted_file_wrapper, file_blocks
+from ._settling import Report
 from ._wsgi import Environ, StartResponse, WSGIApp, close_iterable, status_code
 from .events import IMAGE_SEND
 from .lifecycle import failure_priority
@@ -132,104 +137,6 @@ def receiver_fields(
     }
 
 
-# The one report of a response -----------------------------------------------------
-
-
-class _Report:
-    """What the one image.send of a response needs, and the once-only guards.
-
-    With a :class:`~instrument._servers.Connection` (the server let us reach the
-    client's TCP connection), what the server was given is checked against what the
-    client acknowledged: ``start`` is what the connection had been given before this
-    response (earlier keep-alive responses), read once here; at the end the
-    acknowledged bytes after ``start``, less the response head, are what was sent.
-    """
-
-    __slots__ = (
-        "_closed",
-        "_done",
-        "_lock",
-        "connection",
-        "expected",
-        "fields",
-        "notifier",
-        "start",
-    )
-
-    def __init__(
-        self,
-        notifier: Notifier,
-        expected: int | None,
-        fields: dict[str, Any],
-        connection: Connection | None = None,
-    ) -> None:
-        self.notifier = notifier
-        self.expected = expected
-        self.fields = fields
-        self._lock = threading.Lock()
-        self._done = False
-        self._closed = False
-        self.connection = connection
-        reading = connection.reading() if connection is not None else None
-        self.start = reading[1] if reading is not None else 0
-
-    def finish(self, bytes_sent: int, complete: bool, *, wait: bool = True) -> None:
-        """Emit image.send unless already emitted; never raises.
-
-        *wait=False*: the caller is a server's I/O loop; a wait for the client's
-        acknowledgements happens in a thread of its own.
-        """
-        with self._lock:
-            if self._done:
-                return
-            self._done = True
-        connection = self.connection
-        if connection is not None and complete and not wait:
-            threading.Thread(
-                target=self._emit, args=(bytes_sent, complete), name="instrument-send", daemon=True
-            ).start()
-        else:
-            self._emit(bytes_sent, complete)
-
-    def _emit(self, bytes_sent: int, complete: bool) -> None:
-        try:
-            ok = complete and (self.expected is None or bytes_sent == self.expected)
-            if self.connection is not None:
-                bytes_sent, ok = self._at_socket(bytes_sent, ok)
-            payload = send_payload(bytes_sent=bytes_sent, **self.fields)
-            (self.notifier.info if ok else self.notifier.error)(IMAGE_SEND, payload)
-        except Exception:
-            log.exception("cannot emit image.send for image %s", self.fields.get("image_id"))
-        finally:
-            if self.connection is not None:
-                self.connection.close()
-
-    def _at_socket(self, written: int, ok: bool) -> tuple[int, bool]:
-        """What the client acknowledged of the *written* body bytes; INFO only if all."""
-        connection = self.connection
-        assert connection is not None
-        if ok:
-            settled = connection.settle()
-        else:
-            reading = connection.reading()
-            settled = None if reading is None else reading[:2]
-        if settled is None:  # the kernel cannot say: what the server was given
-            return written, ok
-        acked, given = settled
-        if ok and acked >= given:
-            return written, True  # every byte given to the connection was acknowledged
-        # The head precedes the body: what was given beyond the body bounds it from
-        # below (a write cut short by the client leaves less), so this errs upwards.
-        head = max(given - self.start - written, 0)
-        return min(max(acked - self.start - head, 0), written), False
-
-    def claim_close(self) -> bool:
-        """True exactly once: for the caller that must close the application iterable."""
-        with self._lock:
-            first, self._closed = not self._closed, True
-            return first
-
-
 # The counter ------------------------------------------------------------------------
 
 
@@ -247,7 +154,7 @@ class SendCounter:
 
     __slots__ = ("_iterable", "_iterator", "_report", "bytes_sent")
 
-    def __init__(self, iterable: Iterable[bytes], report: _Report) -> None:
+    def __init__(self, iterable: Iterable[bytes], report: Report) -> None:
         self._iterable = iterable
         self._report = report
         self.bytes_sent = 0
@@ -294,18 +201,17 @@ class SendCounter:
         if self._report.claim_close():
             close_iterable(self._iterable)
 
-    def close_with(self, progress: Progress | None, *, io_thread: bool = False) -> None:
+    def close_with(self, progress: Progress | None) -> None:
         """Close, first reporting what the server sent outside iteration (zero-copy).
 
         *progress* is None when the server's bookkeeping was never seen: then only a
-        response that promised nothing and sent nothing is complete. *io_thread*: the
-        server's I/O loop calls, which must not wait for the client.
+        response that promised nothing and sent nothing is complete.
         """
         report = self._report
         if progress is not None:
             sent, complete = progress
             complete = complete or report.expected == sent
-            report.finish(self.bytes_sent + sent, complete, wait=not io_thread)
+            report.finish(self.bytes_sent + sent, complete)
         elif report.expected == 0 and self.bytes_sent == 0:
             report.finish(0, True)  # nothing promised, nothing to send
         self.close()
@@ -340,7 +246,7 @@ def count_sent(
     """
     fields: dict[str, Any] = {"image_id": image_id, "owner_id": owner_id}
     fields.update(receiver_fields(environ, receiver_tenant_id, receiver_user_id, destination_ip))
-    report = _Report(notifier, expected, fields, connection(environ))
+    report = Report(notifier, expected, fields, connection(environ))
     zero_copy = counted_file_wrapper(iterable, environ, lambda body: SendCounter(body, report))
     if zero_copy is not None:
         return zero_copy  # type: ignore[no-any-return]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,15 @@ def test_readme_demo_command_runs_the_whole_lifecycle() -> None:
     )
     assert full == 24 * 1024 * 1024 and ranged == 1024 * 1024 and 0 <= aborted < full
     assert "9 notifications delivered" in result.stderr
+    # The aborted download: what the client read next to bytes_sent, within its buffer.
+    said = re.search(
+        r"the client read ([\d,]+) bytes of the body; image.send says bytes_sent=([\d,]+): "
+        r"[-+\d,]+, within its ([\d,]+)-byte receive buffer",
+        result.stderr,
+    )
+    assert said is not None, result.stderr
+    read, sent, buffer = (int(group.replace(",", "")) for group in said.groups())
+    assert sent == aborted and read <= sent <= read + buffer
 
 
 def test_demo_table_output(capsys: pytest.CaptureFixture[str]) -> None:

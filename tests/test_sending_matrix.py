@@ -11,9 +11,8 @@ its range; the body is closed exactly once. Each server starts once for the modu
 from __future__ import annotations
 
 import http.client
-import os
 import shutil
-import sys
+import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -21,16 +20,27 @@ from pathlib import Path
 
 import pytest
 
+from . import apache
 from .servers import read_slowly_then_close
-from .test_sending_servers import Server
+from .test_sending_servers import Server, _lines_for
 
 pytestmark = pytest.mark.servers
 
 MiB = 1024 * 1024
 SIZES = {"8MiB": 8 * MiB, "64MiB": 64 * MiB}
 BODIES = ["/gen", "/file"]
-SERVERS = ["waitress", "gunicorn-sync", "gunicorn-gthread", "gunicorn-gevent", "uwsgi", "mod_wsgi"]
+SERVERS = [
+    "waitress",
+    "eventlet",
+    "gunicorn-sync",
+    "gunicorn-gthread",
+    "gunicorn-gevent",
+    "uwsgi",
+    "mod_wsgi",
+]
 TIMEOUT = 60.0
+#: Where the kit cannot reach the connection: bytes_sent is what was handed to the server.
+HANDED_TO_SERVER = {"mod_wsgi"}
 
 
 def _unavailable(kind: str) -> str | None:
@@ -38,21 +48,13 @@ def _unavailable(kind: str) -> str | None:
     if kind == "uwsgi" and shutil.which("uwsgi") is None:
         return "uwsgi is not installed (scripts/install installs it)"
     if kind == "mod_wsgi":
-        if shutil.which("mod_wsgi-express") is None:
-            return "mod_wsgi-express is not installed (scripts/install installs it)"
-        if os.getuid() == 0 and not _world_readable(Path(sys.base_prefix)):
-            # Apache refuses to serve as root; its workers (nobody) must load Python.
-            return f"Apache's workers run as nobody and cannot read Python at {sys.base_prefix}"
+        return apache.unavailable()
     return None
-
-
-def _world_readable(path: Path) -> bool:
-    return all(part.stat().st_mode & 0o005 == 0o005 for part in [path, *path.parents])
 
 
 @pytest.fixture(scope="module")
 def images() -> Iterator[Path]:
-    """A directory every server's user can read and write (Apache's workers are nobody)."""
+    """A directory every server's user can read and write (Apache's daemon is www-data)."""
     root = Path(tempfile.mkdtemp(prefix="instrument-matrix-"))
     root.chmod(0o777)
     block = bytes(range(256)) * 4096
@@ -172,3 +174,32 @@ def test_range_download_is_judged_by_its_range(
     sent = server.send_event(image_id)
     assert (sent["priority"], sent["payload"]["bytes_sent"]) == ("INFO", last - first + 1)
     assert_closed_once(server, image_id)
+
+
+def test_a_client_that_has_not_read_the_tail_holds_no_worker(server: Server) -> None:
+    # The whole 1 MiB fits in the kernel's buffers, so the server finishes the response
+    # at once; the client's TCP acknowledges only what fits its 64 KiB receive buffer.
+    # A second download, on a one-worker sync server too, is counted while the first
+    # still waits for its client, whose image.send comes when it read everything.
+    waiting, quick = new_id(), new_id()
+    client = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    try:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        request = f"GET {target('/gen', '8MiB', waiting)} HTTP/1.1\r\nHost: test\r\n"
+        client.sendall(f"{request}Range: bytes=0-{MiB - 1}\r\n\r\n".encode())
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=TIMEOUT)
+        try:
+            connection.request("GET", target("/gen", "8MiB", quick), headers={"Range": "bytes=0-9"})
+            assert connection.getresponse().read() == bytes(range(10))
+        finally:
+            connection.close()
+        assert server.send_event(quick)["priority"] == "INFO"
+        if server.kind not in HANDED_TO_SERVER:  # there, the report comes at once
+            assert _lines_for(server.notify_log, waiting) is None
+        received = b""
+        while received.count(b"\r\n\r\n") == 0 or len(received.partition(b"\r\n\r\n")[2]) < MiB:
+            received += client.recv(65536)
+    finally:
+        client.close()
+    sent = server.send_event(waiting)
+    assert (sent["priority"], sent["payload"]["bytes_sent"]) == ("INFO", MiB)

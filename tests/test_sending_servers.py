@@ -27,6 +27,7 @@ import pytest
 from instrument import Notifier
 from instrument.sending import count_sent, expected_length
 
+from . import apache
 from .servers import free_port, read_partially, stop_process
 
 pytestmark = pytest.mark.servers
@@ -41,9 +42,10 @@ _notifier: Notifier | None = None
 
 
 def server_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    """GET /gen or /file ?id=<image id>[&image=<file name>], optional ``Range: bytes=a-b``.
+    """GET /gen or /file ?id=<image id>[&image=<file name>][&bare=1], optional ``Range``.
 
-    The body is counted; its ``close()`` calls are written to the marks file.
+    The body is counted (unless ``bare``); its ``close()`` calls are written to the
+    marks file.
     """
     global _notifier
     if _notifier is None:  # built in the worker, after any fork
@@ -63,6 +65,8 @@ def server_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> I
         headers.append(("Content-Range", f"bytes {first}-{last}/{size}"))
     start_response(status, headers)
     body = _body(environ, path, first, last, query["id"])
+    if "bare" in query:  # benchmarks/bench_accounting.py: the same body, not counted
+        return body
     counted = count_sent(
         body,
         _notifier,
@@ -84,7 +88,8 @@ def _requested_range(header: str | None, size: int) -> tuple[int, int]:
 def _body(
     environ: dict[str, Any], path: str, first: int, last: int, image_id: str
 ) -> Iterable[bytes]:
-    if environ["PATH_INFO"] == "/file":
+    # eventlet.wsgi has no wsgi.file_wrapper: there /file is the generator too.
+    if environ["PATH_INFO"] == "/file" and "wsgi.file_wrapper" in environ:
         recorded = _RecordedFile(path, image_id)  # closed by the server through close()
         recorded.seek(first)
         return environ["wsgi.file_wrapper"](recorded, 256 * 1024)  # type: ignore[no-any-return]
@@ -137,12 +142,14 @@ def _generate(file: Any, remaining: int) -> Iterator[bytes]:
 
 
 def _mark(environ: dict[str, Any], counted: Iterable[bytes]) -> None:
-    wrapper = environ["wsgi.file_wrapper"]
+    wrapper = environ.get("wsgi.file_wrapper")
     _write_mark(
         {
             "id": dict(parse_qsl(environ["QUERY_STRING"]))["id"],
             "type": type(counted).__name__,
-            "is_server_wrapper": isinstance(wrapper, type) and isinstance(counted, wrapper),
+            "is_server_wrapper": None
+            if wrapper is None  # eventlet.wsgi has none
+            else isinstance(wrapper, type) and isinstance(counted, wrapper),
         }
     )
 
@@ -153,7 +160,7 @@ GUNICORN_CONF = """
 import os
 
 _sendfile = os.sendfile
-_log = os.environ["TEST_SENDFILE_LOG"]
+_log = os.environ.get("TEST_SENDFILE_LOG")
 
 
 def _logged_sendfile(*args, **kwargs):
@@ -163,7 +170,8 @@ def _logged_sendfile(*args, **kwargs):
     return sent
 
 
-os.sendfile = _logged_sendfile
+if _log:  # the benchmark runs without it
+    os.sendfile = _logged_sendfile
 """
 
 WAITRESS = (
@@ -175,22 +183,24 @@ WAITRESS = (
     "server.run()\n"
 )
 
+EVENTLET = (
+    "import os, sys, eventlet, eventlet.wsgi\n"
+    "from tests.test_sending_servers import server_app\n"
+    "sock = eventlet.listen(('127.0.0.1', 0))\n"
+    "open(sys.argv[1] + '.tmp', 'w').write(str(sock.getsockname()[1]))\n"
+    "os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n"
+    "eventlet.wsgi.server(sock, server_app, log_output=False)\n"
+)
 
 UWSGI_APP = "tests.test_sending_servers:server_app"
-
-MOD_WSGI_SCRIPT = """
-import os, sys
-os.environ.update({env!r})
-sys.path.insert(0, {root!r})
-from tests.test_sending_servers import server_app as application
-"""
 
 
 class Server:
     """One server running :func:`server_app` in its own process, on a port it chose.
 
-    Kinds: waitress, gunicorn-sync, gunicorn-gthread, gunicorn-gevent, uwsgi (its own
-    HTTP/1.1 socket), mod_wsgi (``mod_wsgi-express``, Apache's daemon mode).
+    Kinds: waitress, eventlet (``eventlet.wsgi``, not monkey-patched), gunicorn-sync,
+    gunicorn-gthread, gunicorn-gevent, uwsgi (its own HTTP/1.1 socket), mod_wsgi
+    (Debian's Apache and mod_wsgi, daemon mode: see :mod:`tests.apache`).
     """
 
     def __init__(self, kind: str, workdir: Path, image: Path) -> None:
@@ -219,8 +229,9 @@ class Server:
         self.port = self._wait_for_port()
 
     def command(self) -> list[str]:
-        if self.kind == "waitress":
-            return [sys.executable, "-c", WAITRESS, str(self.workdir / "port")]
+        if self.kind in ("waitress", "eventlet"):
+            script = WAITRESS if self.kind == "waitress" else EVENTLET
+            return [sys.executable, "-W", "ignore", "-c", script, str(self.workdir / "port")]
         if self.kind == "uwsgi":
             return self._uwsgi()
         if self.kind == "mod_wsgi":
@@ -248,24 +259,16 @@ class Server:
         ]  # fmt: skip
 
     def _mod_wsgi(self) -> list[str]:
-        # Apache's workers run as nobody: the workdir (image, logs) must be theirs too.
+        # Apache's daemon runs as www-data: the workdir (image, logs) must be theirs too.
         self.port = free_port()
-        script = self.workdir / "app.wsgi"
         env = {k: self.env[k] for k in ("TEST_IMAGE", "TEST_NOTIFY_LOG", "TEST_MARKS")}
-        script.write_text(MOD_WSGI_SCRIPT.format(env=env, root=str(ROOT)))
-        (self.workdir / "port.wanted").write_text(str(self.port))
-        return [
-            "mod_wsgi-express", "start-server", str(script), "--host", "127.0.0.1",
-            "--port", str(self.port), "--server-root", str(self.workdir / "apache"),
-            "--processes", "1", "--threads", "4", "--log-to-terminal",
-            *(["--user", "nobody", "--group", "nogroup"] if os.getuid() == 0 else []),
-        ]  # fmt: skip
+        return apache.command(self.workdir, self.port, env)
 
     def _wait_for_port(self) -> int:
         return int(poll(self._port_if_known, f"{self.kind} to listen", self))
 
     def _port_if_known(self) -> str | None:
-        if self.kind == "waitress":
+        if self.kind in ("waitress", "eventlet"):
             port_file = self.workdir / "port"
             return port_file.read_text() if port_file.exists() else None
         if self.kind in ("uwsgi", "mod_wsgi"):
@@ -281,7 +284,7 @@ class Server:
             stop_process(self.process)
 
     def output(self) -> str:
-        files = ("server.out", "gunicorn.log")
+        files = ("server.out", "gunicorn.log", "apache/error.log")
         return "\n".join(
             (self.workdir / f).read_text(errors="replace")
             for f in files

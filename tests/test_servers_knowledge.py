@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import io
 import logging
+import socket
+import types
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
 
 from instrument import Notifier, count_sent
-from instrument._servers import Progress, counted_file_wrapper
+from instrument._servers import Progress, connection, counted_file_wrapper
 from instrument.strategies.memory import MemoryStrategy
 
 
@@ -20,7 +22,6 @@ class RecordingCounter:
     def __init__(self, iterable: Iterable[bytes]) -> None:
         self.iterable = iterable
         self.closed_with: list[Progress | None] = []
-        self.io_thread: list[bool] = []
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.iterable)
@@ -28,9 +29,8 @@ class RecordingCounter:
     def __next__(self) -> bytes:
         raise StopIteration
 
-    def close_with(self, progress: Progress | None, *, io_thread: bool = False) -> None:
+    def close_with(self, progress: Progress | None) -> None:
         self.closed_with.append(progress)
-        self.io_thread.append(io_thread)
 
 
 class PreparedBuffer:
@@ -84,8 +84,6 @@ def test_a_prepared_buffer_reports_prepare_minus_remain_to_its_counter() -> None
     body.remain = 4
     body.close()  # type: ignore[attr-defined]
     assert [counter.closed_with for counter in made] == [[(6, False)]]
-    # waitress closes its buffers from its I/O loop: the counter must not wait there.
-    assert [counter.io_thread for counter in made] == [[True]]
 
 
 class InMemoryWrapper:
@@ -122,6 +120,20 @@ def test_a_class_that_cannot_be_subclassed_is_counted_by_iteration(
     assert any("cannot subclass" in r.getMessage() for r in caplog.records)
 
 
+def test_a_wrapper_that_cannot_be_subclassed_is_cut_at_the_promised_length() -> None:
+    # mod_wsgi's FileWrapper (a C type) iterates to the end of the file; mod_wsgi
+    # itself sends only Content-Length (a Range), so that is what is counted.
+    memory = MemoryStrategy()
+    environ = {"wsgi.file_wrapper": Sealed}
+    notifier = Notifier(memory, publisher_id="test")
+    body = count_sent(Sealed(b"abcdef"), notifier, image_id="s", expected=4, environ=environ)
+    assert list(body) == [b"abcd"]
+    body = count_sent(Sealed(b"ab"), notifier, image_id="s", expected=0, environ=environ)
+    assert list(body) == []
+    sent = [(n.priority, n.payload["bytes_sent"]) for n in memory.notifications]
+    assert sent == [("INFO", 4), ("INFO", 0)]
+
+
 def opaque_wrapper(file: Any, block_size: int = 8192) -> Any:
     """uWSGI's ``wsgi.file_wrapper``: a function that returns the file itself."""
     return file
@@ -142,3 +154,19 @@ def test_a_file_from_an_opaque_wrapper_is_read_in_blocks_up_to_the_promised_leng
     # Anything that is not a plain file, or a server whose wrapper is a class: unchanged.
     assert file_blocks([b"x"], {"wsgi.file_wrapper": opaque_wrapper}, None) == [b"x"]
     assert file_blocks(file, {"wsgi.file_wrapper": InMemoryWrapper}, None) is file
+
+
+def test_the_connection_is_reached_through_each_servers_environ_key() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        served, _ = listener.accept()
+        with client, served:
+            for environ in (
+                {"gunicorn.socket": served},
+                {"eventlet.input": types.SimpleNamespace(_sock=served)},  # eventlet.wsgi
+            ):
+                found = connection(environ)
+                assert found is not None and found.reading() is not None
+                found.close()
+            assert connection({"eventlet.input": io.BytesIO()}) is None  # no socket there
+            assert served.fileno() >= 0  # the kit closed its duplicate, not the server's

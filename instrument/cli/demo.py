@@ -44,6 +44,7 @@ EXPECTED_EVENTS = [
     ("image.delete", "INFO"),
 ]
 _CHUNK = 1024 * 1024
+_RECEIVE_BUFFER = 64 * 1024  # the aborted download's client, as the README's benchmark
 
 
 def load_image_api() -> Any:
@@ -157,7 +158,12 @@ def _serve_and_drive(
     _say(f"example image API with the instrument filter on http://127.0.0.1:{port}/ (waitress)")
     printer.header()
     try:
-        _lifecycle(port, size_mib * _CHUNK, lambda count: _await(printer, arrived, count))
+        _lifecycle(
+            port,
+            size_mib * _CHUNK,
+            lambda count: _await(printer, arrived, count),
+            lambda: printer.last.get("image.send"),
+        )
         return _await_all(notifier, printer, arrived)
     finally:
         stopping.set()
@@ -190,7 +196,9 @@ def _await(printer: Printer, arrived: threading.Condition, count: int, timeout: 
         arrived.wait_for(lambda: printer.count >= count, timeout)
 
 
-def _lifecycle(port: int, size: int, settle: Callable[[int], None]) -> None:
+def _lifecycle(
+    port: int, size: int, settle: Callable[[int], None], last_send: Callable[[], Any]
+) -> None:
     image = _request(
         port,
         "POST",
@@ -204,10 +212,11 @@ def _lifecycle(port: int, size: int, settle: Callable[[int], None]) -> None:
     _upload(port, image_id, size)
     _request(port, "GET", f"/v2/images/{image_id}/file", headers={"X-User-Id": "demo-user"})
     _request(port, "GET", f"/v2/images/{image_id}/file", headers={"Range": "bytes=0-1048575"})
-    _aborted_download(port, f"/v2/images/{image_id}/file")
+    read, buffer = _aborted_download(port, f"/v2/images/{image_id}/file")
     # The server reports an abort when it notices the reset, which may be after the
     # next request has started: wait for it, so the events come in lifecycle order.
     settle(7)
+    _compare(read, buffer, last_send())
     patch = json.dumps(
         [{"op": "replace", "path": "/name", "value": "demo-cirros-renamed"}]
     ).encode()
@@ -259,20 +268,36 @@ def _request(
     return data
 
 
-def _aborted_download(port: int, path: str) -> None:
-    """Read the first MiB of a download, then reset the connection like a crashed client."""
+def _aborted_download(port: int, path: str) -> tuple[int, int]:
+    """Read the first MiB of a download's body, then reset the connection like a crashed
+    client; (body bytes read, the client's receive buffer)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER)
+    buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)  # what the kernel gave
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-    received = 0
-    while received < _CHUNK:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
+    data = b""
+    while b"\r\n\r\n" not in data and (chunk := sock.recv(65536)):
+        data += chunk
+    received = len(data.partition(b"\r\n\r\n")[2])
+    while received < _CHUNK and (chunk := sock.recv(65536)):
         received += len(chunk)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
-    _say(f"GET {path} -> aborted by the client after {received:,} bytes")
+    _say(f"GET {path} -> aborted by the client after {received:,} bytes of the body")
+    return received, buffer
+
+
+def _compare(read: int, buffer: int, payload: Any) -> None:
+    """Say what the aborted download's client read next to its image.send's bytes_sent."""
+    sent = payload.get("bytes_sent") if isinstance(payload, dict) else None
+    if not isinstance(sent, int):
+        _say("the aborted download's image.send did not arrive")
+        return
+    within = "within" if 0 <= sent - read <= buffer else "NOT within"
+    _say(
+        f"the client read {read:,} bytes of the body; image.send says bytes_sent={sent:,}: "
+        f"{sent - read:+,}, {within} its {buffer:,}-byte receive buffer"
+    )
 
 
 def _say(line: str) -> None:

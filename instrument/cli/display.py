@@ -39,6 +39,8 @@ class Printer:
         self.as_json = as_json
         self.event = event
         self.count = 0
+        #: The payload of the latest notification of each event type shown.
+        self.last: dict[str, Any] = {}
         self._colour = hasattr(self.stream, "isatty") and self.stream.isatty()
 
     def header(self) -> None:
@@ -51,6 +53,7 @@ class Printer:
         if self.event and notification.get("event_type") != self.event:
             return
         self.count += 1
+        self.last[str(notification.get("event_type"))] = notification.get("payload")
         if self.as_json:
             self._write(json.dumps(notification, sort_keys=False))
             return

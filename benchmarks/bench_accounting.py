@@ -1,0 +1,240 @@
+"""What image.send's ``bytes_sent`` says against what the client read, on every server.
+
+Run: ``python benchmarks/bench_accounting.py [--gib N] [--rounds N] [--readme]``. Each
+server of the test matrix that runs here (``tests/test_sending_matrix.py``: waitress,
+gunicorn sync/gthread/gevent, uWSGI, mod_wsgi) serves the matrix's application
+(``tests/test_sending_servers.py:server_app``) on 127.0.0.1, and for each body kind
+(generator, ``wsgi.file_wrapper``):
+
+1. **The aborted download.** A slow client (SO_RCVBUF 64 KiB, reads of 64 KiB with
+   10 ms between them) asks for a 64 MiB image, reads 1 MiB of body and closes. The
+   overcount is ``bytes_sent - client read``. Goal: at most 256 KiB where the kit
+   reads ``TCP_INFO``, at most the kernel's send buffer elsewhere, and never INFO.
+2. **The full download.** *--gib* GiB, counted and bare (the same body, not counted:
+   ``&bare=1``), interleaved, best of *--rounds* each, by the client's wall clock;
+   the ratio is bare time / counted time (1.0: no cost; goal ≥ 0.98). "zero-copy"
+   says whether the counted file body kept the server's own file wrapper class
+   (gunicorn's sendfile, waitress's file buffer); uWSGI's is a function, so a
+   counted file body is iterated there.
+
+``--readme`` writes the table into README.md between the ``bench_accounting``
+markers. Figures, not assertions: nothing here fails on a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.servers import read_slowly_then_close  # noqa: E402
+from tests.test_sending_matrix import HANDED_TO_SERVER, SERVERS, _unavailable  # noqa: E402
+from tests.test_sending_servers import Server  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_iterators import process_cpu  # noqa: E402
+
+MiB = 1024 * 1024
+GIB = 1024 * MiB
+ABORTED = "image-64MiB.bin"
+FULL = "image-full.bin"
+BODIES = {"generator": "/gen", "file_wrapper": "/file"}
+#: The kernel's largest send buffer here (net.ipv4.tcp_wmem): the goal where the kit
+#: cannot read TCP_INFO.
+SEND_BUFFER = 4 * MiB
+START, END = "<!-- bench_accounting -->", "<!-- /bench_accounting -->"
+
+
+def write_image(path: Path, size: int) -> None:
+    block = bytes(range(256)) * 4096
+    with open(path, "wb") as file:
+        for _ in range(size // len(block)):
+            file.write(block)
+
+
+def aborted(server: Server, body: str) -> dict[str, Any]:
+    image_id = str(uuid.uuid4())
+    read = read_slowly_then_close(server.port, f"{body}?id={image_id}&image={ABORTED}", MiB)
+    sent = server.send_event(image_id)
+    bytes_sent = sent["payload"]["bytes_sent"]
+    return {
+        "read": read,
+        "sent": bytes_sent,
+        "over": bytes_sent - read,
+        "priority": sent["priority"],
+    }
+
+
+def download(port: int, target: str) -> tuple[int, float, float]:
+    """GET *target*: (bytes, seconds until the body was in, seconds more until EOF).
+
+    The body's end is what an HTTP client waits for (Content-Length); the server's
+    close comes later where something still holds the connection.
+    """
+    began = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as client:
+        client.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode()
+        )
+        view, received, expected = memoryview(bytearray(MiB)), 0, None
+        while count := client.recv_into(view):
+            received += count
+            if expected is None:
+                expected = _response_length(bytes(view[:count]))
+            if received == expected:
+                body_in = time.perf_counter()
+                while client.recv_into(view):
+                    pass
+                return received, body_in - began, time.perf_counter() - body_in
+    return received, time.perf_counter() - began, 0.0
+
+
+def _response_length(first: bytes) -> int | None:
+    """Head plus Content-Length, from the first bytes of a response."""
+    head, _, _ = first.partition(b"\r\n\r\n")
+    for header in head.split(b"\r\n")[1:]:
+        name, _, value = header.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(head) + 4 + int(value)
+    return None
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of *pid* and all its descendants (gunicorn's workers, Apache's daemon)."""
+    total, pids = 0.0, [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            total += process_cpu(current)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pids.extend(int(child) for child in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):  # a process that just ended
+            continue
+    return total
+
+
+def full(server: Server, body: str, size: int, rounds: int) -> dict[str, Any]:
+    assert server.process is not None
+    best = {"bare": float("inf"), "counted": float("inf")}
+    cpu = {"bare": float("inf"), "counted": float("inf")}
+    eof_lag = {"bare": 0.0, "counted": 0.0}
+    zero_copy: bool | None = True
+    priorities = set()
+    for round_ in range(rounds):
+        for mode in sorted(best, reverse=round_ % 2 == 1):  # who goes first alternates
+            image_id = str(uuid.uuid4())
+            target = f"{body}?id={image_id}&image={FULL}" + ("&bare=1" if mode == "bare" else "")
+            used = tree_cpu(server.process.pid)
+            received, wall, lag = download(server.port, target)
+            cpu[mode] = min(cpu[mode], tree_cpu(server.process.pid) - used)
+            if received < size:
+                raise RuntimeError(f"{server.kind} {body}: {received} bytes of {size}")
+            best[mode], eof_lag[mode] = min(best[mode], wall), max(eof_lag[mode], lag)
+            if mode == "counted":
+                priorities.add(server.send_event(image_id)["priority"])
+                kept = server.mark(image_id)["is_server_wrapper"]  # None: the server has none
+                zero_copy = None if kept is None else zero_copy and kept
+    return {
+        "ratio": best["bare"] / best["counted"],
+        "cpu_ratio": cpu["bare"] / cpu["counted"],
+        "gbps": size / best["counted"] / 1e9,
+        "zero_copy": zero_copy if body == "/file" else None,
+        "full_priority": "/".join(sorted(priorities)),
+        "eof_lag": eof_lag,
+    }
+
+
+def measure(kind: str, root: Path, size: int, rounds: int) -> list[dict[str, Any]]:
+    workdir = root / kind
+    workdir.mkdir()
+    workdir.chmod(0o777)
+    server = Server(kind, workdir, root / ABORTED)
+    server.env.pop("TEST_SENDFILE_LOG")  # the tests' sendfile log costs a write per call
+    server.start()
+    try:
+        download(server.port, f"/gen?id=warm-up&image={ABORTED}&bare=1")
+        rows = []
+        for name, body in BODIES.items():
+            row = {"server": kind, "body": name, **aborted(server, body)}
+            row.update(full(server, body, size, rounds))
+            print(line(row), flush=True)
+            rows.append(row)
+        return rows
+    finally:
+        server.stop()
+
+
+def line(row: dict[str, Any]) -> str:
+    zero_copy = {None: "n/a", True: "kept", False: "lost"}[row["zero_copy"]]
+    if row["body"] == "file_wrapper" and row["zero_copy"] is None:
+        zero_copy = "none (no wsgi.file_wrapper)"
+    lag = row["eof_lag"]
+    return (
+        f"| {row['server']} | {row['body']} | {row['read']:,} | {row['sent']:,} "
+        f"| {row['over']:+,} B ({goal(row)}) | {row['priority']} "
+        f"| {row['ratio']:.3f} ({row['gbps']:.2f} GB/s, {row['full_priority']}) "
+        f"| {row['cpu_ratio']:.3f} "
+        f"| {lag['counted'] * 1e3:.1f} / {lag['bare'] * 1e3:.1f} ms | {zero_copy} |"
+    )
+
+
+def goal(row: dict[str, Any]) -> str:
+    """The overcount's goal for the row's server, and whether it is met."""
+    limit = SEND_BUFFER if row["server"] in HANDED_TO_SERVER else 256 * 1024
+    met = row["over"] <= limit and row["priority"] != "INFO"
+    return f"{'met' if met else 'MISSED'}: ≤ {limit // 1024:,} KiB"
+
+
+HEADER = (
+    "| server | body | aborted: client read | `bytes_sent` | overcount | priority "
+    "| full download, counted/bare | server CPU, counted/bare "
+    "| close after the body, counted / bare | zero-copy |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def write_readme(table: str) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    before, _, rest = text.partition(START)
+    _, _, after = rest.partition(END)
+    if not rest:
+        raise SystemExit(f"README.md has no {START} marker")
+    readme.write_text(f"{before}{START}\n{table}\n{END}{after}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gib", type=float, default=1.0, help="GiB per full download")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs, best taken")
+    parser.add_argument("--servers", nargs="*", default=SERVERS, help="which servers")
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    args = parser.parse_args()
+    size = int(args.gib * GIB) // MiB * MiB
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="instrument-bench-") as tmp:
+        root = Path(tmp)
+        root.chmod(0o777)  # Apache's workers read the images too
+        write_image(root / ABORTED, 64 * MiB)
+        write_image(root / FULL, size)
+        print(f"full downloads: {size / GIB:g} GiB, best of {args.rounds}\n{HEADER}", flush=True)
+        for kind in args.servers:
+            reason = _unavailable(kind)
+            if reason is not None:
+                print(f"| {kind} | not run here: {reason} |||||||||")
+                continue
+            rows.extend(measure(kind, root, size, args.rounds))
+    if args.readme:
+        write_readme("\n".join([HEADER, *map(line, rows)]))
+
+
+if __name__ == "__main__":
+    main()

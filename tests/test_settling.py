@@ -1,0 +1,227 @@
+"""Settling image.send off the request path, against a connection the test scripts.
+
+The kernel's view of the connection (``(acked, given, alive)``) is set by the test;
+nothing here measures time: each test waits for the settler with
+:meth:`~instrument._settling.Settler.settled`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+import pytest
+
+from instrument import Notifier, _settling
+from instrument._settling import Report, Settler, settler
+from instrument.strategies.memory import MemoryStrategy
+
+HEAD = 100  # the response head, ahead of the body on the connection
+BODY = 1000
+FIELDS = {
+    "image_id": "img-1",
+    "owner_id": None,
+    "receiver_tenant_id": None,
+    "receiver_user_id": None,
+    "destination_ip": None,
+}
+
+
+class ScriptedConnection:
+    """Stands in for :class:`instrument._servers.Connection`; the test moves it.
+
+    Each move is atomic for the settler's thread, as a kernel reading is.
+    """
+
+    def __init__(self, given: int = 0) -> None:
+        self._lock = threading.Lock()
+        self.acked = self.given = given
+        self.alive = True
+        self.broken = False
+        self.closes = 0
+
+    def write(self, count: int) -> None:
+        with self._lock:
+            self.given += count
+
+    def ack(self, count: int | None = None, *, alive: bool = True) -> None:
+        with self._lock:
+            self.acked = self.given if count is None else self.acked + count
+            self.alive = alive
+
+    def reading(self) -> tuple[int, int, bool] | None:
+        with self._lock:
+            return None if self.broken else (self.acked, self.given, self.alive)
+
+    def close(self) -> None:
+        self.closes += 1
+
+
+@pytest.fixture
+def notifier() -> Notifier:
+    return Notifier(MemoryStrategy(), publisher_id="test")
+
+
+def sends(notifier: Notifier) -> list[tuple[str, int]]:
+    [memory] = notifier.strategies
+    assert isinstance(memory, MemoryStrategy)
+    return [(n.priority, n.payload["bytes_sent"]) for n in memory.notifications]
+
+
+def respond(notifier: Notifier, connection: ScriptedConnection, expected: int = BODY) -> Report:
+    """A report started on *connection*, then a head and a body written to it."""
+    report = Report(notifier, expected, dict(FIELDS), connection)  # type: ignore[arg-type]
+    connection.write(HEAD + BODY)
+    return report
+
+
+def test_the_worker_returns_before_the_client_acknowledged_then_info(notifier: Notifier) -> None:
+    connection = ScriptedConnection(given=5000)  # an earlier keep-alive response
+    respond(notifier, connection).finish(BODY, True)
+    assert sends(notifier) == []  # finish() returned: nothing acknowledged yet
+    connection.ack()
+    assert settler().settled(timeout=10)
+    assert sends(notifier) == [("INFO", BODY)]
+    assert connection.closes == 1
+
+
+def test_already_acknowledged_is_reported_by_the_caller_without_the_settler(
+    notifier: Notifier,
+) -> None:
+    connection = ScriptedConnection()
+    report = respond(notifier, connection)
+    connection.ack()
+    held = settler().stats()["held"]
+    report.finish(BODY, True)
+    assert sends(notifier) == [("INFO", BODY)]
+    assert settler().stats()["held"] == held
+
+
+def test_the_next_response_on_the_connection_does_not_delay_this_one(notifier: Notifier) -> None:
+    connection = ScriptedConnection()
+    respond(notifier, connection).finish(BODY, True)
+    connection.write(HEAD + BODY)  # the next keep-alive response, not acknowledged
+    connection.ack(HEAD + BODY)
+    assert settler().settled(timeout=10)
+    assert sends(notifier) == [("INFO", BODY)]
+
+
+def test_a_connection_that_dies_is_an_error_with_what_was_acknowledged(notifier: Notifier) -> None:
+    connection = ScriptedConnection()
+    respond(notifier, connection).finish(BODY, True)
+    connection.ack(HEAD + 300, alive=False)
+    assert settler().settled(timeout=10)
+    assert sends(notifier) == [("ERROR", 300)]
+
+
+def test_a_descriptor_gone_bad_is_an_error_with_the_last_acknowledged(notifier: Notifier) -> None:
+    connection = ScriptedConnection()
+    report = respond(notifier, connection)
+    connection.ack(HEAD + 200)
+    report.finish(BODY, True)
+    connection.broken = True
+    assert settler().settled(timeout=10)
+    assert sends(notifier) == [("ERROR", 200)]
+
+
+def test_a_stalled_client_is_an_error_after_the_stall_bound(
+    notifier: Notifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_settling, "SETTLE_STALL", 0.0)
+    connection = ScriptedConnection()
+    report = respond(notifier, connection)
+    connection.ack(HEAD + 400)  # some progress, then none
+    report.finish(BODY, True)
+    assert settler().settled(timeout=10)
+    assert sends(notifier) == [("ERROR", 400)]
+
+
+def test_an_incomplete_response_is_an_error_with_what_the_client_got_in_the_end(
+    notifier: Notifier,
+) -> None:
+    connection = ScriptedConnection()
+    respond(notifier, connection).finish(BODY - 10, False)  # the app raised
+    connection.ack()
+    assert settler().settled(timeout=10)
+    assert sends(notifier) == [("ERROR", BODY - 10)]
+
+
+def test_without_a_reading_the_report_says_what_was_handed_to_the_server(
+    notifier: Notifier,
+) -> None:
+    connection = ScriptedConnection()
+    report = respond(notifier, connection)
+    connection.broken = True
+    report.finish(BODY, True)
+    assert sends(notifier) == [("INFO", BODY)]
+    assert connection.closes == 1
+
+
+def test_past_its_limit_the_settler_reports_what_was_handed_to_the_server(
+    notifier: Notifier,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    full = Settler(limit=1)
+    monkeypatch.setattr(_settling, "_settler", full)
+    first, second = ScriptedConnection(), ScriptedConnection()
+    respond(notifier, first).finish(BODY, True)
+    with caplog.at_level(logging.WARNING, "instrument.sending"):
+        respond(notifier, second).finish(BODY, True)
+    assert sends(notifier) == [("INFO", BODY)]  # the second, at once, unconfirmed
+    assert second.closes == 1
+    assert full.stats()["gave_up"] == 1
+    assert "handed to the server" in caplog.text
+    first.ack()
+    assert full.settled(timeout=10)
+    assert full.stats() == {"held": 1, "settled": 1, "gave_up": 1, "holding": 0}
+
+
+def test_emits_once_however_often_finished(notifier: Notifier) -> None:
+    connection = ScriptedConnection()
+    report = respond(notifier, connection)
+    report.finish(BODY, True)
+    report.finish(BODY, False)
+    connection.ack()
+    assert settler().settled(timeout=10)
+    assert sends(notifier) == [("INFO", BODY)]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_starts_with_an_empty_settler(notifier: Notifier) -> None:
+    connection = ScriptedConnection()
+    respond(notifier, connection).finish(BODY, True)
+    assert settler().stats()["holding"] == 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: nothing held, and it can hold and settle on its own
+        try:
+            mine = ScriptedConnection()
+            respond(Notifier(MemoryStrategy()), mine).finish(BODY, True)
+            mine.ack()
+            ok = settler().settled(timeout=10) and settler().stats()["held"] == 1
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"1"
+    os.waitpid(pid, 0)
+    os.close(read)
+    connection.ack()
+    assert settler().settled(timeout=10)
+
+
+def test_the_settler_thread_ends_when_nothing_is_held(notifier: Notifier) -> None:
+    connection = ScriptedConnection()
+    respond(notifier, connection).finish(BODY, True)
+    connection.ack()
+    assert settler().settled(timeout=10)
+    names: list[Any] = []
+    for _ in range(1000):
+        names = [t.name for t in threading.enumerate() if t.name == "instrument-send"]
+        if not names:
+            break
+        threading.Event().wait(0.01)
+    assert names == []
