@@ -165,6 +165,7 @@ def mode_environment(mode: str, broker_url: str | None, scratch: Path) -> dict[s
     strategy = {"rabbit+outbox": "rabbit", "noop-nolookup": "noop"}.get(mode, mode)
     if mode == "noop-nolookup":
         env["INSTRUMENT_IMAGE_LOOKUP"] = "false"
+
     if mode != "bare":
         env["INSTRUMENT_STRATEGY"] = strategy
     if mode == "logging":

@@ -58,6 +58,9 @@ SETTLE_STALL: Final = 30.0
 SETTLE_LIMIT: Final = 512
 _FIRST_PAUSE: Final = 0.001
 _MAX_PAUSE: Final = 0.1
+# An idle thread waits this long for the next response before it ends: downloads come
+# in streams, and a thread started for each one costs more than the polling itself.
+_IDLE_EXIT: Final = 5.0
 
 
 class Report:
@@ -185,6 +188,7 @@ class Settler:
         self._changed = threading.Condition(self._lock)  # held: fewer, or one more
         self._held: list[Pending] = []
         self._thread: threading.Thread | None = None
+        self._wakes_at = 0.0  # when the thread will look next (monotonic; lock held)
         self._counts = dict.fromkeys(("held", "settled", "gave_up"), 0)
 
     def hold(self, pending: Pending) -> None:
@@ -196,7 +200,8 @@ class Settler:
                 self._counts["held"] += 1
                 self._held.append(pending)
                 self._start()
-                self._changed.notify_all()  # the thread may be pausing
+                if pending.due < self._wakes_at:  # the thread would look too late
+                    self._changed.notify_all()
                 return
         _rate_limited.log(
             "full",
@@ -255,8 +260,13 @@ class Settler:
                 wait = _MAX_PAUSE
             with self._changed:
                 if not self._held:
-                    self._thread = None
-                    return
+                    self._wakes_at = time.monotonic() + _IDLE_EXIT
+                    self._changed.wait(_IDLE_EXIT)
+                    if not self._held:
+                        self._thread = None
+                        return
+                    continue
+                self._wakes_at = time.monotonic() + wait
                 self._changed.wait(wait)
 
 
