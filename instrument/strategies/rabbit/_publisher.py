@@ -48,6 +48,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import socket
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any, Final
@@ -56,8 +58,9 @@ from ...events import Notification
 from ...exceptions import DeliveryError, StrategyError
 from .._broker import failover, mask_url, run_once
 from .._topology import declare_glance
+from ._alarm import Alarm
 from ._config import RabbitTarget
-from ._connection import Alarm, Deadline, drop
+from ._connection import Deadline, drop
 from ._errors import explain
 
 try:
@@ -76,6 +79,10 @@ kombu: Any = importlib.import_module("kombu")
 
 # What the batch path needs of a py-amqp connection (see the module docstring).
 _BATCH_NEEDS: Final = ("frame_writer.write", "frame_max")
+# TCP_USER_TIMEOUT is 18 on Linux; Python has the name from 3.6 on Linux only.
+_NO_USER_TIMEOUT: Final = (
+    {getattr(socket, "TCP_USER_TIMEOUT", 18): 0} if sys.platform == "linux" else {}
+)
 
 
 @run_once
@@ -230,7 +237,8 @@ class RabbitPublisher:
         first = self._published + 1
         self._published += len(batch)
         self._outstanding.update(range(first, self._published + 1))
-        amqp_conn.frame_writer.write(b"".join(frames))
+        send = self._alarm.writer(self._conn, target.confirm_timeout, target.heartbeat)
+        amqp_conn.frame_writer.write(b"".join(frames), send)
 
     def _wait_confirms(self) -> None:
         """Drain until every delivery tag of the batch is acked; raise on any nack."""
@@ -268,6 +276,10 @@ def _transport_options(target: RabbitTarget) -> dict[str, Any]:
         # socket-level (SO_RCVTIMEO/SO_SNDTIMEO): blocking reads and writes end
         "read_timeout": target.connect_timeout,
         "write_timeout": target.confirm_timeout,
+        # py-amqp's default TCP_USER_TIMEOUT (1 s) lets the kernel abort a connection
+        # whose data waits unread for a second: exactly what a blocked broker does
+        # (see _alarm). Dead brokers are found by heartbeats and our own timeouts.
+        "socket_settings": _NO_USER_TIMEOUT,
     }
     if not _ENCODER_MISSING:
         options["frame_writer"] = FrameWriter  # py-amqp's, behind the lock we write under
