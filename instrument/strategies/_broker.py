@@ -1,7 +1,7 @@
 """What the rabbit and qpid strategies share, each in one place.
 
-Options, transport URLs, failover, the check's per-host timeout, masking, TLS,
-the durability-mismatch explanation and the run-once helper. Glance's declarations
+Options, transport URLs, failover, the check's per-host timeout, masking, TLS and the
+run-once helper. Glance's declarations
 (adopt what exists, create what is missing) are in :mod:`._topology`.
 No broker client is imported here: kombu is handed in by the caller, so this module
 imports without any optional dependency.
@@ -16,9 +16,10 @@ Decisions:
 * **The check's timeout is split over the hosts** (:func:`check_target`): each gets
   ``timeout / hosts`` (at most its ``connect_timeout``, at least 0.1 s), no heartbeat.
 
-* **Durability mismatches are explained once** (:func:`durability_mismatch`): what we
-  declare, what exists, and which option to flip (``rabbit_durable_queues``,
-  ``qpid_durable_queues``).
+* **No durability advice.** Existing exchanges and queues are adopted as they are
+  (:mod:`._topology`, a name created between the look and the declaration included),
+  so a declaration never fails over durability any more, and no option has to be set
+  "to match" what exists; the explanation that said so is gone.
 * **Run once** (:class:`run_once`): a warning or an exit hook that must happen once per
   process is a function wrapped in :class:`run_once`, not a module-level list used as
   a flag.
@@ -42,7 +43,6 @@ __all__ = [
     "bracketed",
     "check_target",
     "check_url",
-    "durability_mismatch",
     "failover",
     "kombu_ssl_options",
     "mask_url",
@@ -184,13 +184,3 @@ def kombu_ssl_options(
 
 
 # --------------------------------------------------------------------------- explaining
-
-
-def durability_mismatch(text: str, durable: bool, option: str) -> str:
-    """Explain the broker's PRECONDITION_FAILED *text* for a durability mismatch."""
-    wanted, other = ("durable", "transient") if durable else ("transient", "durable")
-    return (
-        f"an exchange or queue we declare {wanted} already exists {other} on the broker "
-        f"({text}). Either delete it (rabbitmqctl delete_queue / delete_exchange) or set "
-        f"{option} = {str(not durable).lower()} to match it."
-    )

@@ -443,8 +443,8 @@ def test_a_memory_alarm_is_waited_out_on_one_connection(
 ) -> None:
     """The broker blocks publishers and stops reading: no pile of connections, none lost.
 
-    The batch fits the socket buffers (30 x 2 KB); a batch that does not is still cut
-    by the write timeout mid-frame and reconnected (see the CHANGELOG).
+    The batch fits the socket buffers (30 x 2 KB); batches that do not are in
+    ``test_alarm.py``.
     """
     node = fresh_rabbit_node()
     strategy = start(

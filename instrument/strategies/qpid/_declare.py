@@ -27,7 +27,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from ...exceptions import StrategyError
-from .._broker import durability_mismatch, kombu_ssl_options, run_once
+from .._broker import kombu_ssl_options, run_once
 from .._topology import declare_glance
 from ._config import Broker, QpidTarget
 
@@ -93,6 +93,4 @@ def _ssl_options(target: QpidTarget, broker: Broker) -> dict[str, object] | bool
 def _explain(exc: BaseException, target: QpidTarget) -> str:
     text = str(getattr(exc, "reply_text", "") or exc)
     where = f"declaring exchange {target.exchange!r} and its queues over AMQP 0-9-1 failed"
-    if "PRECONDITION_FAILED" in text or "inequivalent" in text:
-        return f"{where}: {durability_mismatch(text, target.durable_queues, 'qpid_durable_queues')}"
     return f"{where}: {type(exc).__name__}: {text} (or set qpid_declare = false)"

@@ -10,14 +10,6 @@ Decisions:
   wakes the blocked read at once); the attempt then fails with a ``TimeoutError``.
   It finds the socket through the py-amqp connection class of kombu's transport,
   wrapped per attempt, so nothing global changes.
-* **A memory or disk alarm is waited out on the same connection** (:class:`Alarm`):
-  RabbitMQ says ``connection.blocked`` and stops reading from the connection, so a
-  connection closed then is never noticed by the broker; each retry on a new one
-  left another behind (3 → 7 during a 25 s alarm). While blocked, the publisher
-  writes nothing new and waits for ``connection.unblocked`` (confirms of what it
-  wrote before included) with no timeout of its own; heartbeats are still checked,
-  so a node that dies meanwhile still ends the wait. The request path never notices:
-  emit() only enqueues.
 * **Dropping never touches ``kombu.Connection.connection``**: that property *connects*
   when the connection is not established, which after a failed attempt meant two more
   attempts (and kombu's sleep) inside ``close()``. :func:`drop` uses what exists.
@@ -32,40 +24,12 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final
 
-__all__ = ["Alarm", "Deadline", "drop"]
+__all__ = ["Deadline", "drop"]
 
 # kombu's annotations are partial; we use it as an untyped library.
 kombu: Any = importlib.import_module("kombu")
 
 _RECHECK: Final = 0.05  # seconds between tries to cut a socket not made yet
-_BLOCKED_POLL: Final = 1.0  # seconds between heartbeat checks while blocked
-
-
-class Alarm:
-    """The broker's ``connection.blocked``/``unblocked`` for one py-amqp connection."""
-
-    def __init__(self) -> None:
-        self.blocked = False
-
-    def listen(self, amqp_conn: Any) -> None:
-        """Follow the notices of *amqp_conn* (a new connection: not blocked)."""
-        self.blocked = False
-        amqp_conn.on_blocked = self._on_blocked
-        amqp_conn.on_unblocked = self._on_unblocked
-
-    def wait_over(self, conn: Any, heartbeat: bool) -> None:
-        """Run kombu connection *conn*'s events until the broker unblocks it."""
-        while self.blocked:
-            if heartbeat:
-                conn.heartbeat_check()  # raises once the broker is gone
-            with contextlib.suppress(TimeoutError):
-                conn.drain_events(timeout=_BLOCKED_POLL)
-
-    def _on_blocked(self, reason: str) -> None:
-        self.blocked = True
-
-    def _on_unblocked(self) -> None:
-        self.blocked = False
 
 
 class Deadline:

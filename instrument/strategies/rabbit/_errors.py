@@ -1,8 +1,9 @@
 """Why a connection to RabbitMQ or a publish failed, said for an operator (no password).
 
-Refused, timeout, authentication, unknown vhost, TLS, a broker that stopped reading,
-and PRECONDITION_FAILED (the durability explanation shared with qpid,
-:func:`.._broker.durability_mismatch`). Every message is scrubbed of passwords.
+Refused, timeout, authentication, unknown vhost, TLS, a broker that stopped reading.
+A PRECONDITION_FAILED is passed on as the broker said it, with no advice: declarations
+adopt what exists (:mod:`.._topology`), so it is never a durability mismatch to fix
+by an option. Every message is scrubbed of passwords.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._broker import durability_mismatch
 from ._config import RabbitTarget
 
 __all__ = ["explain"]
@@ -31,7 +31,7 @@ def _explain(exc: BaseException, target: RabbitTarget, url: str) -> str:
     parts = urlsplit(url)
     where = f"{parts.hostname}:{parts.port or ''}".rstrip(":")
     if isinstance(exc, amqp_errors.PreconditionFailed):
-        return _precondition(exc, target)
+        return f"PRECONDITION_FAILED: {getattr(exc, 'reply_text', exc)}"
     if isinstance(exc, amqp_errors.AccessRefused):
         if getattr(exc, "method_sig", None) == (0, 0) or "Login was refused" in str(exc):
             user = parts.username or target.userid
@@ -63,12 +63,3 @@ def _explain(exc: BaseException, target: RabbitTarget, url: str) -> str:
     if isinstance(exc, amqp_errors.AMQPError):
         return f"broker error {getattr(exc, 'reply_code', '')}: {getattr(exc, 'reply_text', exc)}"
     return f"{type(exc).__name__}: {exc}"
-
-
-def _precondition(exc: BaseException, target: RabbitTarget) -> str:
-    text = str(getattr(exc, "reply_text", exc))
-    if "durable" not in text:
-        return f"PRECONDITION_FAILED: {text}"
-    return "PRECONDITION_FAILED: " + durability_mismatch(
-        text, target.durable, "rabbit_durable_queues"
-    )

@@ -13,9 +13,10 @@ Decisions:
   ``frame_writer`` argument (kombu passes ``transport_options`` to it): it wraps
   py-amqp's own :func:`amqp.method_framing.frame_writer` and holds one lock around
   every frame py-amqp writes (declarations, heartbeats, ``basic_publish``, close) and
-  around our batch writes, so no two writes ever interleave on the socket. Writes go
-  through py-amqp's transport (its ``write`` handles timeouts and marks a broken
-  connection), never to the socket behind it.
+  around our batch writes, so no two writes ever interleave on the socket. A batch is
+  written by the publisher's ``send`` (:mod:`._alarm`: in pieces, reading the
+  broker's frames while it waits), under that lock; a frame py-amqp would write in
+  answer meanwhile (only a close-ok can be) fails instead of landing inside ours.
 * **pamqp is stricter than RabbitMQ**: it refuses exchange names outside its grammar
   (letters, digits, ``-_.:@#,/+`` and space, at most 127 characters), which RabbitMQ
   and py-amqp accept. :func:`refusal` says so at connect, and the publisher then keeps
@@ -27,6 +28,7 @@ from __future__ import annotations
 import functools
 import importlib
 import threading
+from collections.abc import Callable
 from typing import Any, Final
 
 __all__ = ["FrameWriter", "publish_frames", "refusal"]
@@ -51,17 +53,40 @@ class FrameWriter:
         self._connection = connection
         self._transport = transport
         self._write_frame = _method_framing.frame_writer(connection, transport)
+        self._batch_thread: int | None = None  # the thread inside write(), if any
 
     def __call__(self, *frame: Any) -> Any:
         """What py-amqp calls to write one frame (method, content, heartbeat)."""
+        if self._batch_thread == threading.get_ident():
+            # Only a close-ok answers a frame read in the middle of a batch: the broker
+            # is closing the connection, and a frame of ours is half written.
+            raise ConnectionError("the broker closed the connection while a batch was written")
         with self.lock:
             return self._write_frame(*frame)
 
-    def write(self, frames: bytes) -> None:
-        """Write already-encoded frames in one piece; no other frame can come between."""
+    def write(self, frames: bytes, send: Callable[[Any, bytes], None] | None = None) -> None:
+        """Write already-encoded frames; no other frame can come between.
+
+        *send* (``send(transport, frames)``) writes them, and may read the broker's
+        frames while it waits (see :mod:`._alarm`); by default the transport's write.
+        """
         with self.lock:
-            self._transport.write(frames)
+            self._batch_thread = threading.get_ident()
+            try:
+                if send is None:
+                    self._transport.write(frames)
+                else:
+                    self._written_by(send, frames)
+            finally:
+                self._batch_thread = None
             self._connection.bytes_sent += 1  # heartbeat_check() must see that we talked
+
+    def _written_by(self, send: Callable[[Any, bytes], None], frames: bytes) -> None:
+        try:
+            send(self._transport, frames)
+        except OSError:  # as py-amqp's own write: a broken socket ends the connection
+            self._transport.connected = False
+            raise
 
 
 def publish_frames(

@@ -9,14 +9,10 @@ Decisions:
   for qpid): each URL once, starting with the one that worked last, and for every
   host why it failed. ``connect_timeout`` bounds the whole attempt to one host
   (:class:`._connection.Deadline`), so the next host is tried within it.
-* **Pipelined publisher confirms** on AMQP 0-9-1: the channel is put in confirm mode,
-  the whole batch is written, then acks are drained until *every* delivery tag of the
-  batch is confirmed: the outstanding tags are a set, an ack removes its tag (all tags
-  up to it when ``multiple``). Confirms of messages routed to different queues arrive
-  out of order, so "the highest tag was acked" proves nothing about lower tags. One
-  round trip per batch instead of one per message (kombu's ``confirm_publish``). Any
-  nack (single or ``multiple``) or a timeout fails the whole batch; the engine resends
-  it (duplicates possible, never losses).
+* **Pipelined publisher confirms** (:mod:`._confirms`): the whole batch is written,
+  then every delivery tag of it must be acked; any nack or a timeout fails the batch.
+* **A memory or disk alarm is waited out on the one connection** (:mod:`._alarm`),
+  the batch written in pieces while the broker's frames are read.
 * **A batch is encoded by pamqp and written at once** (:mod:`._frames`): py-amqp
   spends ~10 us and a syscall per message, which capped a batch at py-amqp's speed.
   py-amqp still owns the connection: the handshake, declarations, confirm mode,
@@ -48,7 +44,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-import time
+import socket
+import sys
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -56,8 +53,10 @@ from ...events import Notification
 from ...exceptions import DeliveryError, StrategyError
 from .._broker import failover, mask_url, run_once
 from .._topology import declare_glance
+from ._alarm import Alarm
 from ._config import RabbitTarget
-from ._connection import Alarm, Deadline, drop
+from ._confirms import Confirms
+from ._connection import Deadline, drop
 from ._errors import explain
 
 try:
@@ -76,6 +75,10 @@ kombu: Any = importlib.import_module("kombu")
 
 # What the batch path needs of a py-amqp connection (see the module docstring).
 _BATCH_NEEDS: Final = ("frame_writer.write", "frame_max")
+# TCP_USER_TIMEOUT is 18 on Linux; Python has the name from 3.6 on Linux only.
+_NO_USER_TIMEOUT: Final = (
+    {getattr(socket, "TCP_USER_TIMEOUT", 18): 0} if sys.platform == "linux" else {}
+)
 
 
 @run_once
@@ -97,9 +100,7 @@ class RabbitPublisher:
         self._channel: Any = None
         self._confirms = False
         self._batched = False  # one write per batch (see _frames)
-        self._published = 0  # delivery tag of the last message published on the channel
-        self._outstanding: set[int] = set()  # delivery tags not confirmed yet
-        self._nacked = False
+        self._tags = Confirms()  # delivery tags of the confirming channel
         self._alarm = Alarm()  # connection.blocked/unblocked (confirming connections)
 
     # ------------------------------------------------------------ Publisher
@@ -111,14 +112,18 @@ class RabbitPublisher:
         try:
             if self._confirms:
                 self._alarm.wait_over(self._conn, bool(self.target.heartbeat))
-                self._outstanding.clear()
-                self._nacked = False
+                self._tags.start_batch()
                 if self._batched:
                     self._publish_frames(batch)
                 else:
                     for notification in batch:
                         self._publish(notification)
-                self._wait_confirms()
+                self._tags.wait(
+                    self._conn,
+                    self._alarm,
+                    self.target.confirm_timeout,
+                    bool(self.target.heartbeat),
+                )
             else:
                 for notification in batch:
                     self._publish(notification)
@@ -177,17 +182,13 @@ class RabbitPublisher:
         if self._confirms:
             self._alarm.listen(conn.connection)
             self._channel.confirm_select()
-            self._published = 0
-            self._outstanding.clear()
-            self._nacked = False
             if not isinstance(getattr(self._channel, "events", None), dict):
                 raise StrategyError(
                     "this py-amqp has no Channel.events: publisher confirms cannot be read "
                     "(install the py-amqp version kombu requires)"
                 )
             self._batched = _batch_possible(conn.connection, target)
-            self._channel.events["basic_ack"].add(self._on_ack)
-            self._channel.events["basic_nack"].add(self._on_nack)
+            self._tags.listen(self._channel)
 
     def _reason(self, url: str, exc: Exception) -> str:
         return f"{mask_url(url)}: {explain(exc, self.target, url)}"
@@ -206,8 +207,7 @@ class RabbitPublisher:
         routing_key = f"{target.topic}.{notification.priority.lower()}"
         self._channel.basic_publish(message, exchange=target.exchange, routing_key=routing_key)
         if self._confirms:
-            self._published += 1
-            self._outstanding.add(self._published)
+            self._tags.add(1)
 
     def _publish_frames(self, batch: Sequence[Notification]) -> None:
         """Encode the batch with pamqp and write it in one piece (see :mod:`._frames`)."""
@@ -227,39 +227,9 @@ class RabbitPublisher:
             )
             for notification in batch
         ]
-        first = self._published + 1
-        self._published += len(batch)
-        self._outstanding.update(range(first, self._published + 1))
-        amqp_conn.frame_writer.write(b"".join(frames))
-
-    def _wait_confirms(self) -> None:
-        """Drain until every delivery tag of the batch is acked; raise on any nack."""
-        deadline = time.monotonic() + self.target.confirm_timeout
-        while self._outstanding and not self._nacked:
-            if self._alarm.blocked:  # no timeout while the broker says it is blocked
-                self._alarm.wait_over(self._conn, bool(self.target.heartbeat))
-                deadline = time.monotonic() + self.target.confirm_timeout
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeliveryError(
-                    f"the broker did not confirm {len(self._outstanding)} messages "
-                    f"within {self.target.confirm_timeout:g} s"
-                )
-            try:
-                self._conn.drain_events(timeout=remaining)
-            except TimeoutError:
-                continue
-        if self._nacked:
-            raise DeliveryError("the broker refused (nacked) messages of the batch")
-
-    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
-        if multiple:
-            self._outstanding = {tag for tag in self._outstanding if tag > delivery_tag}
-        else:
-            self._outstanding.discard(delivery_tag)
-
-    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
-        self._nacked = True
+        self._tags.add(len(batch))
+        send = self._alarm.writer(self._conn, target.confirm_timeout, target.heartbeat)
+        amqp_conn.frame_writer.write(b"".join(frames), send)
 
 
 def _transport_options(target: RabbitTarget) -> dict[str, Any]:
@@ -268,6 +238,10 @@ def _transport_options(target: RabbitTarget) -> dict[str, Any]:
         # socket-level (SO_RCVTIMEO/SO_SNDTIMEO): blocking reads and writes end
         "read_timeout": target.connect_timeout,
         "write_timeout": target.confirm_timeout,
+        # py-amqp's default TCP_USER_TIMEOUT (1 s) lets the kernel abort a connection
+        # whose data waits unread for a second: exactly what a blocked broker does
+        # (see _alarm). Dead brokers are found by heartbeats and our own timeouts.
+        "socket_settings": _NO_USER_TIMEOUT,
     }
     if not _ENCODER_MISSING:
         options["frame_writer"] = FrameWriter  # py-amqp's, behind the lock we write under
