@@ -76,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
         "--filter", default=None, help="the filter's name in the paste.ini (default: ours)"
     )
     check.add_argument("-o", "--option", action="append", default=[], metavar="NAME=VALUE")
-    check.add_argument("--timeout", type=float, default=10.0)
+    check.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds the whole check may take"
+    )
     check.set_defaults(run=_check)
     return parser
 
