@@ -58,8 +58,12 @@ SETTLE_STALL: Final = 30.0
 SETTLE_LIMIT: Final = 512
 _FIRST_PAUSE: Final = 0.001
 _MAX_PAUSE: Final = 0.1
-# An idle thread waits this long for the next response before it ends: downloads come
-# in streams, and a thread started for each one costs more than the polling itself.
+# The thread looks at most this often. Under load, responses arrive every few
+# milliseconds: a look per tick serves all of them, where a wake-up per response (and
+# the GIL hand-overs it costs the server's threads) cost more than the counting.
+_TICK: Final = 0.01
+# An idle thread keeps ticking this long before it ends: downloads come in streams, and
+# a thread started for each one costs more than the ticks.
 _IDLE_EXIT: Final = 5.0
 
 
@@ -188,7 +192,6 @@ class Settler:
         self._changed = threading.Condition(self._lock)  # held: fewer, or one more
         self._held: list[Pending] = []
         self._thread: threading.Thread | None = None
-        self._wakes_at = 0.0  # when the thread will look next (monotonic; lock held)
         self._counts = dict.fromkeys(("held", "settled", "gave_up"), 0)
 
     def hold(self, pending: Pending) -> None:
@@ -199,9 +202,7 @@ class Settler:
             else:
                 self._counts["held"] += 1
                 self._held.append(pending)
-                self._start()
-                if pending.due < self._wakes_at:  # the thread would look too late
-                    self._changed.notify_all()
+                self._start()  # a running thread looks within a tick: no wake-up
                 return
         _rate_limited.log(
             "full",
@@ -252,6 +253,7 @@ class Settler:
             self._thread.start()
 
     def _run(self) -> None:
+        idle_since: float | None = None
         while True:
             try:
                 wait = self.step()
@@ -259,15 +261,15 @@ class Settler:
                 log.exception("instrument: settling image.send failed")
                 wait = _MAX_PAUSE
             with self._changed:
-                if not self._held:
-                    self._wakes_at = time.monotonic() + _IDLE_EXIT
-                    self._changed.wait(_IDLE_EXIT)
-                    if not self._held:
-                        self._thread = None
-                        return
-                    continue
-                self._wakes_at = time.monotonic() + wait
-                self._changed.wait(wait)
+                pause = max(wait, _TICK)
+                if self._held:
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since >= _IDLE_EXIT:
+                    self._thread = None
+                    return
+            time.sleep(pause)
 
 
 _settler = Settler()
