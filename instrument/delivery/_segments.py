@@ -105,7 +105,11 @@ class Cursor:
             end = stop if seq == writing else None
             used, tail = self._lines(seq, offset, limit - len(records), records, end)
             self.read_at = Position(seq, offset + used)
-            if len(records) < limit and tail is not None and not self._next(seq, tail, records):
+            if (
+                len(records) < limit
+                and tail is not None
+                and not self._next(seq, tail, records, writing)
+            ):
                 break
         return records, self.read_at
 
@@ -153,9 +157,17 @@ class Cursor:
         at_end = ended and len(lines) <= wanted
         return used, (len(chunk) - used if at_end else None)
 
-    def _next(self, seq: int, tail: int, records: list[bytes | None]) -> bool:
-        """At the end of segment *seq*: move on if nobody writes it any more."""
-        later = len(self._segments) > 1 or (self._live is not None and self._live()[0] > seq)
+    def _next(self, seq: int, tail: int, records: list[bytes | None], writing: int) -> bool:
+        """At the end of segment *seq*: move on if nobody writes it any more.
+
+        *writing* is the writer's segment when this read began, not now: a segment read
+        up to the writer's end of then may have gained records since, before the writer
+        moved on. It is left for the next read, which sees it finished and reads it to
+        its end.
+        """
+        # The writer's own segments are known from it: files numbered beyond them may be
+        # spares allocated ahead, which say nothing about this one being finished.
+        later = writing > seq if self._live is not None else len(self._segments) > 1
         if later and len(self._segments) == 1:
             self._segments.append(seq + 1)
         if not (later or self.final):

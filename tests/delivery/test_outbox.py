@@ -15,7 +15,7 @@ import pytest
 
 from instrument.delivery._adoption import adoptable
 from instrument.delivery._outbox import Outbox, decode, encode
-from instrument.delivery._segments import Cursor, segment_name
+from instrument.delivery._segments import Cursor, frame, segment_name
 from instrument.events import Notification
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,3 +173,27 @@ def test_a_burst_the_worker_cannot_keep_up_with_allocates_in_the_request(
         delivery.close()
     assert publisher.sent == [note.message_id for note in notes + late]
     assert delivery.stats()["damaged"] == 0
+
+
+def test_records_appended_while_the_reader_crosses_a_rotation_are_read(tmp_path: Path) -> None:
+    """The reader read segment 0 up to the writer's end; before it moved on, the writer
+    appended one more record there and started segment 1. That record is read next."""
+    first = tmp_path / segment_name(0)
+    first.write_bytes(frame(b'"a"') + frame(b'"b"'))
+    (tmp_path / segment_name(1)).write_bytes(b"")
+    looks = iter([(0, first.stat().st_size)])
+
+    def live() -> tuple[int, int]:
+        found = next(looks, None)
+        if found is not None:
+            return found
+        return 1, 0  # the writer has moved on to segment 1
+
+    cursor = Cursor(str(tmp_path), final=False, live=live)
+    records, _ = cursor.read(10)
+    with first.open("ab") as segment:  # appended after the reader's look, before it moved
+        segment.write(frame(b'"c"'))
+    records += cursor.read(10)[0]
+    records += cursor.read(10)[0]
+    assert _bodies(records) == ['"a"', '"b"', '"c"']
+    cursor.close()
