@@ -32,6 +32,7 @@ what the client's TCP acknowledged. Decisions:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import logging
@@ -40,6 +41,7 @@ import threading
 import time
 from typing import Any, Final
 
+from ._once import run_once
 from ._ratelimit import RateLimitedLog
 from ._servers import Connection
 from .events import IMAGE_SEND
@@ -148,6 +150,8 @@ class Pending:
     stalls_at: float = 0.0
     due: float = 0.0
     pause: float = _FIRST_PAUSE
+    released: bool = False
+    _released: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def settles(self, reading: tuple[int, int, bool] | None, now: float) -> bool:
         """Emit and let go if *reading* settles the response; else note the progress."""
@@ -174,7 +178,12 @@ class Pending:
         return min(max(acked - start - head, 0), self.written)
 
     def release(self, bytes_sent: int, ok: bool) -> bool:
-        """Emit, close the duplicate descriptor; True."""
+        """Emit, close the duplicate descriptor; True. Once: later calls do nothing (the
+        exit hook and the thread may both reach a response)."""
+        with self._released:
+            if self.released:
+                return True
+            self.released = True
         self.connection.close()
         self.report.emit(bytes_sent, ok)
         return True
@@ -219,10 +228,11 @@ class Settler:
         now = time.monotonic()
         with self._lock:
             due = [p for p in self._held if p.due <= now]
-        settled = [p for p in due if p.settles(p.connection.reading(), now)]
+        settled = [p for p in due if _settles(p, now)]
         with self._changed:
             for pending in settled:
-                self._held.remove(pending)
+                if pending in self._held:  # the exit hook may have taken it
+                    self._held.remove(pending)
             self._counts["settled"] += len(settled)
             self._changed.notify_all()
             if not self._held:
@@ -246,8 +256,23 @@ class Settler:
                 pending.connection.close()
         self._reset()
 
+    def report_held(self) -> None:
+        """At exit: report every response still held as it stands (ERROR unless the
+        client acknowledged all of it), so none goes without its image.send."""
+        with self._lock:
+            held, self._held = self._held, []
+        for pending in held:
+            with contextlib.suppress(Exception):
+                reading = pending.connection.reading()
+                if reading is not None and reading[0] >= pending.end:
+                    pending.release(pending.written, pending.ok)
+                else:
+                    acked = reading[0] if reading is not None else pending.acked
+                    pending.release(pending.acknowledged(acked), False)
+
     def _start(self) -> None:
         """Start the thread unless it runs (lock held)."""
+        _report_held_at_exit()
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="instrument-send", daemon=True)
             self._thread.start()
@@ -272,9 +297,28 @@ class Settler:
             time.sleep(pause)
 
 
+def _settles(pending: Pending, now: float) -> bool:
+    """*pending* settles now; one that fails to be looked at is reported as it stands."""
+    try:
+        return pending.settles(pending.connection.reading(), now)
+    except Exception:
+        log.exception("instrument: settling image.send failed")
+        with contextlib.suppress(Exception):
+            pending.release(pending.acknowledged(pending.acked), False)
+        return True
+
+
 _settler = Settler()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=lambda: _settler.after_fork())
+
+
+@run_once
+def _report_held_at_exit() -> None:
+    """Registered with the first held response, so after the delivery engine's exit hook
+    (the kit's strategies are built by then) and so run before it: what is reported
+    here still reaches the engine before it closes."""
+    atexit.register(_settler.report_held)
 
 
 def settler() -> Settler:

@@ -225,3 +225,16 @@ def test_the_settler_thread_ends_when_nothing_is_held(notifier: Notifier) -> Non
             break
         threading.Event().wait(0.01)
     assert names == []
+
+
+def test_what_is_held_at_exit_is_reported_as_it_stands(notifier: Notifier) -> None:
+    """A worker recycled, or stopped, while its clients are still reading: every held
+    response gets its image.send, ERROR with what the client acknowledged so far."""
+    connection = ScriptedConnection()
+    report = respond(notifier, connection)
+    report.finish(BODY, True)  # held: nothing acknowledged yet
+    connection.ack(HEAD + 400)
+    assert sends(notifier) == []
+    settler().report_held()
+    assert sends(notifier) == [("ERROR", 400)] and connection.closes == 1
+    assert settler().settled(timeout=5)

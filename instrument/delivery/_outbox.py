@@ -356,6 +356,16 @@ class Outbox:
             self._lock_fd = -1
 
     def abandon(self) -> None:
-        """In a forked child: close the inherited descriptors (the parent keeps its lock)."""
+        """In a forked child: close the inherited descriptors (the parent keeps its lock).
+
+        Without taking the journal's lock: a thread of the parent may have held it at
+        ``fork()``, and the child's copy of it would then never be released.
+        """
+        self._lock = threading.Lock()
+        inherited = [self._current, *self._spares, *self._retired]
         self._current, self._spares, self._retired = None, [], []
+        for segment in inherited:
+            if segment is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    segment.close(sync=False)
         self._close_files()
