@@ -32,6 +32,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -87,6 +88,17 @@ class ImportFollower:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._counts = dict.fromkeys(("followed", "ended", "gave_up", "lookups"), 0)
+        if hasattr(os, "register_at_fork"):
+            forget = weakref.WeakMethod(self._after_fork_in_child)
+            os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child follows none of the parent's imports (the parent reports them),
+        with a lock of its own (a parent thread may have held it at ``fork()``)."""
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._watches = []
+        self._thread = None
 
     def follow(self, environ: Mapping[str, Any], image_path: str, request: ImportRequest) -> None:
         """Start following the import of the image at *image_path* (the request thread)."""

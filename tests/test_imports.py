@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -189,3 +190,15 @@ def test_copy_image_reports_each_new_store_without_activate() -> None:
         ("image.prepare", "c"),
         ("image.upload", None),
     ]
+
+
+def test_a_forked_child_follows_none_of_the_parents_imports() -> None:
+    """The parent reports its imports; a child following them too would report twice."""
+    follower = _follower(FakeGlance(), Notifier(MemoryStrategy()), Clock())
+    follower.follow({}, f"/v2/images/{IMAGE}", ImportRequest())
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if it follows nothing
+        os._exit(0 if follower.stats()["following"] == 0 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert follower.stats()["following"] == 1

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 
 from ._segments import Cursor
 
 __all__ = ["Adopted", "adoptable", "lock_file"]
+
+
+log = logging.getLogger("instrument.delivery")
 
 
 def lock_file(directory: str, *, create: bool) -> int:
@@ -77,5 +81,9 @@ def adoptable(root: str, channel: str, exclude: set[str]) -> list[Adopted]:
         if not os.path.exists(os.path.join(directory, "lock")):
             os.close(lock_fd)  # removed by its adopter meanwhile
             continue
-        found.append(Adopted(directory, lock_fd))
+        try:
+            found.append(Adopted(directory, lock_fd))
+        except (OSError, ValueError):  # unreadable (permissions, damage): leave it, unlocked
+            os.close(lock_fd)
+            log.warning("instrument: cannot adopt the journal %s", directory, exc_info=True)
     return found
