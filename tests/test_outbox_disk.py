@@ -80,7 +80,7 @@ def _emit(strategy: RabbitStrategy, n: int) -> list[str]:
     for note in notes:
         started = time.monotonic()
         strategy.emit(note)
-        assert time.monotonic() - started < 1.0, "emit() blocked"
+        assert time.monotonic() - started < 3.0, "emit() blocked"
     return [note.message_id for note in notes]
 
 
