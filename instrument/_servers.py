@@ -366,6 +366,15 @@ class Connection:
         return held if isinstance(held, int) else 0
 
 
+def _socket_of(duplicate: int) -> socket.socket:
+    """A socket object owning *duplicate*; the descriptor is closed if that fails."""
+    try:
+        return socket.socket(fileno=duplicate)
+    except Exception:
+        os.close(duplicate)
+        raise
+
+
 def connection(environ: Mapping[str, Any] | None) -> Connection | None:
     """The client's TCP connection of this request, where the server lets us reach it."""
     if _TCP_INFO is None or not environ:
@@ -374,7 +383,7 @@ def connection(environ: Mapping[str, Any] | None) -> Connection | None:
         fd, channel = _server_connection(environ)
         if fd is None:
             return None
-        sock = socket.socket(fileno=os.dup(fd))
+        sock = _socket_of(os.dup(fd))
     except Exception:
         log.debug("cannot reach the connection", exc_info=True)
         return None
