@@ -210,11 +210,14 @@ def _lifecycle(
     )
     image_id = json.loads(image)["id"]
     _upload(port, image_id, size)
+    # A download is reported once the client acknowledged its last byte, or when the
+    # server notices an abort: both may come after the next request has started. Wait
+    # for each, so the events come in lifecycle order.
     _request(port, "GET", f"/v2/images/{image_id}/file", headers={"X-User-Id": "demo-user"})
+    settle(5)
     _request(port, "GET", f"/v2/images/{image_id}/file", headers={"Range": "bytes=0-1048575"})
+    settle(6)
     read, buffer = _aborted_download(port, f"/v2/images/{image_id}/file")
-    # The server reports an abort when it notices the reset, which may be after the
-    # next request has started: wait for it, so the events come in lifecycle order.
     settle(7)
     _compare(read, buffer, last_send())
     patch = json.dumps(
