@@ -9,10 +9,11 @@ what the client's TCP acknowledged. Decisions:
 - **The worker never waits.** When the response ends, the connection is read once: if
   the client already acknowledged the response's last byte, or the connection is dead,
   the report is emitted there and then. Otherwise it is handed to the process's
-  :class:`Settler`, one daemon thread that polls what it holds (the first look after
-  1 ms, the pause doubling to 100 ms) and emits: INFO when the response's last byte is
-  acknowledged (and the response was complete), ERROR with the acknowledged count when
-  the connection died or nothing moved for :data:`SETTLE_STALL` seconds.
+  :class:`Settler`, one daemon thread that looks at what it holds once per 10 ms tick
+  (a response waiting longer is looked at less often, up to every 100 ms) and emits:
+  INFO when the response's last byte is acknowledged (and the response was complete),
+  ERROR with the acknowledged count when the connection died or nothing moved for
+  :data:`SETTLE_STALL` seconds.
 - **The response's end, not the connection's.** The position of the last byte is what
   the connection had been given when the response ended (acknowledged, plus the send
   queue, plus what the server still buffers: waitress keeps up to 16 MiB and flushes
