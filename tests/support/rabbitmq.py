@@ -431,7 +431,13 @@ class RabbitNode:
             "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf"),
             "RABBITMQ_PID_FILE": str(base / "rabbitmq.pid"),
             "ERL_EPMD_ADDRESS": HOST,
-            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+            # No scheduler busy-waiting (RabbitMQ's advice for shared hosts): a node
+            # that spins after each batch takes one of this machine's two cores from
+            # the processes under test, and every latency measured beside it.
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": (
+                "-kernel inet_dist_use_interface {127,0,0,1} "
+                "+sbwt none +sbwtdcpu none +sbwtdio none"
+            ),
         }
 
     @staticmethod
