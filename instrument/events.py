@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import random
 import re
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from .payloads import jsonable
+from .payloads import finite_floats, jsonable
+
+_fast_dumps: Callable[[Any], bytes] | None
+try:  # instrument[speedups]: writes the envelope ten times faster than json
+    from orjson import dumps as _fast_dumps
+except ImportError:  # pragma: no cover - depends on the installed extras
+    _fast_dumps = None
 
 __all__ = [
     "ERROR",
@@ -167,6 +172,30 @@ class Notification:
         a payload that would make the document larger is shrunk (long strings cut,
         long lists shortened) and marked ``"truncated": true``.
         """
+        fast = self._fast_json()
+        return fast.decode() if fast is not None else self._checked_json()
+
+    def to_bytes(self) -> bytes:
+        """:meth:`to_json` encoded as UTF-8: the message body every strategy sends."""
+        fast = self._fast_json()
+        return fast if fast is not None else self._checked_json().encode()
+
+    def _fast_json(self) -> bytes | None:
+        """The document by orjson (ten times :mod:`json`'s speed, on the request path
+        and in the delivery worker), or None for what it refuses (a lone surrogate, an
+        integer beyond 64 bits, a key that is not a string) or a document over the
+        limit: those go the checked way. :meth:`create` has made every float finite
+        already, and so has :func:`~instrument.images.parse_json` (orjson would write a
+        non-finite one as ``null``)."""
+        if _fast_dumps is None:
+            return None
+        try:
+            body = _fast_dumps(self.to_dict())
+        except TypeError:  # orjson.JSONEncodeError
+            return None
+        return body if len(body) <= MAX_NOTIFICATION_BYTES else None
+
+    def _checked_json(self) -> str:
         envelope = self.to_dict()
         text = _dumps(envelope)
         if len(text) > MAX_NOTIFICATION_BYTES // 4 and _size(text) > MAX_NOTIFICATION_BYTES:
@@ -176,7 +205,14 @@ class Notification:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Notification:
         """Rebuild a notification from its wire form (what a consumer reads)."""
-        return cls(**{field.name: data[field.name] for field in dataclasses.fields(cls)})
+        return cls(
+            data["message_id"],
+            data["publisher_id"],
+            data["event_type"],
+            data["priority"],
+            data["timestamp"],
+            data["payload"],
+        )
 
 
 #: The largest notification the kit puts on the wire, in UTF-8 bytes.
@@ -190,7 +226,7 @@ def _dumps(document: Any) -> str:
     try:
         text = json.dumps(document, default=jsonable, ensure_ascii=False, allow_nan=False)
     except ValueError:  # a float beyond range ("1e400" parsed as inf): its name instead
-        text = json.dumps(_finite(document), default=jsonable, ensure_ascii=False)
+        text = json.dumps(finite_floats(document), default=jsonable, ensure_ascii=False)
     # A lone surrogate (a "\ud800" escape in a request the application accepted) cannot
     # be encoded: it would poison every strategy that sends the text.
     return text if text.isascii() else _LONE_SURROGATE.sub("\ufffd", text)
@@ -226,16 +262,6 @@ def _shrunk(value: Any, longest_string: int, longest_list: int) -> Any:
             key[:longest_string]: _shrunk(item, longest_string, longest_list)
             for key, item in list(value.items())[:longest_list]
         }
-    return value
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, list):
-        return [_finite(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
     return value
 
 

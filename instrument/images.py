@@ -17,7 +17,7 @@ import json.scanner
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-from .payloads import ALWAYS_REDACTED, JSONSafe, mask_credentials, masked_strings
+from .payloads import ALWAYS_REDACTED, JSONSafe, finite_floats, mask_credentials, masked_strings
 
 _fast_loads: Callable[[bytes], Any] | None
 try:  # instrument[speedups]: parses a response body several times faster than json
@@ -184,10 +184,19 @@ def parse_json(body: bytes) -> Any:
     ``json.loads(body)`` gives, keys in the same order, with two exceptions: the
     non-finite numbers ``NaN``, ``Infinity`` and ``-Infinity`` (which JSON does not
     have, though :mod:`json` reads them) become the strings ``"nan"``, ``"inf"`` and
-    ``"-inf"``, so no notification carries them; and orjson parses documents nested
+    ``"-inf"``, as do numbers beyond a float's range (``1e400``), so no notification
+    carries them; and orjson parses documents nested
     about 1,000 to 1,024 levels deep, where ``json.loads`` runs out of recursion.
     """
-    if _fast_loads is not None and body.translate(_DIGITS_AS_ZERO).find(_LONG_DIGIT_RUN) < 0:
+    shape = body.translate(_DIGITS_AS_ZERO)
+    document = _parsed(body, fast=shape.find(_LONG_DIGIT_RUN) < 0)
+    # A number beyond a float's range (a 309-digit one, 1e400) reads as infinity
+    # whichever parser read it; such numbers are rare and easy to see coming.
+    return finite_floats(document) if _may_overflow(shape) else document
+
+
+def _parsed(body: bytes, *, fast: bool) -> Any:
+    if fast and _fast_loads is not None:
         try:
             return _fast_loads(body)
         except ValueError:  # orjson.JSONDecodeError is a ValueError
@@ -204,11 +213,20 @@ def parse_json(body: bytes) -> Any:
     return json.loads(body, parse_constant=_non_finite)
 
 
+def _may_overflow(shape: bytes) -> bool:
+    """Whether a body (its digits made zeros) may hold a number beyond a float's range."""
+    return shape.find(_LONG_DIGIT_RUN) >= 0 or any(
+        shape.find(exponent) >= 0 for exponent in _LONG_EXPONENTS
+    )
+
+
 # Every integer outside orjson's 64-bit range has at least 19 digits. (bytes.find, not
 # ``in``: CPython first tries a bytes ``in`` operand as an integer and builds a TypeError
 # to throw away, which costs more than the search on a request path.)
 _DIGITS_AS_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
 _LONG_DIGIT_RUN: Final = b"0" * 19
+# Exponents of three digits or more: the only other way to write a number past 1.8e308.
+_LONG_EXPONENTS: Final = (b"e000", b"e+000", b"E000", b"E+000")
 
 
 # json.loads's own decoder settings; the C scanner it uses, without its Python wrapping.

@@ -20,6 +20,7 @@ import decimal
 import enum
 import json
 import logging
+import math
 import operator
 import pathlib
 import re
@@ -35,6 +36,7 @@ __all__ = [
     "JSONSafe",
     "bounded",
     "error_payload",
+    "finite_floats",
     "hidden_keys",
     "image_id_of",
     "image_payload",
@@ -285,6 +287,17 @@ def _convert(value: Any, depth: int, without: frozenset[str]) -> Any:
 
 
 _INF: Final = float("inf")
+
+
+def finite_floats(value: Any) -> Any:
+    """*value* (JSON data) with every non-finite float as its name (``"inf"``, ``"nan"``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list):
+        return [finite_floats(item) for item in value]
+    if isinstance(value, dict):
+        return {key: finite_floats(item) for key, item in value.items()}
+    return value
 
 
 def _convert_mapping(

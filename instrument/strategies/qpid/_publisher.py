@@ -202,7 +202,7 @@ class QpidPublisher:
 
 def _encode(notification: Notification, routing_key: str) -> bytes:
     return encode_message(
-        notification.to_json().encode(),
+        notification.to_bytes(),
         notification.message_id,
         routing_key,
         int(time.time() * 1000),

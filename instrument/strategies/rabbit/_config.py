@@ -81,11 +81,12 @@ class RabbitTarget:
         """The exchange and queues to adopt or create (:mod:`.._topology`)."""
         return Topology("rabbit", self.exchange, self.topic, self.durable, self.queue_arguments)
 
-    def encode(self, notification: Notification) -> str:
-        """The message body: the envelope as JSON, or oslo.messaging's 2.0 wrapper."""
+    def encode(self, notification: Notification) -> bytes:
+        """The message body: the envelope as UTF-8 JSON, or oslo.messaging's 2.0 wrapper."""
         if self.envelope == "messagingv2":
-            return json.dumps({"oslo.version": "2.0", "oslo.message": notification.to_json()})
-        return notification.to_json()
+            wrapper = {"oslo.version": "2.0", "oslo.message": notification.to_json()}
+            return json.dumps(wrapper).encode()
+        return notification.to_bytes()
 
     def ssl_options(self, url: str) -> dict[str, object] | bool:
         """py-amqp TLS options for ``amqps``/``rabbit_use_ssl`` (verifying), else False."""

@@ -220,7 +220,7 @@ class RabbitPublisher:
                 channel_id,
                 target.exchange,
                 f"{target.topic}.{notification.priority.lower()}",
-                target.encode(notification).encode("utf-8"),
+                target.encode(notification),
                 notification.message_id,
                 mode,
                 amqp_conn.frame_max,
