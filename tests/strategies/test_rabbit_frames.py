@@ -76,6 +76,19 @@ def test_publish_frames_are_the_bytes_py_amqp_writes(
     assert ours == py_amqp_frames(channel, exchange, key, body, message_id, mode, frame_max)
 
 
+def test_a_header_reused_for_another_message_gets_that_message_s_size_and_id() -> None:
+    # The same channel, mode and id length: the second and third reuse the first's header.
+    for message_id, body in (("a" * 36, b""), ("b" * 36, b"x" * 70_000), ("é" * 18, b"{}")):
+        ours = publish_frames(3, "glance", "notifications.info", body, message_id, 2, 131072)
+        theirs = py_amqp_frames(3, "glance", "notifications.info", body, message_id, 2, 131072)
+        assert ours == theirs
+
+
+def test_a_message_id_too_long_for_amqp_is_refused_as_pamqp_refuses_it() -> None:
+    with pytest.raises(TypeError, match="255"):
+        publish_frames(1, "glance", "notifications.info", b"{}", "x" * 256, 2, 131072)
+
+
 def test_batch_writes_and_py_amqp_frames_never_interleave() -> None:
     transport = _Transport()
     connection = _Connection(131072)
