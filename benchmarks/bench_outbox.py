@@ -1,7 +1,8 @@
 """The durable outbox (journal) against one local RabbitMQ, figures printed side by side.
 
-* ``emit()`` latency, memory only vs journal, broker up and down (goal with the
-  journal: p50 <= 5 us, p99 <= 20 us);
+* ``emit()`` latency, memory only vs journal, broker up, down and restarting, with
+  the CPU idle or busy between bursts of emits (goal with the journal: p50 <= 5 us,
+  p99 <= 20 us);
 * intake: notifications per second one process journals with the broker down
   (goal >= 50,000/s, no overflow);
 * backlog drain: N notifications kept during an outage, delivered by a new engine once
@@ -28,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_delivery import names, notes, percentiles, timed_emits
+from bench_delivery import busy_pause, idle_pause, names, notes, percentiles, timed_emits
 
 from instrument.strategies.rabbit import RabbitStrategy
 
@@ -49,15 +50,34 @@ def bench_latency(url: str, dead: str, n: int, outbox: str) -> dict[str, list[fl
     results = {}
     for label, target in (("up", url), ("down", dead)):
         for kept in (False, True):
-            options: dict[str, Any] = {**FAST, "queue_size": 10 * n, "close_timeout": 0.5}
-            if kept:
-                options["outbox_path"] = f"{outbox}/latency-{label}"
-            with RabbitStrategy(transport_url=target, **options, **names()) as strategy:
-                strategy.emit(notes(1)[0])  # lazy start outside the timing
-                name = f"broker {label}, {'journal' if kept else 'memory '}"
-                results[name] = timed_emits(strategy, notes(n), lambda i: None)
-                if target is url:
-                    strategy.flush(60)
+            for pace, pause in (("idle", idle_pause), ("busy", busy_pause)):
+                options: dict[str, Any] = {**FAST, "queue_size": 10 * n, "close_timeout": 0.5}
+                if kept:
+                    options["outbox_path"] = f"{outbox}/latency-{label}-{pace}"
+                with RabbitStrategy(transport_url=target, **options, **names()) as strategy:
+                    strategy.emit(notes(1)[0])  # lazy start outside the timing
+                    memory = "journal" if kept else "memory "
+                    name = f"broker {label:4}, {memory}, {pace} between bursts"
+                    results[name] = timed_emits(strategy, notes(n), lambda i: None, pause)
+                    if target is url:
+                        strategy.flush(60)
+    return results
+
+
+def bench_restart(node: Any, url: str, n: int, outbox: str) -> dict[str, list[float]]:
+    """The journal while the broker is stopped a third of the way in, then started again."""
+    results = {}
+    for pace, pause in (("idle", idle_pause), ("busy", busy_pause)):
+        options = {**FAST, "close_timeout": 0.5, "outbox_path": f"{outbox}/restart-{pace}"}
+        with RabbitStrategy(transport_url=url, **options, **names()) as strategy:
+            strategy.emit(notes(1)[0])
+            stopper = threading.Thread(target=node.restart)
+            name = f"broker restarted, journal, {pace} between bursts"
+            results[name] = timed_emits(
+                strategy, notes(n), lambda i: stopper.start() if i == n // 3 else None, pause
+            )
+            stopper.join()
+            strategy.flush(60)
     return results
 
 
@@ -129,8 +149,11 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as outbox:
             print(f"emit() latency, {args.emits} emits each:")
-            for label, samples in bench_latency(url, dead, args.emits, outbox).items():
-                print(f"  {label:22} {percentiles(samples)}")
+            latencies = bench_latency(url, dead, args.emits, outbox)
+            if node is not None:
+                latencies.update(bench_restart(node, url, args.emits, outbox))
+            for label, samples in latencies.items():
+                print(f"  {label:48} {percentiles(samples)}")
             rate, stats = bench_intake(dead, args.intake, outbox)
             print(
                 f"intake, broker down: {rate:9.0f} notifications/s journaled "
