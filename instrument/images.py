@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import json.scanner
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
@@ -214,10 +215,14 @@ def _parsed(body: bytes, *, fast: bool) -> Any:
 
 
 def _may_overflow(shape: bytes) -> bool:
-    """Whether a body (its digits made zeros) may hold a number beyond a float's range."""
-    return shape.find(_LONG_DIGIT_RUN) >= 0 or any(
-        shape.find(exponent) >= 0 for exponent in _LONG_EXPONENTS
-    )
+    """Whether a body (its digits made zeros) may hold a number beyond a float's range:
+    a run of 19 digits, or a number with an exponent of three digits (looked for only
+    when the cheap search finds one, such as ``e000`` in an id's hex digits)."""
+    if shape.find(_LONG_DIGIT_RUN) >= 0:
+        return True
+    if shape.find(b"e000") < 0 and shape.find(b"E000") < 0 and shape.find(b"+000") < 0:
+        return False
+    return _LONG_EXPONENT.search(shape) is not None
 
 
 # Every integer outside orjson's 64-bit range has at least 19 digits. (bytes.find, not
@@ -225,8 +230,9 @@ def _may_overflow(shape: bytes) -> bool:
 # to throw away, which costs more than the search on a request path.)
 _DIGITS_AS_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
 _LONG_DIGIT_RUN: Final = b"0" * 19
-# Exponents of three digits or more: the only other way to write a number past 1.8e308.
-_LONG_EXPONENTS: Final = (b"e000", b"e+000", b"E000", b"E+000")
+# A number (where a value starts) with an exponent of three digits or more: the only
+# other way to write one past 1.8e308.
+_LONG_EXPONENT: Final = re.compile(rb"[:\[,]\s*-?0+(?:\.0+)?[eE]\+?000")
 
 
 # json.loads's own decoder settings; the C scanner it uses, without its Python wrapping.
