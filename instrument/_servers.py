@@ -21,6 +21,24 @@ bookkeeping:
   the file itself, whose iteration is by lines: :func:`file_blocks` reads it in
   blocks instead, no further than the promised length.
 
+- **Apache mod_wsgi**: counted by iteration, on purpose. Its ``wsgi.file_wrapper``
+  is a C type (``mod_wsgi.FileWrapper``) whose state the kit cannot share with a
+  subclass instance, but the reason is honesty, not the type: read from its source
+  (``Adapter_process_file_wrapper`` and ``Adapter_output_file``, ``src/server/
+  mod_wsgi.c`` in 4.9, ``wsgi_adapter.c`` in 5.x), mod_wsgi hands the whole file to
+  Apache's output filters as one brigade (file bucket, flush, end of stream) and
+  learns only success or failure. A failure (the client went away) raises an
+  ``IOError`` that ``Adapter_run`` logs, and clears, before it calls ``close()``,
+  exactly as after a success; the descriptor's position is restored either way, and
+  the ``request_finished`` event's ``output_length`` is the promised length in both
+  cases. In daemon mode the transfer only reaches Apache's child, over a Unix socket;
+  the client's socket is in another process. So the end of a zero-copy transfer looks
+  the same whether the client got the file or not: the kit could only guess INFO
+  (false for every aborted download) or ERROR (false for every complete one).
+  Iterated, what mod_wsgi took is counted, and a download it stopped taking is ERROR;
+  its ``FileWrapper`` iterates to the end of the file where mod_wsgi itself would
+  send only ``Content-Length`` (a Range), so :func:`file_blocks` cuts it there.
+
 When neither is seen and the wrapper was not iterated, nothing is proven sent: the
 counter reports 0 bytes at ERROR (a false ERROR rather than a false INFO).
 
@@ -111,13 +129,22 @@ def warn_opaque(file_wrapper: Any) -> None:
     )
 
 
+@run_once
+def warn_mod_wsgi() -> None:
+    """Say once per process why mod_wsgi's file responses are iterated (the module doc)."""
+    log.warning(
+        "mod_wsgi: counted file responses are sent by iteration, without its file "
+        "transfer, whose end looks the same whether the client got the file or not"
+    )
+
+
 def counted_file_wrapper(
     iterable: Iterable[bytes], environ: Mapping[str, Any] | None, counter: CounterFactory
 ) -> Any | None:
     """*iterable* as a counted instance of the server's file wrapper class, or None.
 
     None means: count by iteration (no file wrapper, a body that is not one, a
-    wrapper that is not a class, or a class that cannot be subclassed).
+    wrapper that is not a class, mod_wsgi's, or a class that cannot be subclassed).
     """
     file_wrapper = environ.get("wsgi.file_wrapper") if environ else None
     if file_wrapper is None:
@@ -126,6 +153,9 @@ def counted_file_wrapper(
         warn_opaque(file_wrapper)
         return None
     if not isinstance(iterable, file_wrapper):
+        return None
+    if environ and "mod_wsgi.version" in environ:
+        warn_mod_wsgi()
         return None
     try:
         return _wrap_file_wrapper(iterable, counter)
@@ -146,9 +176,9 @@ def file_blocks(
     - An opaque file wrapper (uWSGI) returned a plain file: a binary file iterates by
       lines (one per ``\\n``: tiny, many chunks); it is read in :data:`FILE_BLOCK`
       blocks, up to *expected* bytes when that is known.
-    - An instance of a file wrapper class the kit could not subclass (mod_wsgi's, a C
-      type): its iteration reads to the end of the file, where the server would have
-      sent only the promised length (a Range); it is cut at *expected* bytes.
+    - An instance of a file wrapper class the kit does not keep (mod_wsgi's): its
+      iteration reads to the end of the file, where the server would have sent only
+      the promised length (a Range); it is cut at *expected* bytes.
     """
     file_wrapper = environ.get("wsgi.file_wrapper") if environ else None
     if file_wrapper is None:
