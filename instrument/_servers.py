@@ -15,12 +15,13 @@ bookkeeping:
 - **waitress** (``prepare()``/``remain`` buffers): ``prepare()``'s result minus
   ``remain`` at ``close()``; the connection decrements ``remain`` only by what
   ``send()`` took.
-- **uWSGI**: its ``wsgi.file_wrapper`` is a function and it recognises its file
-  responses by identity, so any wrapper loses the zero-copy path; the download is
-  counted by iteration and a warning says so, once per process. What it returns is
-  the file itself, whose iteration is by lines: :func:`file_blocks` reads it in
-  blocks instead, no further than the promised length.
-
+- **uWSGI**: its ``wsgi.file_wrapper`` is a function that returns the file itself, and
+  uWSGI recognises its file response by identity, so no wrapper can keep it; instead
+  :mod:`instrument._uwsgi` makes the kit's own file response, which uWSGI sends with
+  sendfile and the kit counts at the connection. A file body it does not take (a
+  Range, offload threads, no TCP connection) is iterated: a binary file iterates by
+  lines, so :func:`file_blocks` reads it in blocks, no further than the promised
+  length.
 - **Apache mod_wsgi**: counted by iteration, on purpose. Its ``wsgi.file_wrapper``
   is a C type (``mod_wsgi.FileWrapper``) whose state the kit cannot share with a
   subclass instance, but the reason is honesty, not the type: read from its source
@@ -89,8 +90,11 @@ from typing import Any, Final, Protocol
 from ._once import run_once
 
 __all__ = [
+    "FILE_BLOCK",
     "Connection",
     "Counter",
+    "CounterFactory",
+    "FileBlocks",
     "Progress",
     "connection",
     "counted_file_wrapper",
@@ -145,16 +149,18 @@ def counted_file_wrapper(
 
     None means: count by iteration (no file wrapper, a body that is not one, a
     wrapper that is not a class, mod_wsgi's, or a class that cannot be subclassed).
+    uWSGI's file responses are :mod:`instrument._uwsgi`'s.
     """
-    file_wrapper = environ.get("wsgi.file_wrapper") if environ else None
-    if file_wrapper is None:
+    file_wrapper = environ.get("wsgi.file_wrapper") if environ is not None else None
+    if environ is None or file_wrapper is None:
         return None
     if not isinstance(file_wrapper, type):
-        warn_opaque(file_wrapper)
+        if "uwsgi.version" not in environ:
+            warn_opaque(file_wrapper)
         return None
     if not isinstance(iterable, file_wrapper):
         return None
-    if environ and "mod_wsgi.version" in environ:
+    if "mod_wsgi.version" in environ:
         warn_mod_wsgi()
         return None
     try:
@@ -173,9 +179,10 @@ def file_blocks(
 ) -> Iterable[bytes]:
     """*iterable*, or a file body the server cannot send zero-copy, up to *expected*.
 
-    - An opaque file wrapper (uWSGI) returned a plain file: a binary file iterates by
-      lines (one per ``\\n``: tiny, many chunks); it is read in :data:`FILE_BLOCK`
-      blocks, up to *expected* bytes when that is known.
+    - An opaque file wrapper (uWSGI) returned a plain file the kit did not make a file
+      response of (:mod:`instrument._uwsgi`): a binary file iterates by lines (one per
+      ``\\n``: tiny, many chunks); it is read in :data:`FILE_BLOCK` blocks, up to
+      *expected* bytes when that is known.
     - An instance of a file wrapper class the kit does not keep (mod_wsgi's): its
       iteration reads to the end of the file, where the server would have sent only
       the promised length (a Range); it is cut at *expected* bytes.
@@ -189,7 +196,7 @@ def file_blocks(
         return _Limited(iterable, expected)
     if not (hasattr(iterable, "read") and hasattr(iterable, "fileno")):
         return iterable
-    return _FileBlocks(iterable, expected)
+    return FileBlocks(iterable, expected)
 
 
 class _Limited:
@@ -218,7 +225,7 @@ class _Limited:
             close()
 
 
-class _FileBlocks(_Limited):
+class FileBlocks(_Limited):
     """A file read in blocks, at most *limit* bytes; ``close()`` closes the file."""
 
     __slots__ = ()
