@@ -363,6 +363,8 @@ def _watch(filelike: Any) -> _SendfileWatch | None:
 _TCP_INFO: Final = getattr(socket, "TCP_INFO", None)
 _BYTES_ACKED: Final = 120
 _TCP_CLOSE: Final = 7
+#: How many times :meth:`Connection.reading` tries for a consistent reading.
+_READ_TRIES: Final = 8
 
 
 class Connection:
@@ -380,15 +382,27 @@ class Connection:
         self._channel = channel
 
     def reading(self) -> tuple[int, int, bool] | None:
-        """``(acked, given, alive)`` now, or None when the kernel cannot say."""
+        """``(acked, given, alive)`` now, or None when the kernel cannot say.
+
+        The acknowledged count and the send queue take two system calls: an
+        acknowledgement arriving between them would leave ``given`` short by what it
+        acknowledged. So the count is read again after the queue, until it did not move
+        (:data:`_READ_TRIES` times at most; a client acknowledging that fast is rare).
+        """
         try:
-            info = self._socket.getsockopt(socket.IPPROTO_TCP, _TCP_INFO or 0, 136)
-            queued = fcntl.ioctl(self._socket.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            for _ in range(_READ_TRIES):
+                info = self._socket.getsockopt(socket.IPPROTO_TCP, _TCP_INFO or 0, 136)
+                queued = fcntl.ioctl(self._socket.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+                after = self._socket.getsockopt(socket.IPPROTO_TCP, _TCP_INFO or 0, 136)
+                if len(info) < _BYTES_ACKED + 8 or _acked(info) == _acked(after):
+                    break
+            else:
+                return None
         except (OSError, ValueError):
             return None
         if len(info) < _BYTES_ACKED + 8:
             return None
-        (acked,) = struct.unpack_from("=Q", info, _BYTES_ACKED)
+        acked = _acked(info)
         (outq,) = struct.unpack("=i", queued)
         alive = info[0] != _TCP_CLOSE
         held = self._held() if alive else 0
@@ -401,6 +415,12 @@ class Connection:
     def _held(self) -> int:
         held = getattr(self._channel, "total_outbufs_len", 0)
         return held if isinstance(held, int) else 0
+
+
+def _acked(info: bytes) -> int:
+    """``tcpi_bytes_acked`` of a ``struct tcp_info``."""
+    (acked,) = struct.unpack_from("=Q", info, _BYTES_ACKED)
+    return int(acked)
 
 
 def _socket_of(duplicate: int) -> socket.socket:
