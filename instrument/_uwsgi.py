@@ -35,7 +35,12 @@ Decisions:
   kernel, exactly, and the body is complete when that is the file's size. What the
   client acknowledged is then judged as on every other server
   (:mod:`instrument._settling`). A head that could not be sent that way (a client
-  already gone, no ``/dev/null`` in a chroot) leaves nothing proven: ERROR.
+  already gone, no ``/dev/null`` in a chroot) leaves nothing proven: ERROR. The head
+  is measured, not computed from the headers: uWSGI may add or drop some
+  (``--add-header``, response routes). uWSGI would also take its sendfile path for the
+  file response yielded as a chunk of an iterable, and its end would then be seen
+  exactly, but any middleware above the kit would be handed an object that is not
+  bytes (PEP 3333).
 - **Only where uWSGI sends what was promised.** A plain binary file (``io.FileIO``, or
   a buffered reader over one: a file object that transforms what it reads, such as
   ``gzip.GzipFile``, has a ``fileno()`` too) at position 0, of the promised length, on
