@@ -13,12 +13,14 @@ gunicorn sync/gthread/gevent, uWSGI, mod_wsgi) serves the matrix's application
 2. **The full download.** *--gib* GiB, counted and bare (the same body, not counted:
    ``&bare=1``), interleaved, best of *--rounds* each, by the client's wall clock;
    the ratio is bare time / counted time (1.0: no cost; goal ≥ 0.98). "zero-copy"
-   says whether the counted file body kept the server's own file wrapper class
-   (gunicorn's sendfile, waitress's file buffer); uWSGI's is a function, so a
-   counted file body is iterated there.
+   says whether the counted file body kept the server's own path: an instance of its
+   file wrapper class (gunicorn's sendfile, waitress's file buffer), or a file Python
+   never read (uWSGI sends the kit's file response itself). mod_wsgi's is given up on
+   purpose (``instrument/_servers.py`` says why).
 
-``--readme`` writes the table into README.md between the ``bench_accounting``
-markers. Figures, not assertions: nothing here fails on a number.
+``--readme`` writes the rows measured into README.md's table, between the
+``bench_accounting`` markers; the rows of servers not measured in this run stay as
+they were. Figures, not assertions: nothing here fails on a number.
 """
 
 from __future__ import annotations
@@ -140,7 +142,7 @@ def full(server: Server, body: str, size: int, rounds: int) -> dict[str, Any]:
             best[mode], eof_lag[mode] = min(best[mode], wall), max(eof_lag[mode], lag)
             if mode == "counted":
                 priorities.add(server.send_event(image_id)["priority"])
-                kept = server.mark(image_id)["is_server_wrapper"]  # None: the server has none
+                kept = kept_zero_copy(server, image_id)
                 zero_copy = None if kept is None else zero_copy and kept
     return {
         "ratio": best["bare"] / best["counted"],
@@ -150,6 +152,17 @@ def full(server: Server, body: str, size: int, rounds: int) -> dict[str, Any]:
         "full_priority": "/".join(sorted(priorities)),
         "eof_lag": eof_lag,
     }
+
+
+def kept_zero_copy(server: Server, image_id: str) -> bool | None:
+    """Whether the counted body took the server's own file path (None: it has none).
+
+    An instance of the server's file wrapper class, or a file body Python never read.
+    """
+    kept = server.mark(image_id)["is_server_wrapper"]
+    if kept is None:
+        return None
+    return bool(kept) or server.read_by_python(image_id) == 0
 
 
 def measure(kind: str, root: Path, size: int, rounds: int) -> list[dict[str, Any]]:
@@ -201,14 +214,25 @@ HEADER = (
 )
 
 
-def write_readme(table: str) -> None:
+def write_readme(lines: list[str]) -> None:
+    """README's table: these rows, and the rows it had of the servers not measured now."""
     readme = ROOT / "README.md"
     text = readme.read_text()
     before, _, rest = text.partition(START)
-    _, _, after = rest.partition(END)
+    table, _, after = rest.partition(END)
     if not rest:
         raise SystemExit(f"README.md has no {START} marker")
-    readme.write_text(f"{before}{START}\n{table}\n{END}{after}")
+    rows = {place(row): row for row in [*table.splitlines(), *lines] if place(row)}
+    body = "\n".join(rows[key] for key in sorted(rows))
+    readme.write_text(f"{before}{START}\n{HEADER}\n{body}\n{END}{after}")
+
+
+def place(row: str) -> tuple[int, int] | None:
+    """Where a table row goes: its server's and its body's place; None: not a row."""
+    cells = [cell.strip() for cell in row.split("|")[1:3]]
+    if len(cells) < 2 or cells[0] not in SERVERS or cells[1] not in BODIES:
+        return None
+    return SERVERS.index(cells[0]), list(BODIES).index(cells[1])
 
 
 def main() -> None:
@@ -233,7 +257,7 @@ def main() -> None:
                 continue
             rows.extend(measure(kind, root, size, args.rounds))
     if args.readme:
-        write_readme("\n".join([HEADER, *map(line, rows)]))
+        write_readme([line(row) for row in rows])
 
 
 if __name__ == "__main__":

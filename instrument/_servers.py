@@ -15,11 +15,30 @@ bookkeeping:
 - **waitress** (``prepare()``/``remain`` buffers): ``prepare()``'s result minus
   ``remain`` at ``close()``; the connection decrements ``remain`` only by what
   ``send()`` took.
-- **uWSGI**: its ``wsgi.file_wrapper`` is a function and it recognises its file
-  responses by identity, so any wrapper loses the zero-copy path; the download is
-  counted by iteration and a warning says so, once per process. What it returns is
-  the file itself, whose iteration is by lines: :func:`file_blocks` reads it in
-  blocks instead, no further than the promised length.
+- **uWSGI**: its ``wsgi.file_wrapper`` is a function that returns the file itself, and
+  uWSGI recognises its file response by identity, so no wrapper can keep it; instead
+  :mod:`instrument._uwsgi` makes the kit's own file response, which uWSGI sends with
+  sendfile and the kit counts at the connection. A file body it does not take (a
+  Range, offload threads, no TCP connection) is iterated: a binary file iterates by
+  lines, so :func:`file_blocks` reads it in blocks, no further than the promised
+  length.
+- **Apache mod_wsgi**: counted by iteration, on purpose. Its ``wsgi.file_wrapper``
+  is a C type (``mod_wsgi.FileWrapper``) whose state the kit cannot share with a
+  subclass instance, but the reason is honesty, not the type: read from its source
+  (``Adapter_process_file_wrapper`` and ``Adapter_output_file``, ``src/server/
+  mod_wsgi.c`` in 4.9, ``wsgi_adapter.c`` in 5.x), mod_wsgi hands the whole file to
+  Apache's output filters as one brigade (file bucket, flush, end of stream) and
+  learns only success or failure. A failure (the client went away) raises an
+  ``IOError`` that ``Adapter_run`` logs, and clears, before it calls ``close()``,
+  exactly as after a success; the descriptor's position is restored either way, and
+  the ``request_finished`` event's ``output_length`` is the promised length in both
+  cases. In daemon mode the transfer only reaches Apache's child, over a Unix socket;
+  the client's socket is in another process. So the end of a zero-copy transfer looks
+  the same whether the client got the file or not: the kit could only guess INFO
+  (false for every aborted download) or ERROR (false for every complete one).
+  Iterated, what mod_wsgi took is counted, and a download it stopped taking is ERROR;
+  its ``FileWrapper`` iterates to the end of the file where mod_wsgi itself would
+  send only ``Content-Length`` (a Range), so :func:`file_blocks` cuts it there.
 
 When neither is seen and the wrapper was not iterated, nothing is proven sent: the
 counter reports 0 bytes at ERROR (a false ERROR rather than a false INFO).
@@ -71,8 +90,11 @@ from typing import Any, Final, Protocol
 from ._once import run_once
 
 __all__ = [
+    "FILE_BLOCK",
     "Connection",
     "Counter",
+    "CounterFactory",
+    "FileBlocks",
     "Progress",
     "connection",
     "counted_file_wrapper",
@@ -111,21 +133,35 @@ def warn_opaque(file_wrapper: Any) -> None:
     )
 
 
+@run_once
+def warn_mod_wsgi() -> None:
+    """Say once per process why mod_wsgi's file responses are iterated (the module doc)."""
+    log.warning(
+        "mod_wsgi: counted file responses are sent by iteration, without its file "
+        "transfer, whose end looks the same whether the client got the file or not"
+    )
+
+
 def counted_file_wrapper(
     iterable: Iterable[bytes], environ: Mapping[str, Any] | None, counter: CounterFactory
 ) -> Any | None:
     """*iterable* as a counted instance of the server's file wrapper class, or None.
 
     None means: count by iteration (no file wrapper, a body that is not one, a
-    wrapper that is not a class, or a class that cannot be subclassed).
+    wrapper that is not a class, mod_wsgi's, or a class that cannot be subclassed).
+    uWSGI's file responses are :mod:`instrument._uwsgi`'s.
     """
-    file_wrapper = environ.get("wsgi.file_wrapper") if environ else None
-    if file_wrapper is None:
+    file_wrapper = environ.get("wsgi.file_wrapper") if environ is not None else None
+    if environ is None or file_wrapper is None:
         return None
     if not isinstance(file_wrapper, type):
-        warn_opaque(file_wrapper)
+        if "uwsgi.version" not in environ:
+            warn_opaque(file_wrapper)
         return None
     if not isinstance(iterable, file_wrapper):
+        return None
+    if "mod_wsgi.version" in environ:
+        warn_mod_wsgi()
         return None
     try:
         return _wrap_file_wrapper(iterable, counter)
@@ -143,12 +179,13 @@ def file_blocks(
 ) -> Iterable[bytes]:
     """*iterable*, or a file body the server cannot send zero-copy, up to *expected*.
 
-    - An opaque file wrapper (uWSGI) returned a plain file: a binary file iterates by
-      lines (one per ``\\n``: tiny, many chunks); it is read in :data:`FILE_BLOCK`
-      blocks, up to *expected* bytes when that is known.
-    - An instance of a file wrapper class the kit could not subclass (mod_wsgi's, a C
-      type): its iteration reads to the end of the file, where the server would have
-      sent only the promised length (a Range); it is cut at *expected* bytes.
+    - An opaque file wrapper (uWSGI) returned a plain file the kit did not make a file
+      response of (:mod:`instrument._uwsgi`): a binary file iterates by lines (one per
+      ``\\n``: tiny, many chunks); it is read in :data:`FILE_BLOCK` blocks, up to
+      *expected* bytes when that is known.
+    - An instance of a file wrapper class the kit does not keep (mod_wsgi's): its
+      iteration reads to the end of the file, where the server would have sent only
+      the promised length (a Range); it is cut at *expected* bytes.
     """
     file_wrapper = environ.get("wsgi.file_wrapper") if environ else None
     if file_wrapper is None:
@@ -159,7 +196,7 @@ def file_blocks(
         return _Limited(iterable, expected)
     if not (hasattr(iterable, "read") and hasattr(iterable, "fileno")):
         return iterable
-    return _FileBlocks(iterable, expected)
+    return FileBlocks(iterable, expected)
 
 
 class _Limited:
@@ -188,7 +225,7 @@ class _Limited:
             close()
 
 
-class _FileBlocks(_Limited):
+class FileBlocks(_Limited):
     """A file read in blocks, at most *limit* bytes; ``close()`` closes the file."""
 
     __slots__ = ()
@@ -326,6 +363,8 @@ def _watch(filelike: Any) -> _SendfileWatch | None:
 _TCP_INFO: Final = getattr(socket, "TCP_INFO", None)
 _BYTES_ACKED: Final = 120
 _TCP_CLOSE: Final = 7
+#: How many times :meth:`Connection.reading` tries for a consistent reading.
+_READ_TRIES: Final = 8
 
 
 class Connection:
@@ -343,15 +382,27 @@ class Connection:
         self._channel = channel
 
     def reading(self) -> tuple[int, int, bool] | None:
-        """``(acked, given, alive)`` now, or None when the kernel cannot say."""
+        """``(acked, given, alive)`` now, or None when the kernel cannot say.
+
+        The acknowledged count and the send queue take two system calls: an
+        acknowledgement arriving between them would leave ``given`` short by what it
+        acknowledged. So the count is read again after the queue, until it did not move
+        (:data:`_READ_TRIES` times at most; a client acknowledging that fast is rare).
+        """
         try:
-            info = self._socket.getsockopt(socket.IPPROTO_TCP, _TCP_INFO or 0, 136)
-            queued = fcntl.ioctl(self._socket.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            for _ in range(_READ_TRIES):
+                info = self._socket.getsockopt(socket.IPPROTO_TCP, _TCP_INFO or 0, 136)
+                queued = fcntl.ioctl(self._socket.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+                after = self._socket.getsockopt(socket.IPPROTO_TCP, _TCP_INFO or 0, 136)
+                if len(info) < _BYTES_ACKED + 8 or _acked(info) == _acked(after):
+                    break
+            else:
+                return None
         except (OSError, ValueError):
             return None
         if len(info) < _BYTES_ACKED + 8:
             return None
-        (acked,) = struct.unpack_from("=Q", info, _BYTES_ACKED)
+        acked = _acked(info)
         (outq,) = struct.unpack("=i", queued)
         alive = info[0] != _TCP_CLOSE
         held = self._held() if alive else 0
@@ -364,6 +415,12 @@ class Connection:
     def _held(self) -> int:
         held = getattr(self._channel, "total_outbufs_len", 0)
         return held if isinstance(held, int) else 0
+
+
+def _acked(info: bytes) -> int:
+    """``tcpi_bytes_acked`` of a ``struct tcp_info``."""
+    (acked,) = struct.unpack_from("=Q", info, _BYTES_ACKED)
+    return int(acked)
 
 
 def _socket_of(duplicate: int) -> socket.socket:

@@ -33,9 +33,10 @@ application and counts what it sends (the middleware's and the decorators' path)
   against what the client acknowledged; a response whose tail is still in flight is
   settled by a process-wide thread, never in the server's worker (see
   :mod:`instrument._settling`).
-- **wsgi.file_wrapper.** A body that is the server's own file wrapper keeps the
+- **wsgi.file_wrapper.** A body that is the server's own file response keeps the
   server's zero-copy path; what was sent there is read from the server's bookkeeping
-  (see :mod:`instrument._servers`, which knows each server).
+  (see :mod:`instrument._servers`, which knows each server, and
+  :mod:`instrument._uwsgi`, where the kit makes uWSGI's file response itself).
 - **Overhead.** ``iter()`` on a counter returns a tiny counting generator (see
   :class:`SendCounter`): about 70-120 ns per chunk on the development VM, against
   about 200 ns for a Python ``__next__``. Nothing else happens per chunk: no locks,
@@ -56,6 +57,7 @@ import wrapt
 from ._guard import guard
 from ._servers import Progress, connection, counted_file_wrapper, file_blocks
 from ._settling import Report
+from ._uwsgi import counted_file_response
 from ._wsgi import Environ, StartResponse, WSGIApp, close_iterable, status_code
 from .events import IMAGE_SEND
 from .lifecycle import failure_priority
@@ -247,13 +249,31 @@ def count_sent(
     fields: dict[str, Any] = {"image_id": image_id, "owner_id": owner_id}
     fields.update(receiver_fields(environ, receiver_tenant_id, receiver_user_id, destination_ip))
     report = Report(notifier, expected, fields, connection(environ))
-    zero_copy = counted_file_wrapper(iterable, environ, lambda body: SendCounter(body, report))
+    zero_copy = _file_response(iterable, environ, report)
     if zero_copy is not None:
         return zero_copy  # type: ignore[no-any-return]
     iterable = file_blocks(iterable, environ, expected)
     if hasattr(iterable, "__len__"):
         return SizedSendCounter(iterable, report)
     return SendCounter(iterable, report)
+
+
+def _file_response(
+    iterable: Iterable[bytes], environ: Mapping[str, Any] | None, report: Report
+) -> Any | None:
+    """The server's own file response, counted, where the kit can keep it; else None.
+
+    An instance of the server's file wrapper class (gunicorn, waitress), or uWSGI's
+    file response made anew (:mod:`instrument._uwsgi`).
+    """
+
+    def counter(body: Iterable[bytes]) -> SendCounter:
+        return SendCounter(body, report)
+
+    kept = counted_file_wrapper(iterable, environ, counter)
+    if kept is None:
+        kept = counted_file_response(iterable, environ, report.expected, report.connection, counter)
+    return kept
 
 
 # A download through a WSGI application ---------------------------------------------

@@ -150,3 +150,33 @@ def read_slowly_then_close(
         received += len(chunk)
     client.close()
     return received
+
+
+def read_stalled(
+    port: int,
+    target: str,
+    first: int,
+    stall: float,
+    receive_buffer: int = 64 * 1024,
+    timeout: float = 60,
+) -> int:
+    """A client that reads *first* body bytes, stops reading for *stall* seconds, then
+    reads on until the server closes. Returns the body bytes it read in all."""
+    client = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    with client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        client.sendall(f"GET {target} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = client.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"no response head: {data!r}")
+            data += chunk
+        received = len(data.split(b"\r\n\r\n", 1)[1])
+        stalled = False
+        while chunk := client.recv(65536):
+            received += len(chunk)
+            if received >= first and not stalled:
+                stalled = True
+                time.sleep(stall)
+        return received

@@ -1,9 +1,11 @@
-"""The image.send byte counter behind real servers (waitress, gunicorn sync and gthread).
+"""The image.send byte counter behind real servers (waitress, gunicorn sync and gthread),
+and the zero-copy paths of gunicorn and uWSGI.
 
 Each server runs in its own process, serving :func:`server_app` (this module) on
 127.0.0.1; the app writes notifications as JSON lines (logging strategy, ``log_file``)
 and one line per response saying what it returned. For gunicorn a config file wraps
-``os.sendfile`` in the worker to log each call, which proves the zero-copy path.
+``os.sendfile`` in the worker to log each call, which proves the zero-copy path; for
+uWSGI the file body says how many bytes Python read from it (none: uWSGI sent it).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import http.client
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,7 +31,7 @@ from instrument import Notifier
 from instrument.sending import count_sent, expected_length
 
 from . import apache
-from .servers import free_port, read_partially, stop_process
+from .servers import free_port, read_partially, read_stalled, stop_process
 
 pytestmark = pytest.mark.servers
 
@@ -104,15 +107,27 @@ def _write_mark(line: dict[str, Any]) -> None:
 
 
 class _RecordedFile(io.FileIO):
-    """The image file; each ``close()`` while open is a mark (the file wrapper's close)."""
+    """The image file; each ``close()`` while open is a mark (the file wrapper's close)
+    saying how many bytes Python read from it (none: the server sent the file itself)."""
 
     def __init__(self, path: str, image_id: str) -> None:
         super().__init__(path, "rb")
         self.image_id = image_id
+        self.bytes_read = 0
+
+    def read(self, size: int = -1) -> Any:
+        data = super().read(size)
+        self.bytes_read += len(data or b"")
+        return data
+
+    def readinto(self, buffer: Any) -> Any:
+        count = super().readinto(buffer)
+        self.bytes_read += count or 0
+        return count
 
     def close(self) -> None:
         if not self.closed:
-            _write_mark({"closed": self.image_id})
+            _write_mark({"closed": self.image_id, "read": self.bytes_read})
         super().close()
 
 
@@ -311,6 +326,12 @@ class Server:
     def _closes(self, image_id: str) -> int:
         return sum(1 for m in _read_jsonl(self.marks) if m.get("closed") == image_id)
 
+    def read_by_python(self, image_id: str) -> int | None:
+        """Bytes Python read from the file body of *image_id* (None: not a file body)."""
+        self.closes(image_id)
+        [read] = [m.get("read") for m in _read_jsonl(self.marks) if m.get("closed") == image_id]
+        return None if read is None else int(read)
+
     def sendfile_calls(self) -> list[int]:
         if not self.sendfile_log.exists():
             return []
@@ -366,6 +387,8 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, image: Path
 ) -> Iterator[Server]:
+    if request.param == "uwsgi" and shutil.which("uwsgi") is None:
+        pytest.skip("uwsgi is not installed (scripts/install installs it)")
     running = Server(request.param, tmp_path_factory.mktemp(request.param), image)
     try:
         running.start()
@@ -465,3 +488,47 @@ def test_generator_body_does_not_use_sendfile(server: Server) -> None:
     server.send_event(image_id)
     assert server.sendfile_calls()[before:] == []
     assert server.mark(image_id)["type"] == "SendCounter"
+
+
+@pytest.mark.parametrize("server", ["uwsgi"], indirect=True)
+def test_uwsgi_sends_a_counted_file_itself(server: Server) -> None:
+    # uWSGI's sendfile path sends the file from its descriptor: had uWSGI or the kit
+    # iterated the body, Python would have read the file.
+    image_id = new_id()
+    status, data = download(server.port, f"/file?id={image_id}")
+    sent = server.send_event(image_id)
+    assert (status, len(data)) == (200, SIZE)
+    assert (sent["priority"], sent["payload"]["bytes_sent"]) == ("INFO", SIZE)
+    assert server.read_by_python(image_id) == 0
+    assert server.closes(image_id) == 1
+
+
+@pytest.mark.parametrize("server", ["uwsgi"], indirect=True)
+def test_uwsgi_range_of_a_file_is_read_by_the_counter_only_as_far_as_the_range(
+    server: Server, image: Path
+) -> None:
+    # uWSGI's sendfile would send the whole file from byte 0; the counter sends the range.
+    image_id = new_id()
+    first, last = 1000, 5 * 1024 * 1024 + 7
+    status, data = download(server.port, f"/file?id={image_id}", {"Range": f"bytes={first}-{last}"})
+    with open(image, "rb") as file:
+        file.seek(first)
+        assert (status, data) == (206, file.read(last - first + 1))
+    sent = server.send_event(image_id)
+    assert (sent["priority"], sent["payload"]["bytes_sent"]) == ("INFO", last - first + 1)
+    assert server.read_by_python(image_id) == last - first + 1
+
+
+@pytest.mark.parametrize("server", ["uwsgi"], indirect=True)
+def test_uwsgi_giving_up_on_a_stalled_client_is_an_error_though_the_client_reads_all_it_got(
+    server: Server,
+) -> None:
+    # After socket-timeout (4 s) without progress uWSGI stops sending and closes the
+    # response just as after a complete one; the connection stays open and the client
+    # then reads everything it was sent. Only the body's exact count tells them apart.
+    image_id = new_id()
+    read = read_stalled(server.port, f"/file?id={image_id}", 1024 * 1024, stall=6.0)
+    sent = server.send_event(image_id)
+    assert read < SIZE
+    assert (sent["priority"], sent["payload"]["bytes_sent"]) == ("ERROR", read)
+    assert server.read_by_python(image_id) == 0
