@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,11 @@ def bench_latency(url: str, dead: str, n: int, outbox: str) -> dict[str, list[fl
     return results
 
 
+def _starting(thread: threading.Thread, at: int) -> Callable[[int], None]:
+    """Start *thread* at emit number *at*."""
+    return lambda index: thread.start() if index == at else None
+
+
 def bench_restart(node: Any, url: str, n: int, outbox: str) -> dict[str, list[float]]:
     """The journal while the broker is stopped a third of the way in, then started again."""
     results = {}
@@ -73,9 +79,7 @@ def bench_restart(node: Any, url: str, n: int, outbox: str) -> dict[str, list[fl
             strategy.emit(notes(1)[0])
             stopper = threading.Thread(target=node.restart)
             name = f"broker restarted, journal, {pace} between bursts"
-            results[name] = timed_emits(
-                strategy, notes(n), lambda i: stopper.start() if i == n // 3 else None, pause
-            )
+            results[name] = timed_emits(strategy, notes(n), _starting(stopper, n // 3), pause)
             stopper.join()
             strategy.flush(60)
     return results
