@@ -1,7 +1,7 @@
 """The one image.send of a response, and waiting for the client off the request path.
 
 A :class:`Report` is what a response's counter finishes with: what was written, and
-whether the response was complete. Without a :class:`~instrument._servers.Connection`
+whether the response was complete. Without a :class:`~instrument._connection.Connection`
 (the server does not let the kit reach the client's TCP connection) it emits at once,
 saying what was handed to the server. With one, what was written is checked against
 what the client's TCP acknowledged. Decisions:
@@ -42,9 +42,9 @@ import threading
 import time
 from typing import Any, Final
 
+from ._connection import Connection
 from ._once import run_once
 from ._ratelimit import RateLimitedLog
-from ._servers import Connection
 from .events import IMAGE_SEND
 from .notifier import Notifier
 from .payloads import send_payload

@@ -62,8 +62,9 @@ import stat
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
+from ._connection import Connection
 from ._once import run_once
-from ._servers import FILE_BLOCK, Connection, CounterFactory, FileBlocks, Progress
+from ._servers import FILE_BLOCK, CounterFactory, FileBlocks, Progress
 
 __all__ = ["FileResponse", "counted_file_response", "offload_threads"]
 

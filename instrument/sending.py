@@ -54,8 +54,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import wrapt
 
+from ._connection import connection
 from ._guard import guard
-from ._servers import Progress, connection, counted_file_wrapper, file_blocks
+from ._servers import Progress, counted_file_wrapper, file_blocks
 from ._settling import Report
 from ._uwsgi import counted_file_response
 from ._wsgi import Environ, StartResponse, WSGIApp, close_iterable, status_code

@@ -30,7 +30,7 @@ FIELDS = {
 
 
 class ScriptedConnection:
-    """Stands in for :class:`instrument._servers.Connection`; the test moves it.
+    """Stands in for :class:`instrument._connection.Connection`; the test moves it.
 
     Each move is atomic for the settler's thread, as a kernel reading is.
     """
