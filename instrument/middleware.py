@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from . import events as ev
 from ._filter_options import MIDDLEWARE_OPTIONS, SEEN_OPTION, filter_options
+from ._first_read import FirstRead
 from ._follower import ImportFollower
 from ._guard import guard
 from ._import_member import member_before, member_notification, read_import_request
@@ -41,7 +42,7 @@ from ._seen import SeenImages
 from ._subrequest import SUBREQUEST_KEY, LookupResult, lookup_image
 from ._wsgi import Environ, StartResponse, WSGIApp, status_code
 from .config import CORE_OPTIONS, Settings
-from .images import deleted_image, image_from_body, image_from_headers
+from .images import deleted_image, image_from_body, image_from_headers, prepared_image
 from .lifecycle import (
     DATA_KINDS,
     KIND_EVENTS,
@@ -178,7 +179,7 @@ class _ObservedRequest:
 class _Lifecycle(_ObservedRequest):
     """create / update / upload / delete: emit after the application has answered."""
 
-    __slots__ = ("before", "has_data", "import_request", "kind", "prepared")
+    __slots__ = ("before", "has_data", "import_request", "kind", "prepared", "unprepared")
 
     def __init__(self, middleware: NotificationMiddleware, match: Match, environ: Environ) -> None:
         super().__init__(middleware, match, environ)
@@ -186,6 +187,7 @@ class _Lifecycle(_ObservedRequest):
         self.has_data = self.kind in DATA_KINDS and carries_data(environ)
         self.before: Mapping[str, Any] | None = None
         self.prepared = False
+        self.unprepared: Mapping[str, Any] | None = None  # image.prepare at the first read
         self.import_request = ImportRequest()
 
     def run(self, start_response: StartResponse) -> Iterable[bytes]:
@@ -212,6 +214,13 @@ class _Lifecycle(_ObservedRequest):
         """Before the data is passed on: image.prepare; before a delete: remember the image."""
         uploading = self.kind == "upload" or (self.kind == "update_with_data" and self.has_data)
         if uploading and self.notifier.is_enabled(ev.IMAGE_PREPARE):
+            seen = self.middleware.seen.get(self.match.image_id)
+            if seen is not None and prepared_image(seen) is not None:
+                # No subrequest: the application reading the data shows it took the
+                # upload (a refusal reads nothing), and the image was seen.
+                self.unprepared = seen
+                self.environ["wsgi.input"] = FirstRead(self.environ["wsgi.input"], self.read_begins)
+                return
             result = self.middleware.lookup(self.environ, self.match)
             if result is not None and result.refused:
                 return  # the upload will be refused before the store is touched
@@ -229,6 +238,12 @@ class _Lifecycle(_ObservedRequest):
             self.before = member_before(
                 middleware.app, self.environ, self.match, middleware.image_lookup
             )
+
+    def read_begins(self) -> None:
+        """The application reads the image data: image.prepare of the image seen."""
+        seen, self.unprepared = self.unprepared, None
+        if seen is not None:
+            self.prepared = emit_prepare(self.notifier, seen, known=True)
 
     def finish(self, body: bytes | None, exc: BaseException | None) -> None:
         code = status_code(self.status) if exc is None else 500
@@ -266,6 +281,7 @@ class _Lifecycle(_ObservedRequest):
             image = self.image_or_id()
         else:
             self.middleware.seen.remember(image)
+        self.read_begins()  # an upload the application took without reading (no data)
         for event_type in success_events(self.kind, self.has_data, image):
             self.notifier.info(event_type, image)
 

@@ -65,12 +65,13 @@ def test_create_emits_image_create_with_metadata_from_the_body(
 def test_upload_emits_prepare_before_the_data_then_upload_and_activate(
     api: ImageAPI, notifications: CapturedNotifications
 ) -> None:
-    statuses_when_prepared: list[str] = []
+    stored_when_prepared: list[int] = []
 
     class Watching(MemoryStrategy):
         def emit(self, notification: Any) -> None:
             if notification.event_type == "image.prepare":
-                statuses_when_prepared.append(api.images[notification.payload["id"]]["status"])
+                stored = api.data_path(notification.payload["id"])
+                stored_when_prepared.append(stored.stat().st_size if stored.exists() else 0)
             super().emit(notification)
 
     app = NotificationMiddleware(api, Notifier(Watching()))
@@ -89,11 +90,66 @@ def test_upload_emits_prepare_before_the_data_then_upload_and_activate(
         ("image.upload", "INFO"),
         ("image.activate", "INFO"),
     ]
-    assert statuses_when_prepared == ["queued"], "prepare is emitted before the app sees the data"
+    assert stored_when_prepared == [0], "prepare is emitted before the app has any of the data"
     prepare, upload, activate = notifications
     assert prepare.payload["status"] == "saving", "Glance reports the image as saving at prepare"
     assert upload.payload["status"] == "active" and upload.payload["size"] == 1000
     assert activate.payload == upload.payload
+
+
+def test_upload_of_an_image_seen_through_the_filter_asks_nothing_before_the_data(
+    api: ImageAPI, notifications: CapturedNotifications
+) -> None:
+    counting = Counting(api)
+    app = NotificationMiddleware(counting, Notifier())
+    image_id = create(app)
+    counting.seen.clear()
+    notifications.clear()
+    call(
+        app,
+        "PUT",
+        f"/v2/images/{image_id}/file",
+        b"x" * 10,
+        {"Content-Type": "application/octet-stream"},
+    )
+    methods = [environ["REQUEST_METHOD"] for environ in counting.seen]
+    assert methods == ["PUT", "GET"], "one lookup, after the upload (its size and checksum)"
+    assert notifications.event_types == ["image.prepare", "image.upload", "image.activate"]
+    assert notifications[0].payload["id"] == image_id
+    assert notifications[0].payload["status"] == "saving"
+
+
+def test_an_upload_refused_before_its_data_is_read_is_not_prepared(
+    api: ImageAPI, notifications: CapturedNotifications
+) -> None:
+    app = NotificationMiddleware(api, Notifier())
+    image_id = create(app)  # seen as queued
+    api.images[image_id]["status"] = "killed"  # changed behind the filter's back
+    notifications.clear()
+    reply = call(app, "PUT", f"/v2/images/{image_id}/file", b"data")
+    assert reply.code == 409
+    assert notifications.events == [("image.upload", "WARN")]
+
+
+def test_an_upload_taken_without_reading_is_prepared_before_it_is_reported(
+    notifications: CapturedNotifications,
+) -> None:
+    def lazy_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        method = environ["REQUEST_METHOD"]
+        if method == "POST":
+            start_response("201 Created", [("Content-Type", "application/json")])
+            return [b'{"id": "i1", "status": "queued"}']
+        if method == "GET":
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [b'{"id": "i1", "status": "active", "size": 0}']
+        start_response("204 No Content", [])  # an empty upload: nothing to read
+        return []
+
+    app = NotificationMiddleware(lazy_app, Notifier())
+    call(app, "POST", "/v2/images", b"{}", {"Content-Type": "application/json"})
+    notifications.clear()
+    call(app, "PUT", "/v2/images/i1/file", b"")
+    assert notifications.event_types == ["image.prepare", "image.upload", "image.activate"]
 
 
 def test_upload_to_an_image_that_is_not_active_afterwards_emits_no_activate(

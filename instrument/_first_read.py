@@ -1,0 +1,67 @@
+"""A request body that says when the application first reads it.
+
+Used for image.prepare of an upload whose image the filter has already seen: the
+application reading the image data is the proof that it accepted the upload (the
+caller's rights, the image's state), which otherwise takes a metadata subrequest
+before the application is called. Decisions:
+
+* **Every way in counts**: ``read``, ``readline``, ``readlines``, ``readinto`` and
+  iteration run the hook before they read; everything else passes through (a
+  :class:`wrapt.ObjectProxy`, so ``isinstance`` checks and attributes still see the
+  server's object).
+* **Once, and never in the way**: the hook runs before the first read only, and a
+  hook that raises is logged and forgotten; the read goes on either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import wrapt
+
+__all__ = ["FirstRead"]
+
+log = logging.getLogger("instrument.middleware")
+
+if TYPE_CHECKING:
+    _Proxy = wrapt.ObjectProxy[Any]
+else:
+    _Proxy = wrapt.ObjectProxy
+
+
+class FirstRead(_Proxy):
+    """*stream* (``wsgi.input``), calling *hook* once before the first read of it."""
+
+    def __init__(self, stream: Any, hook: Callable[[], None]) -> None:
+        super().__init__(stream)
+        self._self_hook: Callable[[], None] | None = hook
+
+    def _self_reading(self) -> None:
+        hook, self._self_hook = self._self_hook, None
+        if hook is not None:
+            try:
+                hook()
+            except Exception:
+                log.exception("instrument: the hook before the first read of a body failed")
+
+    def read(self, *args: Any) -> Any:
+        self._self_reading()
+        return self.__wrapped__.read(*args)
+
+    def readline(self, *args: Any) -> Any:
+        self._self_reading()
+        return self.__wrapped__.readline(*args)
+
+    def readlines(self, *args: Any) -> Any:
+        self._self_reading()
+        return self.__wrapped__.readlines(*args)
+
+    def readinto(self, buffer: Any) -> Any:
+        self._self_reading()
+        return self.__wrapped__.readinto(buffer)
+
+    def __iter__(self) -> Iterator[Any]:
+        self._self_reading()
+        return iter(self.__wrapped__)
