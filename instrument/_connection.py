@@ -106,49 +106,62 @@ def _acked(info: bytes) -> int:
     return int(acked)
 
 
-def _socket_of(duplicate: int) -> socket.socket:
-    """A socket object owning *duplicate*; the descriptor is closed if that fails."""
+def _socket_of(duplicate: int, like: socket.socket | None) -> socket.socket:
+    """A socket object owning *duplicate*; the descriptor is closed if that fails.
+
+    With the server's own socket object (*like*) its family, type and protocol are
+    given, which spares the three system calls that would ask the kernel for them.
+    """
     try:
-        return socket.socket(fileno=duplicate)
+        if like is None:
+            return socket.socket(fileno=duplicate)
+        return socket.socket(like.family, like.type, like.proto, duplicate)
     except Exception:
         os.close(duplicate)
         raise
 
 
 def connection(environ: Mapping[str, Any] | None) -> Connection | None:
-    """The client's TCP connection of this request, where the server lets us reach it."""
+    """The client's TCP connection of this request, where the server lets us reach it.
+
+    Not read here: the response's first reading (:class:`~instrument._settling.Report`)
+    tells whether the kernel can say anything of it.
+    """
     if _TCP_INFO is None or not environ:
         return None
     try:
-        fd, channel = _server_connection(environ)
+        fd, like, channel = _server_connection(environ)
         if fd is None:
             return None
-        sock = _socket_of(os.dup(fd))
+        sock = _socket_of(os.dup(fd), like)
     except Exception:
         log.debug("cannot reach the connection", exc_info=True)
         return None
-    found = Connection(sock, channel)
-    if sock.type != socket.SOCK_STREAM or found.reading() is None:
-        found.close()
+    if sock.type != socket.SOCK_STREAM:
+        with contextlib.suppress(OSError):
+            sock.close()
         return None
-    return found
+    return Connection(sock, channel)
 
 
-def _server_connection(environ: Mapping[str, Any]) -> tuple[int | None, Any]:
-    """The connection's descriptor, and waitress's channel when it is waitress."""
+def _server_connection(environ: Mapping[str, Any]) -> tuple[int | None, Any, Any]:
+    """The connection's descriptor, the server's socket object if it has one, and
+    waitress's channel when it is waitress."""
     sock = environ.get("gunicorn.socket")
+    if isinstance(sock, socket.socket):
+        return int(sock.fileno()), sock, None
     if sock is not None:
-        return int(sock.fileno()), None
+        return int(sock.fileno()), None, None
     if "uwsgi.version" in environ:
         import uwsgi  # only inside uWSGI
 
-        return int(uwsgi.connection_fd()), None
+        return int(uwsgi.connection_fd()), None, None
     sock = getattr(environ.get("eventlet.input"), "_sock", None)  # eventlet.wsgi's Input
     if sock is not None and hasattr(sock, "fileno"):
-        return int(sock.fileno()), None
+        return int(sock.fileno()), None, None
     disconnected = environ.get("waitress.client_disconnected")
     channel = getattr(disconnected, "__self__", None)
     sock = getattr(channel, "socket", None)
     if sock is not None and hasattr(channel, "outbuf_lock"):
-        return int(sock.fileno()), channel
-    return None, None
+        return int(sock.fileno()), sock if isinstance(sock, socket.socket) else None, channel
+    return None, None, None

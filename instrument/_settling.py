@@ -101,8 +101,11 @@ class Report:
         self._lock = threading.Lock()
         self._done = False
         self._closed = False
-        self.connection = connection
         reading = connection.reading() if connection is not None else None
+        if connection is not None and reading is None:  # not TCP, or not Linux's
+            connection.close()
+            connection = None
+        self.connection = connection
         self.start = reading[1] if reading is not None else 0
 
     def finish(self, bytes_sent: int, complete: bool) -> None:

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from instrument import Notifier, count_sent
-from instrument._servers import Progress, connection, counted_file_wrapper
+from instrument._connection import connection
+from instrument._servers import Progress, counted_file_wrapper
 from instrument.strategies.memory import MemoryStrategy
 
 
