@@ -250,6 +250,8 @@ class _Lifecycle(_ObservedRequest):
         if 200 <= code < 300:
             self.succeeded(body)
         elif code >= 400:
+            if code >= 500:  # the application took the upload and its store failed
+                self.read_begins()  # (Glance prepares before its store is touched)
             problem = str(self.status) if exc is None else problem_of(exc)
             event = failure_event(self.kind, self.has_data)
             priority = failure_priority(code, event, self.prepared)

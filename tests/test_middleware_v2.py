@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from typing import Any
 
 import pytest
@@ -129,6 +130,19 @@ def test_an_upload_refused_before_its_data_is_read_is_not_prepared(
     reply = call(app, "PUT", f"/v2/images/{image_id}/file", b"data")
     assert reply.code == 409
     assert notifications.events == [("image.upload", "WARN")]
+
+
+def test_an_upload_whose_store_fails_before_reading_is_prepared_then_an_error(
+    tmp_path: Any, notifications: CapturedNotifications
+) -> None:
+    api = ImageAPI(tmp_path / "data")
+    app = NotificationMiddleware(api, Notifier())
+    image_id = create(app)  # seen as queued
+    shutil.rmtree(tmp_path / "data")  # the store is gone: the upload fails before a read
+    notifications.clear()
+    with pytest.raises(FileNotFoundError):
+        call(app, "PUT", f"/v2/images/{image_id}/file", b"data", validate=False)
+    assert notifications.events == [("image.prepare", "INFO"), ("image.upload", "ERROR")]
 
 
 def test_an_upload_taken_without_reading_is_prepared_before_it_is_reported(
