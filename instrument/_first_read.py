@@ -5,8 +5,8 @@ application reading the image data is the proof that it accepted the upload (the
 caller's rights, the image's state), which otherwise takes a metadata subrequest
 before the application is called. Decisions:
 
-* **Every way in counts**: ``read``, ``readline``, ``readlines``, ``readinto`` and
-  iteration run the hook before they read; everything else passes through (a
+* **Every way in counts**: ``read``, ``readline``, ``readlines``, ``readinto``,
+  iteration and ``next()`` run the hook before they read; everything else passes through (a
   :class:`wrapt.ObjectProxy`, so ``isinstance`` checks and attributes still see the
   server's object).
 * **Once, and never in the way**: the hook runs before the first read only, and a
@@ -65,3 +65,7 @@ class FirstRead(_Proxy):
     def __iter__(self) -> Iterator[Any]:
         self._self_reading()
         return iter(self.__wrapped__)
+
+    def __next__(self) -> Any:
+        self._self_reading()
+        return next(self.__wrapped__)
