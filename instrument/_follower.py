@@ -78,6 +78,8 @@ class ImportFollower:
         max_followed: int = 100,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if not lookups_per_second > 0:  # also NaN
+            raise ValueError(f"lookups_per_second must be above 0, not {lookups_per_second!r}")
         self._app, self._notifier = app, notifier
         self._timeout, self._rate, self._max = timeout, lookups_per_second, max_followed
         self._clock = clock

@@ -202,3 +202,9 @@ def test_a_forked_child_follows_none_of_the_parents_imports() -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert follower.stats()["following"] == 1
+
+
+@pytest.mark.parametrize("rate", [0, -1.0, float("nan")])
+def test_a_follower_without_a_positive_lookup_rate_is_refused_at_once(rate: float) -> None:
+    with pytest.raises(ValueError, match="lookups_per_second must be above 0"):
+        ImportFollower(lambda environ, start_response: [], Notifier(), lookups_per_second=rate)
