@@ -106,7 +106,14 @@ def notification_image(image: Mapping[str, Any], *, from_json: bool = False) -> 
 def deleted_image(image: Mapping[str, Any]) -> dict[str, Any]:
     """*image* as Glance's image.delete payload shows it: deleted now."""
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {**image, "status": "deleted", "deleted": True, "deleted_at": now}
+    return _changed(image, status="deleted", deleted=True, deleted_at=now)
+
+
+def _changed(image: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
+    """*image* with *fields* (JSON values) set; JSON-safe still if *image* was, so that
+    the Notifier does not convert it key by key again."""
+    changed = {**image, **fields}
+    return JSONSafe(changed) if isinstance(image, JSONSafe) else changed
 
 
 #: The fields of Glance's image.member.* payloads (its format_image_member_notification).
@@ -151,7 +158,7 @@ def prepared_image(image: Mapping[str, Any]) -> dict[str, Any] | None:
     status = image.get("status", "queued")
     if status not in UPLOADABLE_STATUSES:
         return None
-    return {**image, "status": "saving"} if status == "queued" else dict(image)
+    return _changed(image, status="saving") if status == "queued" else _changed(image)
 
 
 def image_from_body(body: bytes) -> dict[str, Any] | None:

@@ -106,3 +106,16 @@ def test_parse_json_agrees_with_json_where_orjson_is_stricter(body: bytes) -> No
 def test_image_from_body_reads_bodies_orjson_refuses() -> None:
     image = image_from_body(b'{"id": "1", "size": 123456789012345678901234567890}')
     assert image is not None and image["size"] == 123456789012345678901234567890
+
+
+def test_payloads_derived_from_a_response_stay_json_safe_so_they_are_not_converted_again() -> None:
+    from instrument.images import deleted_image, prepared_image
+    from instrument.payloads import JSONSafe
+
+    seen = image_from_body(b'{"id": "1", "status": "queued", "name": "n"}')
+    assert isinstance(seen, JSONSafe)
+    prepared, deleted = prepared_image(seen), deleted_image(seen)
+    assert isinstance(prepared, JSONSafe) and prepared["status"] == "saving"
+    assert isinstance(deleted, JSONSafe) and deleted["deleted"] is True
+    assert seen["status"] == "queued", "the image seen is not changed"
+    assert not isinstance(deleted_image({"id": "2"}), JSONSafe), "a plain dict stays plain"
