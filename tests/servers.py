@@ -119,6 +119,24 @@ def gunicorn_server(app_spec: str, env: dict[str, str], *extra: str) -> Iterator
         stop_process(process)
 
 
+def _get(port: int, target: str, receive_buffer: int, timeout: float) -> tuple[socket.socket, int]:
+    """Send ``GET target`` with a small receive buffer and read the response head.
+
+    Returns the connection and how many body bytes came with the head.
+    """
+    client = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    client.sendall(f"GET {target} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = client.recv(65536)
+        if not chunk:
+            client.close()
+            raise ConnectionError(f"no response head: {data!r}")
+        data += chunk
+    return client, len(data.split(b"\r\n\r\n", 1)[1])
+
+
 def read_slowly_then_close(
     port: int,
     target: str,
@@ -132,23 +150,14 @@ def read_slowly_then_close(
     Returns the body bytes it read (the response head is not counted). The close
     leaves unread data behind, so the kernel answers the server with a reset.
     """
-    client = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    client.sendall(f"GET {target} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = client.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"no response head: {data!r}")
-        data += chunk
-    received = len(data.split(b"\r\n\r\n", 1)[1])
-    while received < stop_after:
-        time.sleep(pause)
-        chunk = client.recv(65536)
-        if not chunk:
-            break
-        received += len(chunk)
-    client.close()
+    client, received = _get(port, target, receive_buffer, timeout)
+    with client:
+        while received < stop_after:
+            time.sleep(pause)
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            received += len(chunk)
     return received
 
 
@@ -162,21 +171,12 @@ def read_stalled(
 ) -> int:
     """A client that reads *first* body bytes, stops reading for *stall* seconds, then
     reads on until the server closes. Returns the body bytes it read in all."""
-    client = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    client, received = _get(port, target, receive_buffer, timeout)
     with client:
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        client.sendall(f"GET {target} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = client.recv(65536)
-            if not chunk:
-                raise ConnectionError(f"no response head: {data!r}")
-            data += chunk
-        received = len(data.split(b"\r\n\r\n", 1)[1])
         stalled = False
         while chunk := client.recv(65536):
             received += len(chunk)
             if received >= first and not stalled:
                 stalled = True
                 time.sleep(stall)
-        return received
+    return received
