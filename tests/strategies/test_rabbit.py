@@ -372,8 +372,11 @@ def test_a_nack_fails_the_batch_even_when_later_messages_were_acked_first(
     )  # fmt: skip
     try:  # the info queue answers only after the error message was acked
         rabbit_node.ctl("eval", f"{_queue_pid(topic + '.info')}, sys:suspend(P).")
-        strategy.emit(notes(1, "INFO")[0])
-        strategy.emit(notes(1, "ERROR")[0])
+        # Both in one batch: the worker takes from the intake under its lock, so
+        # holding that lock while emitting keeps it from taking the first alone.
+        with strategy._delivery._intake._lock:
+            strategy.emit(notes(1, "INFO")[0])
+            strategy.emit(notes(1, "ERROR")[0])
         _wait(lambda: strategy.stats()["accepted"] == 2, 5)
         time.sleep(1.0)  # the error message's ack has arrived
         rabbit_node.ctl("eval", f"{_queue_pid(topic + '.info')}, sys:resume(P).")
