@@ -5,8 +5,9 @@ Decisions:
 * **emit() writes to the journal itself**: one framed record (:mod:`._segments`)
   copied into a segment file mapped ``MAP_SHARED``, under a lock held only for that
   copy. The mapping's pages are the file's page cache, which outlives a killed
-  process; no fsync on the request path (the worker fsyncs every
-  ``outbox_fsync_interval`` seconds, so a host crash loses at most that window).
+  process; no fsync on the request path (the worker syncs what was written every
+  ``outbox_fsync_interval`` seconds, so a host crash loses at most that window; by
+  range, so that the pages ahead stay writable, :mod:`._pages`).
 * **A memory copy, not ``write(2)``**: measured, a ``write(2)`` per emit kept p50 at
   2 us but released the GIL, and getting it back behind a busy worker thread made
   p99 100 us with the broker up; the copy keeps the GIL (p99 see benchmarks).
@@ -40,6 +41,7 @@ from typing import Final
 from ..events import Notification
 from . import _owner
 from ._adoption import lock_file
+from ._pages import Pages
 from ._segments import Cursor, frame, segment_name
 
 try:
@@ -51,7 +53,6 @@ __all__ = ["SEGMENT_BYTES", "Outbox", "decode", "encode", "fsync_dir", "private_
 
 SEGMENT_BYTES: Final = 4 * 1024 * 1024  # allocated in full, mapped, two kept ahead
 _SPARES: Final = 2  # segments allocated ahead: a burst never waits for the worker
-_MADV_POPULATE_WRITE: Final = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14
 
 
 def encode(notification: Notification) -> bytes:
@@ -89,19 +90,14 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def _populate(mapping: mmap.mmap) -> None:
-    """Fault every page in now (the worker), not one by one in requests (10-40 us each)."""
-    try:
-        mapping.madvise(_MADV_POPULATE_WRITE)
-    except (OSError, ValueError):  # before Linux 5.14: touch each page
-        for offset in range(0, len(mapping), mmap.PAGESIZE):
-            mapping[offset] = 0
-
-
 class _Segment:
-    """One segment file, allocated in full and mapped shared: appends are memory copies."""
+    """One segment file, allocated in full and mapped shared: appends are memory copies.
 
-    __slots__ = ("fd", "map", "seq")
+    Its pages are faulted in by the worker, not one by one in requests (10-40 us
+    each), and synced by range (:mod:`._pages`).
+    """
+
+    __slots__ = ("fd", "map", "pages", "seq", "synced")
 
     def __init__(self, directory: str, seq: int) -> None:
         path = os.path.join(directory, segment_name(seq))
@@ -109,18 +105,28 @@ class _Segment:
         try:
             os.posix_fallocate(fd, 0, SEGMENT_BYTES)  # ENOSPC here, never a SIGBUS later
             self.map = mmap.mmap(fd, SEGMENT_BYTES)
-            _populate(self.map)
+            self.pages = Pages(self.map, fd)
+            self.pages.populate_new()
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(path)
             raise
-        self.fd, self.seq = fd, seq
+        self.fd, self.seq, self.synced = fd, seq, 0
+
+    def sync(self, end: int) -> None:
+        """Worker: make the records before *end* durable; fault the pages after it in
+        again (the sync write-protected the last one, the kernel's writeback may have
+        cleaned more)."""
+        self.pages.sync(self.synced, end)
+        self.synced = end
+        self.pages.populate(end)
 
     def close(self, *, sync: bool) -> None:
         if sync:
             with contextlib.suppress(OSError):
                 os.fsync(self.fd)
+        self.pages.release()
         self.map.close()
         os.close(self.fd)
 
@@ -310,9 +316,10 @@ class Outbox:
         """Worker: make what was appended and acknowledged durable (fsync)."""
         for retired in self._take_retired():
             retired.close(sync=True)
-        segment = self._current
+        with self._lock:
+            segment, end = self._current, self._size
         if segment is not None:
-            os.fsync(segment.fd)
+            segment.sync(end)
         if self.cursor is not None:
             self.cursor.fsync()
 
