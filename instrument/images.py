@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - depends on the installed extras
 __all__ = [
     "CORE_FIELDS",
     "UPLOADABLE_STATUSES",
+    "can_take_data",
     "deleted_image",
     "image_from_body",
     "image_from_headers",
@@ -149,15 +150,20 @@ def deleted_member(member: Mapping[str, Any]) -> dict[str, Any]:
     return {**deleted_image(member), "status": member.get("status")}
 
 
+def can_take_data(image: Mapping[str, Any]) -> bool:
+    """Whether *image*'s status lets it take data (no image without one is queued)."""
+    return image.get("status", "queued") in UPLOADABLE_STATUSES
+
+
 def prepared_image(image: Mapping[str, Any]) -> dict[str, Any] | None:
     """The image.prepare payload for *image*, or None when it cannot take data.
 
     Glance moves a queued image to ``saving`` before it emits image.prepare, so a
     queued image is reported as saving.
     """
-    status = image.get("status", "queued")
-    if status not in UPLOADABLE_STATUSES:
+    if not can_take_data(image):
         return None
+    status = image.get("status", "queued")
     return _changed(image, status="saving") if status == "queued" else _changed(image)
 
 

@@ -42,7 +42,7 @@ from ._seen import SeenImages
 from ._subrequest import SUBREQUEST_KEY, LookupResult, lookup_image
 from ._wsgi import Environ, StartResponse, WSGIApp, status_code
 from .config import CORE_OPTIONS, Settings
-from .images import deleted_image, image_from_body, image_from_headers, prepared_image
+from .images import can_take_data, deleted_image, image_from_body, image_from_headers
 from .lifecycle import (
     DATA_KINDS,
     KIND_EVENTS,
@@ -215,7 +215,7 @@ class _Lifecycle(_ObservedRequest):
         uploading = self.kind == "upload" or (self.kind == "update_with_data" and self.has_data)
         if uploading and self.notifier.is_enabled(ev.IMAGE_PREPARE):
             seen = self.middleware.seen.get(self.match.image_id)
-            if seen is not None and prepared_image(seen) is not None:
+            if seen is not None and can_take_data(seen):
                 # No subrequest: the application reading the data shows it took the
                 # upload (a refusal reads nothing), and the image was seen.
                 self.unprepared = seen
