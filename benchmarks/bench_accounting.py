@@ -28,7 +28,6 @@ they were. Figures, not assertions: nothing here fails on a number.
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import statistics
 import sys
@@ -46,7 +45,7 @@ from tests.test_sending_matrix import HANDED_TO_SERVER, SERVERS, _unavailable  #
 from tests.test_sending_servers import Server  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_iterators import process_cpu  # noqa: E402
+from _processes import SERVER_CPUS, pin_self_away, pin_tree, tree_cpu  # noqa: E402
 
 MiB = 1024 * 1024
 GIB = 1024 * MiB
@@ -57,7 +56,6 @@ BODIES = {"generator": "/gen", "file_wrapper": "/file"}
 #: cannot read TCP_INFO.
 SEND_BUFFER = 4 * MiB
 START, END = "<!-- bench_accounting -->", "<!-- /bench_accounting -->"
-SERVER_CPUS = {0}  # --pin: the server's CPU; this client gets the others
 
 
 def write_image(path: Path, size: int) -> None:
@@ -112,34 +110,6 @@ def _response_length(first: bytes) -> int | None:
         if name.strip().lower() == b"content-length":
             return len(head) + 4 + int(value)
     return None
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of *pid* and all its descendants (gunicorn's workers, Apache's daemon)."""
-    total, pids = 0.0, [pid]
-    while pids:
-        current = pids.pop()
-        try:
-            total += process_cpu(current)
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pids.extend(int(child) for child in (task / "children").read_text().split())
-        except (FileNotFoundError, ProcessLookupError):  # a process that just ended
-            continue
-    return total
-
-
-def pin_tree(pid: int, cpus: set[int]) -> None:
-    """Every thread of *pid* and its descendants on *cpus* (threads started later, and
-    processes forked later, inherit it)."""
-    pids = [pid]
-    while pids:
-        current = pids.pop()
-        try:
-            for task in Path(f"/proc/{current}/task").iterdir():
-                os.sched_setaffinity(int(task.name), cpus)
-                pids.extend(int(child) for child in (task / "children").read_text().split())
-        except (FileNotFoundError, ProcessLookupError):  # a process that just ended
-            continue
 
 
 def full(server: Server, body: str, size: int, rounds: int) -> dict[str, Any]:
@@ -278,7 +248,7 @@ def main() -> None:
     args = parser.parse_args()
     size = int(args.gib * GIB) // MiB * MiB
     if args.pin:
-        os.sched_setaffinity(0, os.sched_getaffinity(0) - SERVER_CPUS)
+        pin_self_away()
     rows = []
     with tempfile.TemporaryDirectory(prefix="instrument-bench-") as tmp:
         root = Path(tmp)

@@ -5,15 +5,20 @@ Uses the Glance virtualenv and configuration ``tests/glance`` builds (cached und
 (gunicorn, one sync worker, as the parity test does) once bare and once with the filter
 (``noop`` and ``logging`` strategies), interleaved, and measures:
 
-* create + update (PATCH) + delete: requests/s with a few concurrent clients;
-* a 256 MiB image downloaded from the filesystem store: MiB/s, best of three.
+* create + update (PATCH) + delete: requests/s with a few concurrent clients, and the
+  CPU seconds Glance's processes spent per request;
+* a 256 MiB image downloaded from the filesystem store: MiB/s, best of three, and
+  Glance's CPU seconds per download.
 
-Printed: the median of the rounds and the ratios against bare. Timed assertions never
-live in tests/; this script only reports.
+Printed: the median of the rounds and the ratios against bare (for CPU, bare's over
+the mode's, so that 1.0 is no cost and lower is worse, like the rates). ``--pin`` runs
+Glance on CPU 0 and the clients on the others: on a small shared machine the rates
+then move less with what else runs. Timed assertions never live in tests/; this
+script only reports.
 
 Usage::
 
-    python benchmarks/bench_glance.py [--rounds 3] [--seconds 8] [--clients 4]
+    python benchmarks/bench_glance.py [--rounds 3] [--seconds 8] [--clients 4] [--pin]
 """
 
 from __future__ import annotations
@@ -31,9 +36,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _processes import SERVER_CPUS, pin_self_away, pin_tree, tree_cpu  # noqa: E402
 
 from tests.glance.configs import Setup  # noqa: E402
-from tests.glance.environment import ensure_venv, running_glance  # noqa: E402
+from tests.glance.environment import Glance, ensure_venv, running_glance  # noqa: E402
 
 # The parity test caps images at 9 MiB (to test the 413); the download here is larger.
 _NO_CAP = "[DEFAULT]\nimage_size_cap = 1099511627776\n"
@@ -112,30 +120,57 @@ def download_mib_per_second(port: int) -> float:
     return best
 
 
+def measure(glance: Glance, clients: int, seconds: float) -> dict[str, float]:
+    """One Glance's figures: requests/s, CPU per request, MiB/s, CPU per download."""
+    metadata_cycle(glance.port)  # warm up
+    used = tree_cpu(glance.pid)
+    began = time.monotonic()
+    rps = requests_per_second(glance.port, clients, seconds)
+    cpu_per_request = (tree_cpu(glance.pid) - used) / (rps * (time.monotonic() - began))
+    used = tree_cpu(glance.pid)
+    mibs = download_mib_per_second(glance.port)
+    # the upload and the three downloads: a quarter is a fair share for one download
+    cpu_per_download = (tree_cpu(glance.pid) - used) / 4
+    return {"rps": rps, "cpu": cpu_per_request, "mibs": mibs, "cpu_download": cpu_per_download}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--pin", action="store_true", help="Glance on CPU 0, clients elsewhere")
     args = parser.parse_args()
     venv = ensure_venv()
-    results: dict[str, dict[str, list[float]]] = {m: {"rps": [], "mibs": []} for m in MODES}
+    if args.pin:
+        pin_self_away()
+    results: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
     for _ in range(args.rounds):
         for mode, setup in MODES.items():
             with contextlib.ExitStack() as stack:
                 work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
                 glance = stack.enter_context(running_glance(venv, work, setup))
-                metadata_cycle(glance.port)  # warm up
-                rps = requests_per_second(glance.port, args.clients, args.seconds)
-                results[mode]["rps"].append(rps)
-                results[mode]["mibs"].append(download_mib_per_second(glance.port))
-    bare_rps = statistics.median(results["bare"]["rps"])
-    bare_mibs = statistics.median(results["bare"]["mibs"])
-    print(f"\nGlance 33, gunicorn (1 sync worker): median of {args.rounds} interleaved rounds")
-    print(f"{'mode':8} {'req/s':>8} {'vs bare':>8} {'256 MiB MiB/s':>14} {'vs bare':>8}")
-    for mode, figures in results.items():
-        rps, mibs = statistics.median(figures["rps"]), statistics.median(figures["mibs"])
-        print(f"{mode:8} {rps:8.1f} {rps / bare_rps:8.3f} {mibs:14.1f} {mibs / bare_mibs:8.3f}")
+                if args.pin:
+                    pin_tree(glance.pid, SERVER_CPUS)
+                results[mode].append(measure(glance, args.clients, args.seconds))
+    medians = {
+        mode: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        for mode, runs in results.items()
+    }
+    bare = medians["bare"]
+    pinned = ", Glance pinned to CPU 0" if args.pin else ""
+    print(
+        f"\nGlance 33, gunicorn (1 sync worker): median of {args.rounds} interleaved rounds"
+        f"{pinned}\n{'mode':8} {'req/s':>8} {'vs bare':>8} {'CPU/req':>9} {'vs bare':>8}"
+        f" {'256 MiB MiB/s':>14} {'vs bare':>8} {'CPU/download':>13} {'vs bare':>8}"
+    )
+    for mode, m in medians.items():
+        print(
+            f"{mode:8} {m['rps']:8.1f} {m['rps'] / bare['rps']:8.3f}"
+            f" {m['cpu'] * 1e3:7.2f}ms {bare['cpu'] / m['cpu']:8.3f}"
+            f" {m['mibs']:14.1f} {m['mibs'] / bare['mibs']:8.3f}"
+            f" {m['cpu_download']:12.3f}s {bare['cpu_download'] / m['cpu_download']:8.3f}"
+        )
     return 0
 
 

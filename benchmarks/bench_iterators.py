@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from _processes import process_cpu
+
 from instrument import Notifier, count_sent
 from instrument.strategies.memory import MemoryStrategy
 
@@ -245,21 +247,6 @@ def start_server(workdir: Path, total: int, image: Path) -> tuple[subprocess.Pop
             raise RuntimeError("waitress did not start")
         time.sleep(0.05)
     return process, int(port_file.read_text())
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds of all of *pid*'s threads, to the nanosecond (schedstat, Linux).
-
-    /proc/<pid>/stat counts clock ticks (10 ms): over a download of a fraction of a
-    second that alone moves a ratio by several percent.
-    """
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
-            continue
-    return total / 1e9
 
 
 def through_waitress(

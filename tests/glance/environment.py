@@ -165,6 +165,7 @@ class Glance:
     kit_log: Path
     glance_log: Path
     env: dict[str, str] = field(default_factory=dict)
+    pid: int = 0  # gunicorn's master (its worker is its child)
 
     @property
     def url(self) -> str:
@@ -268,7 +269,7 @@ def running_glance(venv: Path, work: Path, setup: Setup | None = None) -> Iterat
             raise RuntimeError(
                 f"gunicorn/Glance did not start:\n{(work / 'gunicorn.log').read_text()[-4000:]}"
             ) from exc
-        yield Glance(venv, work, port, native_log, kit_log, glance_log, client_env)
+        yield Glance(venv, work, port, native_log, kit_log, glance_log, client_env, process.pid)
     finally:
         stop_process(process)
         server_log.close()
