@@ -55,6 +55,9 @@ class Setup:
     #: Glance's image cache in ``<work>/image-cache`` (``image_cache_dir``; its default
     #: ``centralized_db`` driver keeps the records in Glance's database).
     image_cache: bool = False
+    #: Source of a ``sitecustomize`` module Glance's processes run at start-up
+    #: (``bench_glance.py`` times the filter from inside the worker with it).
+    site_hook: str = ""
 
 
 def paste_config(paste_ini: str, setup: Setup, kit_log: Path) -> str:

@@ -122,7 +122,7 @@ def _install_kit(venv: Path) -> None:
     (venv / ".instrument-kit-root").write_text(str(ROOT))
 
 
-def kit_overlay(work: Path) -> str:
+def kit_overlay(work: Path, site_hook: str = "") -> str:
     """A ``PYTHONPATH`` that makes this checkout the kit Glance imports.
 
     The checkout itself (the ``instrument`` package) and a folder holding a
@@ -143,6 +143,8 @@ def kit_overlay(work: Path) -> str:
         f"Metadata-Version: 2.1\nName: instrument\nVersion: {version[1]}\n"
     )
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    if site_hook:
+        (info.parent / "sitecustomize.py").write_text(site_hook)
     return os.pathsep.join((str(ROOT), str(info.parent)))
 
 
@@ -221,7 +223,7 @@ def running_glance(venv: Path, work: Path, setup: Setup | None = None) -> Iterat
     }
     env.update(
         OS_GLANCE_CONFIG_DIR=str(config),
-        PYTHONPATH=kit_overlay(work),
+        PYTHONPATH=kit_overlay(work, setup.site_hook),
         PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
     )
     _run(
