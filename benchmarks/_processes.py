@@ -34,10 +34,14 @@ def _tree(pid: int) -> list[int]:
         current = pending.pop()
         found.append(current)
         try:
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending.extend(int(child) for child in (task / "children").read_text().split())
-        except (FileNotFoundError, ProcessLookupError):  # a process that just ended
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except FileNotFoundError:  # a process that just ended
             continue
+        for task in tasks:
+            try:
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+            except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
+                continue
     return found
 
 
@@ -57,10 +61,14 @@ def pin_tree(pid: int, cpus: set[int]) -> None:
     started later inherit it)."""
     for current in _tree(pid):
         try:
-            for task in Path(f"/proc/{current}/task").iterdir():
-                os.sched_setaffinity(int(task.name), cpus)
-        except (FileNotFoundError, ProcessLookupError):
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except FileNotFoundError:  # a process that just ended
             continue
+        for task in tasks:
+            try:
+                os.sched_setaffinity(int(task.name), cpus)
+            except ProcessLookupError:  # a thread that just ended
+                continue
 
 
 def pin_self_away() -> None:

@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import http.client
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -49,42 +48,44 @@ from tests.glance.environment import Glance, ensure_venv, running_glance  # noqa
 # The parity test caps images at 9 MiB (to test the 413); the download here is larger.
 _NO_CAP = "[DEFAULT]\nimage_size_cap = 1099511627776\n"
 # Inside Glance's worker: the CPU the filter's calls take, minus the application's
-# inside them (thread time, so other threads do not count), written to a file after
-# each request. A list body (Glance's metadata answers) is done when the call returns;
-# a streamed body is iterated after it, by the server, and is not in these figures.
+# inside them (thread time, so other threads do not count). A list body (Glance's
+# metadata answers) is done when the call returns; a streamed body is iterated after
+# it, by the server, and is not in these figures; a metadata lookup the filter makes
+# counts as the application's. GET /v2/_bench/filter-time answers the totals (calls,
+# seconds): nothing is written per request, so the hook costs the server only its
+# four clock readings.
 _FILTER_TIME = """
-import os, time
-_out = os.environ.get("BENCH_FILTER_TIME")
-if _out:
-    from instrument import middleware
+import time
+from instrument import middleware
 
-    _clock, _totals = time.thread_time, [0, 0.0, 0.0]  # calls, in the filter, in the app
-    _filter = middleware.NotificationMiddleware
-    _init, _call = _filter.__init__, _filter.__call__
+_clock, _totals = time.thread_time, [0, 0.0, 0.0]  # calls, in the filter, in the app
+_filter = middleware.NotificationMiddleware
+_init, _call = _filter.__init__, _filter.__call__
 
-    def _timed_app(app):
-        def call(environ, start_response):
-            began = _clock()
-            try:
-                return app(environ, start_response)
-            finally:
-                _totals[2] += _clock() - began
-        return call
-
-    def _init_timed(self, app, *args, **kwargs):
-        _init(self, _timed_app(app), *args, **kwargs)
-
-    def _call_timed(self, environ, start_response):
+def _timed_app(app):
+    def call(environ, start_response):
         began = _clock()
         try:
-            return _call(self, environ, start_response)
+            return app(environ, start_response)
         finally:
-            _totals[0] += 1
-            _totals[1] += _clock() - began
-            with open(_out, "w") as file:
-                file.write(" ".join(map(str, _totals)))
+            _totals[2] += _clock() - began
+    return call
 
-    _filter.__init__, _filter.__call__ = _init_timed, _call_timed
+def _init_timed(self, app, *args, **kwargs):
+    _init(self, _timed_app(app), *args, **kwargs)
+
+def _call_timed(self, environ, start_response):
+    if environ.get("PATH_INFO") == "/v2/_bench/filter-time":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [f"{_totals[0]} {_totals[1] - _totals[2]}".encode()]
+    began = _clock()
+    try:
+        return _call(self, environ, start_response)
+    finally:
+        _totals[0] += 1
+        _totals[1] += _clock() - began
+
+_filter.__init__, _filter.__call__ = _init_timed, _call_timed
 """
 MODES = {
     "bare": Setup(filtered=False, extra_conf=_NO_CAP),
@@ -121,7 +122,8 @@ def metadata_cycle(port: int) -> int:
     return 3
 
 
-def requests_per_second(port: int, clients: int, seconds: float) -> float:
+def requests_in(port: int, clients: int, seconds: float) -> tuple[int, float]:
+    """*clients* doing metadata cycles for *seconds*: (requests, seconds taken)."""
     done: list[int] = []
     stop_at = time.monotonic() + seconds
 
@@ -137,17 +139,19 @@ def requests_per_second(port: int, clients: int, seconds: float) -> float:
         thread.start()
     for thread in threads:
         thread.join()
-    return sum(done) / (time.monotonic() - started)
+    return sum(done), time.monotonic() - started
 
 
-def download_mib_per_second(port: int) -> float:
+def download(glance: Glance) -> tuple[float, float]:
+    """A 256 MiB image downloaded three times: (best MiB/s, Glance's CPU per download)."""
+    port = glance.port
     meta = json.dumps({"name": "big", "disk_format": "raw", "container_format": "bare"})
     image = json.loads(request(port, "POST", "/v2/images", meta.encode(), **_JSON))
     path = f"/v2/images/{image['id']}/file"
     request(
         port, "PUT", path, b"\0" * (IMAGE_MIB << 20), **{"Content-Type": "application/octet-stream"}
     )
-    best = 0.0
+    best, used = 0.0, tree_cpu(glance.pid)
     for _ in range(3):
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
         started = time.monotonic()
@@ -160,38 +164,32 @@ def download_mib_per_second(port: int) -> float:
         connection.close()
         assert received == IMAGE_MIB << 20, received
         best = max(best, IMAGE_MIB / elapsed)
-    return best
+    return best, (tree_cpu(glance.pid) - used) / 3
 
 
-def filter_time(path: Path) -> tuple[int, float]:
+def filter_time(port: int) -> tuple[int, float]:
     """Calls of the filter so far and the CPU seconds it took itself (see _FILTER_TIME)."""
-    try:
-        calls, inside, app = path.read_text().split()
-    except (FileNotFoundError, ValueError):  # bare, or read while being written
-        return 0, 0.0
-    return int(calls), float(inside) - float(app)
+    calls, own = request(port, "GET", "/v2/_bench/filter-time").split()
+    return int(calls), float(own)
 
 
-def measure(glance: Glance, clients: int, seconds: float) -> dict[str, float]:
+def measure(glance: Glance, mode: str, clients: int, seconds: float) -> dict[str, float]:
     """One Glance's figures: requests/s, CPU per request, the filter's own CPU per
     request, MiB/s, CPU per download."""
     metadata_cycle(glance.port)  # warm up
+    timed = mode != "bare"
+    calls, own = filter_time(glance.port) if timed else (0, 0.0)
     used = tree_cpu(glance.pid)
-    calls, own = filter_time(glance.work / "filter-time")
-    began = time.monotonic()
-    rps = requests_per_second(glance.port, clients, seconds)
-    requests = rps * (time.monotonic() - began)
-    cpu_per_request = (tree_cpu(glance.pid) - used) / requests
-    calls_after, own_after = filter_time(glance.work / "filter-time")
-    filter_cpu = (own_after - own) / max(calls_after - calls, 1)
-    used = tree_cpu(glance.pid)
-    mibs = download_mib_per_second(glance.port)
-    # the upload and the three downloads: a quarter is a fair share for one download
-    cpu_per_download = (tree_cpu(glance.pid) - used) / 4
+    count, elapsed = requests_in(glance.port, clients, seconds)
+    cpu_per_request = (tree_cpu(glance.pid) - used) / count
+    if timed:
+        calls_after, own_after = filter_time(glance.port)
+        filter_cpu = (own_after - own) / max(calls_after - calls, 1)
+    mibs, cpu_per_download = download(glance)
     return {
-        "rps": rps,
+        "rps": count / elapsed,
         "cpu": cpu_per_request,
-        "filter_cpu": filter_cpu,
+        "filter_cpu": filter_cpu if timed else 0.0,
         "mibs": mibs,
         "cpu_download": cpu_per_download,
     }
@@ -212,11 +210,10 @@ def main() -> int:
         for mode, setup in MODES.items():
             with contextlib.ExitStack() as stack:
                 work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
-                os.environ["BENCH_FILTER_TIME"] = str(work / "filter-time")
                 glance = stack.enter_context(running_glance(venv, work, setup))
                 if args.pin:
                     pin_tree(glance.pid, SERVER_CPUS)
-                results[mode].append(measure(glance, args.clients, args.seconds))
+                results[mode].append(measure(glance, mode, args.clients, args.seconds))
     medians = {
         mode: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
         for mode, runs in results.items()

@@ -53,6 +53,7 @@ __all__ = ["SEGMENT_BYTES", "Outbox", "decode", "encode", "fsync_dir", "private_
 
 SEGMENT_BYTES: Final = 4 * 1024 * 1024  # allocated in full, mapped, two kept ahead
 _SPARES: Final = 2  # segments allocated ahead: a burst never waits for the worker
+_AHEAD: Final = 256 * 1024  # bytes faulted in again after a sync, at least
 
 
 def encode(notification: Notification) -> bytes:
@@ -108,6 +109,10 @@ class _Segment:
             self.pages = Pages(self.map, fd)
             self.pages.populate_new()
         except BaseException:
+            if hasattr(self, "pages"):
+                self.pages.release()
+            if hasattr(self, "map"):
+                self.map.close()
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -115,12 +120,15 @@ class _Segment:
         self.fd, self.seq, self.synced = fd, seq, 0
 
     def sync(self, end: int) -> None:
-        """Worker: make the records before *end* durable; fault the pages after it in
-        again (the sync write-protected the last one, the kernel's writeback may have
-        cleaned more)."""
+        """Worker: make the records before *end* durable; fault the next pages in again
+        (the sync write-protected the one *end* is on, the kernel's writeback may have
+        cleaned more): twice what came since the last sync, at least :data:`_AHEAD`."""
+        if end <= self.synced:
+            return  # nothing new: no disk flush for an idle journal
         self.pages.sync(self.synced, end)
+        ahead = max(_AHEAD, 2 * (end - self.synced))
         self.synced = end
-        self.pages.populate(end)
+        self.pages.populate(end, end + ahead)
 
     def close(self, *, sync: bool) -> None:
         if sync:

@@ -11,9 +11,12 @@ that off the request path:
   faulted (measured: one append in eleven, p99 of ``emit()`` 20 us instead of 14).
   Linux's ``msync`` is ``fdatasync`` of the range: the data and the metadata needed to
   read it back.
-* **Fault the pages ahead in from the worker** (``MADV_POPULATE_WRITE``, Linux 5.14),
-  again after each sync, so pages the kernel's own writeback cleaned meanwhile are
-  writable again before a request writes them (40 us for a populated segment).
+* **Fault the pages ahead in from the worker** (``MADV_POPULATE_WRITE``, Linux 5.14):
+  a whole segment when it is allocated, and after each sync the next pages (twice
+  what was appended since the last sync, at least 256 KiB), so pages the kernel's own
+  writeback cleaned meanwhile are writable again before a request writes them. Only a
+  window: populating a clean page dirties it, and the kernel would write the zeros of
+  a whole idle segment again every 30 s.
 
 Both go through :mod:`ctypes`, which lets the GIL go for the call: ``mmap.flush`` and
 ``mmap.madvise`` keep it, and would stall every request thread for the length of a
@@ -57,39 +60,43 @@ class Pages:
     """Range sync and populate for one mapping of *fd*; :meth:`release` before closing it.
 
     Offsets are bytes from the start of the mapping; a range's start is rounded down to
-    its page, as the system calls require.
+    its page, as the system calls require. One thread at a time (the journal's worker,
+    or whoever owns the segment before it is shared): each call holds the buffer export
+    for its own length, so a close() racing it fails with BufferError instead of
+    unmapping the pages under the system call.
     """
 
-    __slots__ = ("_address", "_fd", "_map", "_view")
+    __slots__ = ("_fd", "_map", "_view")
 
     def __init__(self, mapping: mmap.mmap, fd: int) -> None:
         self._map, self._fd = mapping, fd
-        # The address of the mapping for the system calls; the view exports the buffer,
-        # so the mapping cannot be closed under a call (release() lets it go).
+        # The mapping's address for the system calls: the view exports the buffer.
         self._view: Any = None
         if _LIBC is not None:
             self._view = (ctypes.c_char * len(mapping)).from_buffer(mapping)
-        self._address = ctypes.addressof(self._view) if self._view is not None else 0
 
     def sync(self, start: int, end: int) -> None:
         """Make bytes ``[start, end)`` durable; OSError when the kernel cannot."""
         start -= start % mmap.PAGESIZE
+        view = self._view
         if end <= start:
             return
-        if self._view is None:
+        if view is None:
             os.fsync(self._fd)
-        elif _LIBC.msync(self._address + start, end - start, _MS_SYNC) != 0:
+        elif _LIBC.msync(ctypes.addressof(view) + start, end - start, _MS_SYNC) != 0:
             raise _errno_error("msync")
 
-    def populate(self, start: int) -> bool:
-        """Fault the pages from *start* to the end of the mapping in, writable; False
-        where the kernel cannot (before Linux 5.14). Safe while appends go on: nothing
-        is written."""
+    def populate(self, start: int, end: int | None = None) -> bool:
+        """Fault the pages of ``[start, end)`` (to the mapping's end by default) in,
+        writable; False where the kernel cannot (before Linux 5.14). Safe while appends
+        go on: nothing is written."""
         start -= start % mmap.PAGESIZE
-        end = len(self._map)
-        if self._view is None or start >= end:
-            return self._view is not None
-        return bool(_LIBC.madvise(self._address + start, end - start, _MADV_POPULATE_WRITE) == 0)
+        end = len(self._map) if end is None else min(end, len(self._map))
+        view = self._view
+        if view is None or start >= end:
+            return view is not None
+        address = ctypes.addressof(view) + start
+        return bool(_LIBC.madvise(address, end - start, _MADV_POPULATE_WRITE) == 0)
 
     def populate_new(self) -> None:
         """:meth:`populate` a mapping nobody writes yet, or else write each page once."""
@@ -99,7 +106,7 @@ class Pages:
 
     def release(self) -> None:
         """Let the mapping go (it can be closed from now on)."""
-        self._view, self._address = None, 0
+        self._view = None
 
 
 def _errno_error(call: str) -> OSError:
