@@ -12,6 +12,14 @@ from pathlib import Path
 SERVER_CPUS = {0}
 
 
+def _tasks(pid: int) -> list[Path]:
+    """The ``/proc`` folders of *pid*'s threads; none for a process that just ended."""
+    try:
+        return list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        return []
+
+
 def process_cpu(pid: int) -> float:
     """CPU seconds of all of *pid*'s threads, to the nanosecond (schedstat).
 
@@ -19,7 +27,7 @@ def process_cpu(pid: int) -> float:
     second that alone moves a ratio by several percent.
     """
     total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    for task in _tasks(pid):
         try:
             total += int((task / "schedstat").read_text().split()[0])
         except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
@@ -33,11 +41,7 @@ def _tree(pid: int) -> list[int]:
     while pending:
         current = pending.pop()
         found.append(current)
-        try:
-            tasks = list(Path(f"/proc/{current}/task").iterdir())
-        except FileNotFoundError:  # a process that just ended
-            continue
-        for task in tasks:
+        for task in _tasks(current):
             try:
                 pending.extend(int(child) for child in (task / "children").read_text().split())
             except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
@@ -47,24 +51,14 @@ def _tree(pid: int) -> list[int]:
 
 def tree_cpu(pid: int) -> float:
     """CPU seconds of *pid* and all its descendants (gunicorn's workers, Apache's daemon)."""
-    total = 0.0
-    for current in _tree(pid):
-        try:
-            total += process_cpu(current)
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total
+    return sum(process_cpu(current) for current in _tree(pid))
 
 
 def pin_tree(pid: int, cpus: set[int]) -> None:
     """Every thread of *pid* and its descendants on *cpus* (threads and processes
     started later inherit it)."""
     for current in _tree(pid):
-        try:
-            tasks = list(Path(f"/proc/{current}/task").iterdir())
-        except FileNotFoundError:  # a process that just ended
-            continue
-        for task in tasks:
+        for task in _tasks(current):
             try:
                 os.sched_setaffinity(int(task.name), cpus)
             except ProcessLookupError:  # a thread that just ended
