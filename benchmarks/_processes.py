@@ -65,6 +65,11 @@ def pin_tree(pid: int, cpus: set[int]) -> None:
                 continue
 
 
+def client_cpus() -> set[int]:
+    """The CPUs the clients run on with ``--pin``: all but the server's."""
+    return os.sched_getaffinity(0) - SERVER_CPUS
+
+
 def pin_self_away() -> None:
     """This process (the clients) on every CPU but the server's."""
-    os.sched_setaffinity(0, os.sched_getaffinity(0) - SERVER_CPUS)
+    os.sched_setaffinity(0, client_cpus())

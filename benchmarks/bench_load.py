@@ -50,12 +50,14 @@ sys.path.insert(0, str(ROOT))
 
 from tests.servers import free_port, stop_process, wait_for_port  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _processes import SERVER_CPUS, client_cpus, tree_cpu  # noqa: E402
+
 MODES = ("bare", "noop", "logging", "rabbit", "rabbit+outbox")
 # Also accepted: "noop-nolookup" (the noop filter with image_lookup = false).
 SERVERS = ("waitress", "gunicorn")
 SIZES = (64 * 1024, 256 * 1024, 1024 * 1024)
 CLIENT_PROCESSES = 2
-SERVER_CPUS = {0}  # --pin: the server's CPU; the clients get the others
 
 
 # The clients ----------------------------------------------------------------------
@@ -210,33 +212,6 @@ def serving(server: str, env: dict[str, str], pin: bool) -> Iterator[tuple[int, 
         stop_process(process)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of *pid* and all its descendants (gunicorn's worker)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    times: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
-    total, pending = 0.0, [pid]
-    while pending:
-        current = pending.pop()
-        total += times.get(current, 0.0)
-        pending.extend(children.get(current, []))
-    return total
-
-
-def client_cpus() -> set[int]:
-    """The CPUs the clients run on with ``--pin``: all but the server's."""
-    return os.sched_getaffinity(0) - SERVER_CPUS
-
-
 def counts(port: int) -> dict[str, int]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     connection.request("GET", "/_load/counts")
@@ -252,11 +227,11 @@ def measure(server: str, mode: str, args: argparse.Namespace, broker: str | None
         port, pid = stack.enter_context(serving(server, environment, args.pin))
         cpus = client_cpus() if args.pin else None
         drive(port, args.clients, 1.0, cpus)  # warm up: imports, connections, caches
-        before_cpu, before = cpu_seconds(pid), counts(port)
+        before_cpu, before = tree_cpu(pid), counts(port)
         started = time.monotonic()
         latencies = drive(port, args.clients, args.seconds, cpus)
         elapsed = time.monotonic() - started
-        after_cpu, after = cpu_seconds(pid), counts(port)
+        after_cpu, after = tree_cpu(pid), counts(port)
     requests = after["requests"] - before["requests"]
     ordered = sorted(latencies)
     return {
