@@ -177,19 +177,17 @@ def measure(glance: Glance, mode: str, clients: int, seconds: float) -> dict[str
     """One Glance's figures: requests/s, CPU per request, the filter's own CPU per
     request, MiB/s, CPU per download."""
     metadata_cycle(glance.port)  # warm up
-    timed = mode != "bare"
+    timed = mode != "bare"  # the hook is in the filtered Glances only
     calls, own = filter_time(glance.port) if timed else (0, 0.0)
     used = tree_cpu(glance.pid)
     count, elapsed = requests_in(glance.port, clients, seconds)
     cpu_per_request = (tree_cpu(glance.pid) - used) / count
-    if timed:
-        calls_after, own_after = filter_time(glance.port)
-        filter_cpu = (own_after - own) / max(calls_after - calls, 1)
+    calls_after, own_after = filter_time(glance.port) if timed else (0, 0.0)
     mibs, cpu_per_download = download(glance)
     return {
         "rps": count / elapsed,
         "cpu": cpu_per_request,
-        "filter_cpu": filter_cpu if timed else 0.0,
+        "filter_cpu": (own_after - own) / max(calls_after - calls, 1),
         "mibs": mibs,
         "cpu_download": cpu_per_download,
     }
