@@ -106,17 +106,13 @@ class _Segment:
         try:
             os.posix_fallocate(fd, 0, SEGMENT_BYTES)  # ENOSPC here, never a SIGBUS later
             self.map = mmap.mmap(fd, SEGMENT_BYTES)
-            self.pages = Pages(self.map, fd)
-            self.pages.populate_new()
         except BaseException:
-            if hasattr(self, "pages"):
-                self.pages.release()
-            if hasattr(self, "map"):
-                self.map.close()
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(path)
             raise
+        self.pages = Pages(self.map, fd)
+        self.pages.populate_new()  # system calls that report, never raise
         self.fd, self.seq, self.synced = fd, seq, 0
 
     def sync(self, end: int) -> None:
