@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _filter_time import PATH as FILTER_TIME_PATH  # noqa: E402
 from _processes import SERVER_CPUS, pin_self_away, pin_tree, tree_cpu  # noqa: E402
 
 from tests.glance.configs import Setup  # noqa: E402
@@ -47,46 +48,9 @@ from tests.glance.environment import Glance, ensure_venv, running_glance  # noqa
 
 # The parity test caps images at 9 MiB (to test the 413); the download here is larger.
 _NO_CAP = "[DEFAULT]\nimage_size_cap = 1099511627776\n"
-# Inside Glance's worker: the CPU the filter's calls take, minus the application's
-# inside them (thread time, so other threads do not count). A list body (Glance's
-# metadata answers) is done when the call returns; a streamed body is iterated after
-# it, by the server, and is not in these figures; a metadata lookup the filter makes
-# counts as the application's. GET /v2/_bench/filter-time answers the totals (calls,
-# seconds): nothing is written per request, so the hook costs the server only its
-# four clock readings.
-_FILTER_TIME = """
-import time
-from instrument import middleware
-
-_clock, _totals = time.thread_time, [0, 0.0, 0.0]  # calls, in the filter, in the app
-_filter = middleware.NotificationMiddleware
-_init, _call = _filter.__init__, _filter.__call__
-
-def _timed_app(app):
-    def call(environ, start_response):
-        began = _clock()
-        try:
-            return app(environ, start_response)
-        finally:
-            _totals[2] += _clock() - began
-    return call
-
-def _init_timed(self, app, *args, **kwargs):
-    _init(self, _timed_app(app), *args, **kwargs)
-
-def _call_timed(self, environ, start_response):
-    if environ.get("PATH_INFO") == "/v2/_bench/filter-time":
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [f"{_totals[0]} {_totals[1] - _totals[2]}".encode()]
-    began = _clock()
-    try:
-        return _call(self, environ, start_response)
-    finally:
-        _totals[0] += 1
-        _totals[1] += _clock() - began
-
-_filter.__init__, _filter.__call__ = _init_timed, _call_timed
-"""
+# Inside Glance's worker: the filter's own CPU (see _filter_time.py), answered at
+# GET /v2/_bench/filter-time.
+_FILTER_TIME = (ROOT / "benchmarks" / "_filter_time.py").read_text() + "\ninstall()\n"
 MODES = {
     "bare": Setup(filtered=False, extra_conf=_NO_CAP),
     "noop": Setup(
@@ -169,7 +133,7 @@ def download(glance: Glance) -> tuple[float, float]:
 
 def filter_time(port: int) -> tuple[int, float]:
     """Calls of the filter so far and the CPU seconds it took itself (see _FILTER_TIME)."""
-    calls, own = request(port, "GET", "/v2/_bench/filter-time").split()
+    calls, own = request(port, "GET", f"/v2{FILTER_TIME_PATH}").split()
     return int(calls), float(own)
 
 

@@ -7,7 +7,8 @@ Configured by the environment so the same module runs under waitress and gunicor
 * ``INSTRUMENT_*``: the filter's options (``INSTRUMENT_STRATEGY=rabbit`` ...).
 
 ``GET /_load/counts`` answers how many requests and internal metadata subrequests the
-application saw, so the benchmark can print subrequests per request.
+application saw, so the benchmark can print subrequests per request, and with the
+filter its own CPU seconds so far (``filter_cpu``, see ``_filter_time.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import _filter_time
 from examples.image_api import ImageAPI
 from instrument._subrequest import SUBREQUEST_KEY
 from instrument.config import Settings
@@ -46,12 +48,14 @@ def build() -> Any:
     api = Counted(ImageAPI(os.environ.get("LOAD_DATA") or None))
     served = api if os.environ.get("LOAD_MODE", "bare") == "bare" else None
     if served is None:
+        _filter_time.install()
         served = NotificationMiddleware.from_settings(api, Settings.load())
 
     def application(environ: dict[str, Any], start_response: Any) -> Any:
         if environ.get("PATH_INFO") == "/_load/counts":
             start_response("200 OK", [("Content-Type", "application/json")])
-            return [json.dumps(api.counts).encode()]
+            _, own = _filter_time.totals()
+            return [json.dumps({**api.counts, "filter_cpu": own}).encode()]
         return served(environ, start_response)
 
     return application
