@@ -5,7 +5,7 @@ The envelope has exactly the fields of the specification, in Glance's wire forma
 ``timestamp`` (UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``) and ``payload``.
 
 Payloads are made JSON-safe and redacted when the notification is built (see
-:func:`instrument.payloads.jsonable`), so every strategy serialises the same value and a
+:func:`instrument._jsonsafe.jsonable`), so every strategy serialises the same value and a
 caller mutating its dict after the call cannot change what is delivered.
 """
 
@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from .payloads import finite_floats, jsonable
+from ._jsonsafe import finite_floats, jsonable
 
 _fast_dumps: Callable[[Any], bytes] | None
 try:  # instrument[speedups]: writes the envelope ten times faster than json

@@ -18,7 +18,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-from .payloads import ALWAYS_REDACTED, JSONSafe, finite_floats, mask_credentials, masked_strings
+from ._jsonsafe import JSONSafe, finite_floats, mask_credentials, masked_strings
+from .payloads import ALWAYS_REDACTED
 
 _fast_loads: Callable[[bytes], Any] | None
 try:  # instrument[speedups]: parses a response body several times faster than json
@@ -84,7 +85,7 @@ def notification_image(image: Mapping[str, Any], *, from_json: bool = False) -> 
     """*image* (v1 or v2 REST form) in Glance's notification shape.
 
     With *from_json* (the image was parsed from JSON or headers) the result is marked
-    :class:`~instrument.payloads.JSONSafe`, so the Notifier need not convert it.
+    :class:`~instrument._jsonsafe.JSONSafe`, so the Notifier need not convert it.
     """
     # Copy everything, then move out the few keys that are not core fields: cheaper
     # than building the result key by key (this runs for every lifecycle request).

@@ -113,7 +113,7 @@ def test_json_safe_payloads_are_redacted_without_being_copied_when_clean() -> No
 
 def test_redaction_memo_never_lets_a_hidden_key_through() -> None:
     """Keys seen to survive are remembered per redaction set; hidden ones never are."""
-    from instrument import payloads
+    from instrument import _jsonsafe
 
     without = frozenset({"secret_key"})
     for _ in range(3):  # the first pass fills the memo, the later ones use it
@@ -121,17 +121,17 @@ def test_redaction_memo_never_lets_a_hidden_key_through() -> None:
         assert out == {"id": "1", "name": "n"}
     other = frozenset({"name"})  # another Notifier hides what the first one let through
     assert jsonable(JSONSafe({"id": "1", "name": "n"}), other) == {"id": "1"}
-    assert "secret_key" not in payloads._survivors[without]
-    assert "Secret_Key" not in payloads._survivors[without]
+    assert "secret_key" not in _jsonsafe._survivors[without]
+    assert "Secret_Key" not in _jsonsafe._survivors[without]
 
 
 def test_redaction_memo_is_bounded_and_still_redacts_when_full() -> None:
-    from instrument import payloads
+    from instrument import _jsonsafe
 
     without = frozenset({"password"})
-    for start in range(0, payloads._SURVIVORS_MAX + 1000, 500):
+    for start in range(0, _jsonsafe._SURVIVORS_MAX + 1000, 500):
         jsonable({f"key{number}": 1 for number in range(start, start + 500)}, without)
-    assert len(payloads._survivors[without]) == payloads._SURVIVORS_MAX
+    assert len(_jsonsafe._survivors[without]) == _jsonsafe._SURVIVORS_MAX
     fresh = {"unseen-key": 1, "PASSWORD": "p", "nested": [{"Password": "p", "x": 2}]}
     assert jsonable(fresh, without) == {"unseen-key": 1, "nested": [{"x": 2}]}
 
