@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from instrument import Notifier, error_payload, image_payload, send_payload
-from instrument.payloads import image_id_of
+from instrument.payloads import CUT_MARKER, image_id_of, redacted
 from instrument.strategies.memory import MemoryStrategy
 
 IMAGE = {
@@ -69,6 +69,18 @@ def test_image_metadata_from_dataclass_object_or_id(
 def test_image_payload_refuses_what_it_cannot_read() -> None:
     with pytest.raises(TypeError, match="cannot read image metadata from int"):
         image_payload(42)
+
+
+def test_a_payload_nested_too_deeply_is_cut_and_marked_not_raised() -> None:
+    image: dict[str, object] = {"id": "5e1a", "location": "swift://user:key@swift/x"}
+    node = image
+    for _ in range(40):
+        node["child"] = node = {"location": "rbd://secret"}
+    for payload in (image_payload(image), redacted(image)):
+        assert payload["id"] == "5e1a"
+        assert payload["truncated"] is True
+        assert CUT_MARKER in repr(payload)
+        assert "secret" not in repr(payload) and "key@" not in repr(payload)
 
 
 def test_send_payload_has_the_spec_fields() -> None:
