@@ -35,7 +35,6 @@ they were. Figures, not assertions: nothing here fails on a number.
 from __future__ import annotations
 
 import argparse
-import math
 import socket
 import statistics
 import sys
@@ -54,6 +53,7 @@ from tests.test_sending_servers import Server  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _processes import SERVER_CPUS, pin_self_away, pin_tree, tree_cpu  # noqa: E402
+from _stats import median_interval  # noqa: E402
 
 MiB = 1024 * 1024
 GIB = 1024 * MiB
@@ -175,24 +175,6 @@ def full(server: Server, body: str, size: int, rounds: int) -> dict[str, Any]:
         "full_priority": "/".join(sorted(priorities)),
         "eof_lag": eof_lag,
     }
-
-
-def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
-    """A distribution-free confidence interval of the median: two order statistics.
-
-    The ranks are the widest pair (k-th from each end) whose binomial(n, 1/2) tail
-    outside them is at most (1 - *confidence*) / 2 on each side; with too few values
-    for that, the whole range.
-    """
-    ordered, n = sorted(values), len(values)
-    tail, k = 0.0, 0
-    while k < n // 2:
-        tail += math.comb(n, k) / 2**n
-        if tail > (1 - confidence) / 2:
-            break
-        k += 1
-    k = max(k, 1)
-    return ordered[k - 1], ordered[n - k]
 
 
 def kept_zero_copy(server: Server, image_id: str) -> bool | None:
