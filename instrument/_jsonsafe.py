@@ -59,7 +59,10 @@ def masked_strings(value: Any) -> Any:
 
 
 def dataclass_fields(value: Any) -> dict[str, Any]:
-    # Not dataclasses.asdict(): it deep-copies, which fails on locks, files, sockets.
+    """A dataclass instance's fields, one level deep.
+
+    Not :func:`dataclasses.asdict`: it deep-copies, which fails on locks, files, sockets.
+    """
     return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
 
 
@@ -107,7 +110,7 @@ def _cut_deep(value: Any, without: frozenset[str]) -> Any:
     """The slow path for a payload nested too deeply: cut at the limit, mark, convert."""
     try:
         result = _convert(_pruned(value, 0), 0, without)
-    except (_TooDeep, RecursionError):  # an object whose to_dict() nests on and on
+    except (_TooDeep, RecursionError):  # a model that converts differently a second time
         return CUT_MARKER
     if isinstance(result, dict):
         result["truncated"] = True
@@ -115,12 +118,31 @@ def _cut_deep(value: Any, without: frozenset[str]) -> Any:
 
 
 def _pruned(value: Any, depth: int) -> Any:
+    value = _opened(value)
     if depth >= _MAX_DEPTH:
         return CUT_MARKER if isinstance(value, (Mapping, list, tuple, set, frozenset)) else value
     if isinstance(value, Mapping):
         return {key: _pruned(item, depth + 1) for key, item in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_pruned(item, depth + 1) for item in value]
+    return value
+
+
+def _opened(value: Any) -> Any:
+    """A model object (a dataclass, ``to_dict()``, ``as_dict()``) as what it converts
+    to, so that the slow path can cut a chain of models too; anything else, or a model
+    whose converter fails, as it is (reported where it stands by the conversion)."""
+    if isinstance(value, (Mapping, list, tuple, set, frozenset, str, bytes, int, float)):
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclass_fields(value)
+    for method in ("to_dict", "as_dict"):
+        converter = getattr(value, method, None)
+        if callable(converter):
+            try:
+                return converter()
+            except Exception:
+                return value
     return value
 
 
@@ -264,6 +286,8 @@ def _convert_scalar(value: Any, depth: int, without: frozenset[str]) -> Any:
         if callable(converter):
             try:
                 return _convert(converter(), depth + 1, without)
+            except (_TooDeep, RecursionError):
+                raise  # nested too deeply through models: the slow path cuts and marks
             except Exception as exc:  # a broken model must not break the request
                 return _unserialisable(value, f"{method}() raised {exc!r}")
     return _unserialisable(value, "no JSON form")

@@ -2,8 +2,9 @@
 
 Builders: image metadata (:func:`image_payload`), the image.send dict
 (:func:`send_payload`) and the WARN/ERROR text (:func:`error_payload`). The JSON-safe
-conversion they and the Notifier use is :mod:`instrument._jsonsafe`'s; its public
-names are re-exported here.
+conversion they and the Notifier use is :mod:`instrument._jsonsafe`'s; ``jsonable``,
+``JSONSafe``, ``CUT_MARKER``, ``finite_floats``, ``mask_credentials`` and
+``masked_strings`` are re-exported here.
 
 Image metadata may carry store credentials in ``location``, ``locations`` and
 ``direct_url`` (a Swift or S3 URL with a key in it). Those keys are removed from

@@ -16,7 +16,13 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "instrument"
 
 #: Layers that must not import the parts built on them.
-LOWER = ("instrument.config", "instrument.events", "instrument.payloads", "instrument.delivery")
+LOWER = (
+    "instrument.config",
+    "instrument.events",
+    "instrument.payloads",
+    "instrument._jsonsafe",
+    "instrument.delivery",
+)
 UPPER = (
     "instrument.middleware",
     "instrument.decorators",

@@ -74,8 +74,10 @@ def test_image_payload_refuses_what_it_cannot_read() -> None:
 def test_a_payload_nested_too_deeply_is_cut_and_marked_not_raised() -> None:
     image: dict[str, object] = {"id": "5e1a", "location": "swift://user:key@swift/x"}
     node = image
-    for _ in range(40):
-        node["child"] = node = {"location": "rbd://secret"}
+    for _ in range(40):  # 40 levels, each with a credential key to remove
+        child: dict[str, object] = {"location": "rbd://secret"}
+        node["child"] = child
+        node = child
     for payload in (image_payload(image), redacted(image)):
         assert payload["id"] == "5e1a"
         assert payload["truncated"] is True

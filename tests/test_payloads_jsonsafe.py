@@ -100,6 +100,27 @@ def test_self_referencing_payload_is_cut_not_recursed_forever() -> None:
     json.dumps(out)
 
 
+class Chained:
+    """A model whose to_dict() names another model, on and on (an ORM back-reference)."""
+
+    def __init__(self, depth: int = 0) -> None:
+        self.depth = depth
+
+    def to_dict(self) -> dict[str, object]:
+        return {"depth": self.depth, "next": Chained(self.depth + 1)}
+
+
+def test_a_chain_of_models_nested_too_deeply_is_cut_and_marked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="instrument.payloads"):
+        out = jsonable({"id": "i1", "model": Chained()})
+    assert out["id"] == "i1" and out["truncated"] is True
+    assert "<cut: nested too deeply>" in json.dumps(out)
+    assert out["model"]["next"]["depth"] == 1  # cut far below, not at the top
+    assert not [r for r in caplog.records if "to_dict() raised" in r.getMessage()]
+
+
 def test_json_safe_payloads_are_redacted_without_being_copied_when_clean() -> None:
     clean = JSONSafe({"id": "1", "properties": {"a": 1}, "tags": ["x"]})
     assert jsonable(clean, frozenset({"location"})) is clean
