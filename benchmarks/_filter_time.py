@@ -9,7 +9,8 @@ and so is each call of the application inside it; the difference is the filter's
   download) is iterated after it, by the server, and closed later: that part is not
   in these figures.
 - A metadata lookup the filter makes counts as the application's (it is the app's
-  work, and the benchmarks count lookups on their own).
+  work, and the benchmarks count lookups on their own). Application calls outside any
+  filter call (the import follower's thread) are neither.
 - Nothing is written per request: the hook costs the server four clock readings and
   two lock round trips.
 
@@ -25,23 +26,28 @@ import threading
 import time
 from typing import Any
 
-from instrument import middleware
-
 PATH = "/_bench/filter-time"
 
 _clock = time.thread_time
-_lock = threading.Lock()  # += on a shared list is not atomic across threads
+_lock = threading.Lock()  # += on shared numbers is not atomic across threads
+_inside = threading.local()  # set while this thread is in a filter call
 _calls = [0]
 _seconds = [0.0, 0.0]  # in the filter's calls, in the application's inside them
+_installed = [False]
 
 
 def totals() -> tuple[int, float]:
     """Calls of the filter so far, and the CPU seconds they took themselves."""
-    return _calls[0], _seconds[0] - _seconds[1]
+    with _lock:
+        return _calls[0], _seconds[0] - _seconds[1]
 
 
 def _timed_app(app: Any) -> Any:
     def call(environ: Any, start_response: Any) -> Any:
+        if not getattr(_inside, "call", False):
+            # Not inside a filter call (the import follower's own thread): nothing to
+            # subtract it from.
+            return app(environ, start_response)
         began = _clock()
         try:
             return app(environ, start_response)
@@ -54,7 +60,12 @@ def _timed_app(app: Any) -> Any:
 
 
 def install() -> None:
-    """Time every NotificationMiddleware built from now on."""
+    """Time every NotificationMiddleware built from now on (once per process)."""
+    from instrument import middleware  # only in the server: clients need PATH alone
+
+    if _installed[0]:
+        return
+    _installed[0] = True
     filter_class = middleware.NotificationMiddleware
     init, call = filter_class.__init__, filter_class.__call__
 
@@ -66,11 +77,13 @@ def install() -> None:
             start_response("200 OK", [("Content-Type", "text/plain")])
             calls, own = totals()
             return [f"{calls} {own}".encode()]
+        _inside.call = True
         began = _clock()
         try:
             return call(self, environ, start_response)
         finally:
             spent = _clock() - began
+            _inside.call = False
             with _lock:
                 _calls[0] += 1
                 _seconds[0] += spent

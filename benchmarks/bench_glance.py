@@ -10,7 +10,7 @@ bare (for CPU, bare's over the mode's, so that 1.0 is no cost and lower is worse
 the rates). Then the filter's own CPU per metadata request, timed inside Glance's
 worker (its calls minus the application's inside them, by thread time,
 ``_filter_time.py``): the figure the rates cannot resolve on a shared machine, where
-Glance's 25 ms per request move by a few percent between runs.
+Glance's 16 to 25 ms per request move by a few percent between runs.
 
 The download: a bare and a noop Glance run side by side, each with the same 256 MiB
 image in its filesystem store, and *--pairs* downloads from each go back to back, who
@@ -174,10 +174,10 @@ def report_downloads(took: dict[str, list[tuple[float, float]]]) -> None:
     for index, name in ((0, "time"), (1, "CPU")):
         bare, noop = [d[index] for d in took["bare"]], [d[index] for d in took["noop"]]
         ratios = [b / n for b, n in zip(bare, noop, strict=True)]
-        low, high = median_interval(ratios)
+        low, high, coverage = median_interval(ratios)
         print(
             f"{name:5}: best bare / best noop {min(bare) / min(noop):.3f}; pair ratios' median"
-            f" {statistics.median(ratios):.3f} (95 % CI {low:.3f} to {high:.3f},"
+            f" {statistics.median(ratios):.3f} ({coverage:.0%} CI {low:.3f} to {high:.3f},"
             f" {len(ratios)} pairs)"
         )
 
