@@ -31,6 +31,7 @@ __all__ = [
     "jsonable",
     "mask_credentials",
     "masked_strings",
+    "model_fields",
 ]
 
 # The logger payload conversion has always used: operators' logging configs name it.
@@ -128,22 +129,29 @@ def _pruned(value: Any, depth: int) -> Any:
     return value
 
 
-def _opened(value: Any) -> Any:
-    """A model object (a dataclass, ``to_dict()``, ``as_dict()``) as what it converts
-    to, so that the slow path can cut a chain of models too; anything else, or a model
-    whose converter fails, as it is (reported where it stands by the conversion)."""
-    if isinstance(value, (Mapping, list, tuple, set, frozenset, str, bytes, int, float)):
-        return value
+def model_fields(value: Any) -> Any:
+    """What a model object converts to: a dataclass's fields, or the result of its
+    ``to_dict()``/``as_dict()`` (whatever that raises, raised); None for anything else."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclass_fields(value)
     for method in ("to_dict", "as_dict"):
         converter = getattr(value, method, None)
         if callable(converter):
-            try:
-                return converter()
-            except Exception:
-                return value
-    return value
+            return converter()
+    return None
+
+
+def _opened(value: Any) -> Any:
+    """A model object as what it converts to, so that the slow path can cut a chain of
+    models too; anything else, or a model whose converter fails, as it is (reported
+    where it stands by the conversion)."""
+    if isinstance(value, (Mapping, list, tuple, set, frozenset, str, bytes, int, float)):
+        return value
+    try:
+        fields = model_fields(value)
+    except Exception:
+        return value
+    return value if fields is None else fields
 
 
 _reported_types: set[type] = set()

@@ -17,7 +17,6 @@ text are masked by :func:`mask_credentials`.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -25,11 +24,11 @@ from typing import Any, Final
 from ._jsonsafe import (
     CUT_MARKER,
     JSONSafe,
-    dataclass_fields,
     finite_floats,
     jsonable,
     mask_credentials,
     masked_strings,
+    model_fields,
 )
 
 __all__ = [
@@ -143,14 +142,8 @@ def mapping_of(value: Any) -> Mapping[str, Any] | None:
     """*value* as a mapping: a mapping, a dataclass, ``to_dict()``/``as_dict()``; else None."""
     if isinstance(value, Mapping):
         return value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclass_fields(value)
-    for method in ("to_dict", "as_dict"):
-        converter = getattr(value, method, None)
-        if callable(converter):
-            result = converter()
-            return result if isinstance(result, Mapping) else None
-    return None
+    fields = model_fields(value)
+    return fields if isinstance(fields, Mapping) else None
 
 
 def _as_mapping(image: Any) -> Mapping[str, Any]:
