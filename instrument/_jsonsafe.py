@@ -129,16 +129,20 @@ def _pruned(value: Any, depth: int) -> Any:
     return value
 
 
-def model_fields(value: Any) -> Any:
+def model_fields(value: Any, default: Any = None) -> Any:
     """What a model object converts to: a dataclass's fields, or the result of its
-    ``to_dict()``/``as_dict()`` (whatever that raises, raised); None for anything else."""
+    ``to_dict()``/``as_dict()`` (whatever that raises, raised); *default* for anything
+    else."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclass_fields(value)
     for method in ("to_dict", "as_dict"):
         converter = getattr(value, method, None)
         if callable(converter):
             return converter()
-    return None
+    return default
+
+
+_NOT_A_MODEL: Final = object()
 
 
 def _opened(value: Any) -> Any:
@@ -148,10 +152,9 @@ def _opened(value: Any) -> Any:
     if isinstance(value, (Mapping, list, tuple, set, frozenset, str, bytes, int, float)):
         return value
     try:
-        fields = model_fields(value)
+        return model_fields(value, value)
     except Exception:
         return value
-    return value if fields is None else fields
 
 
 _reported_types: set[type] = set()
@@ -287,17 +290,14 @@ def _convert_scalar(value: Any, depth: int, without: frozenset[str]) -> Any:
         return str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("utf-8", errors="backslashreplace")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _convert(dataclass_fields(value), depth + 1, without)
-    for method in ("to_dict", "as_dict"):
-        converter = getattr(value, method, None)
-        if callable(converter):
-            try:
-                return _convert(converter(), depth + 1, without)
-            except (_TooDeep, RecursionError):
-                raise  # nested too deeply through models: the slow path cuts and marks
-            except Exception as exc:  # a broken model must not break the request
-                return _unserialisable(value, f"{method}() raised {exc!r}")
+    try:
+        fields = model_fields(value, _NOT_A_MODEL)
+        if fields is not _NOT_A_MODEL:
+            return _convert(fields, depth + 1, without)
+    except (_TooDeep, RecursionError):
+        raise  # nested too deeply through models: the slow path cuts and marks
+    except Exception as exc:  # a broken model must not break the request
+        return _unserialisable(value, f"its conversion raised {exc!r}")
     return _unserialisable(value, "no JSON form")
 
 
