@@ -5,12 +5,14 @@ example image API: create, update (PATCH), upload (64 KiB to 1 MiB), download, a
 ranged download, delete. Each configuration is served by waitress and by gunicorn
 (gthread), bare and behind the filter with the noop, logging, rabbit and rabbit +
 outbox strategies; rounds are interleaved so the machine's drift hits every mode
-alike. Printed per server and mode: requests/s, p50/p99 latency, the server
+alike. For scale, a reference row shows what a filter of a known cost does to the same
+server: a pass-through that spends ``--reference-us`` (20) microseconds of CPU per
+request and nothing else. Printed per server and mode: requests/s, p50/p99 latency, the server
 process's CPU milliseconds per request (the broker's and the clients' excluded), the
 internal metadata subrequests per request, the filter's own CPU per request (its calls'
 thread time minus the application's inside them, ``_filter_time.py``: a download's
-body, iterated by the server after the call, is not in it), and the ratios against
-bare and noop.
+body, iterated by the server after the call, is not in it; the reference's, what it
+spent), and the ratios against bare and noop.
 
 Usage::
 
@@ -56,8 +58,10 @@ from tests.servers import free_port, stop_process, wait_for_port  # noqa: E402
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _processes import SERVER_CPUS, client_cpus, tree_cpu  # noqa: E402
 
-MODES = ("bare", "noop", "logging", "rabbit", "rabbit+outbox")
+MODES = ("bare", "reference", "noop", "logging", "rabbit", "rabbit+outbox")
 # Also accepted: "noop-nolookup" (the noop filter with image_lookup = false).
+#: The reference mode's cost per request: a filter this cheap is at about 0.95 of bare.
+REFERENCE_US = 20.0
 SERVERS = ("waitress", "gunicorn")
 SIZES = (64 * 1024, 256 * 1024, 1024 * 1024)
 CLIENT_PROCESSES = 2
@@ -179,14 +183,17 @@ def server_command(server: str, port: int) -> list[str]:
     ]
 
 
-def mode_environment(mode: str, broker_url: str | None, scratch: Path) -> dict[str, str]:
-    env = {"LOAD_MODE": "bare" if mode == "bare" else "filter", "LOAD_DATA": str(scratch)}
+def mode_environment(
+    mode: str, broker_url: str | None, scratch: Path, reference_us: float = REFERENCE_US
+) -> dict[str, str]:
+    if mode in ("bare", "reference"):
+        env = {"LOAD_MODE": mode, "LOAD_DATA": str(scratch)}
+        return {**env, "LOAD_REFERENCE_US": str(reference_us)}
+    env = {"LOAD_MODE": "filter", "LOAD_DATA": str(scratch)}
     strategy = {"rabbit+outbox": "rabbit", "noop-nolookup": "noop"}.get(mode, mode)
     if mode == "noop-nolookup":
         env["INSTRUMENT_IMAGE_LOOKUP"] = "false"
-
-    if mode != "bare":
-        env["INSTRUMENT_STRATEGY"] = strategy
+    env["INSTRUMENT_STRATEGY"] = strategy
     if mode == "logging":
         env["INSTRUMENT_LOG_FILE"] = str(scratch / "notifications.log")
     if strategy == "rabbit":
@@ -226,7 +233,7 @@ def counts(port: int) -> dict[str, float]:
 def measure(server: str, mode: str, args: argparse.Namespace, broker: str | None) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-load-")))
-        environment = mode_environment(mode, broker, scratch)
+        environment = mode_environment(mode, broker, scratch, args.reference_us)
         port, pid = stack.enter_context(serving(server, environment, args.pin))
         cpus = client_cpus() if args.pin else None
         drive(port, args.clients, 1.0, cpus)  # warm up: imports, connections, caches
@@ -281,6 +288,12 @@ def main() -> int:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--url", help="an existing broker for the rabbit modes")
     parser.add_argument("--pin", action="store_true", help="the server on CPU 0 only")
+    parser.add_argument(
+        "--reference-us",
+        type=float,
+        default=REFERENCE_US,
+        help="the reference mode's CPU microseconds per request",
+    )
     args = parser.parse_args()
     if args.pin and not client_cpus():
         parser.error("--pin needs at least two CPUs (the server's and the clients')")

@@ -2,7 +2,9 @@
 
 Configured by the environment so the same module runs under waitress and gunicorn:
 
-* ``LOAD_MODE``: ``bare`` (no filter) or ``filter``;
+* ``LOAD_MODE``: ``bare`` (no filter), ``filter``, or ``reference``: no filter, but a
+  pass-through that spends ``LOAD_REFERENCE_US`` microseconds of its thread's CPU per
+  request (what a filter of that cost would do to the server, for scale);
 * ``LOAD_DATA``: the image API's data directory;
 * ``INSTRUMENT_*``: the filter's options (``INSTRUMENT_STRATEGY=rabbit`` ...).
 
@@ -17,6 +19,7 @@ import json
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +47,34 @@ class Counted:
         return self.app(environ, start_response)
 
 
+class Spending:
+    """*app* behind a pass-through that spends *microseconds* of thread CPU per call;
+    ``spent`` is what it spent so far (the "filter us/req" of this mode)."""
+
+    def __init__(self, app: Any, microseconds: float) -> None:
+        self.app = app
+        self.seconds = microseconds / 1e6
+        self.spent = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        began = time.thread_time()
+        until = began + self.seconds
+        while (now := time.thread_time()) < until:
+            pass
+        with self._lock:
+            self.spent += now - began
+        return self.app(environ, start_response)
+
+
 def build() -> Any:
     api = Counted(ImageAPI(os.environ.get("LOAD_DATA") or None))
-    served = api if os.environ.get("LOAD_MODE", "bare") == "bare" else None
-    if served is None:
+    mode = os.environ.get("LOAD_MODE", "bare")
+    if mode == "bare":
+        served = api
+    elif mode == "reference":
+        served = Spending(api, float(os.environ["LOAD_REFERENCE_US"]))
+    else:
         _filter_time.install()
         served = NotificationMiddleware.from_settings(api, Settings.load())
 
@@ -55,6 +82,7 @@ def build() -> Any:
         if environ.get("PATH_INFO") == "/_load/counts":
             start_response("200 OK", [("Content-Type", "application/json")])
             _, own = _filter_time.totals()
+            own = served.spent if isinstance(served, Spending) else own
             return [json.dumps({**api.counts, "filter_cpu": own}).encode()]
         return served(environ, start_response)
 
