@@ -30,6 +30,7 @@ from instrument.strategies.rabbit import RabbitStrategy
 from tests.support.consume import consume, ids
 from tests.support.rabbitmq import free_port
 from tests.support.rabbitmq_fixtures import in_ci
+from tests.support.waiting import wait_until
 
 pytest.importorskip("kombu")
 
@@ -84,13 +85,6 @@ def _emit(strategy: RabbitStrategy, n: int) -> list[str]:
     return [note.message_id for note in notes]
 
 
-def _wait(condition: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 def _fill(directory: Path) -> Path:
     """Write a file until the filesystem is full."""
     filler = directory / "filler"
@@ -121,7 +115,7 @@ def test_a_full_filesystem_keeps_in_memory_counted_then_comes_back(
             assert stats["unkept"] > 0 and stats["outbox_error"], stats
             assert "cannot take notifications" in caplog.text
             filler.unlink()  # room again
-            _wait(lambda: strategy.stats()["outbox_error"] is None)
+            wait_until(lambda: strategy.stats()["outbox_error"] is None, 15.0, pause=0.05)
             assert "takes notifications again" in caplog.text
             before = strategy.stats()
             sent += _emit(strategy, 100)
@@ -154,7 +148,7 @@ def test_a_read_only_filesystem_keeps_in_memory_counted_then_comes_back(
                 assert stats["unkept"] == 500 and stats["stored"] == 0, stats
                 assert "Read-only file system" in str(stats["outbox_error"])
                 _mount("-o", "remount,rw,bind", str(view))
-                _wait(lambda: strategy.stats()["outbox_error"] is None)
+                wait_until(lambda: strategy.stats()["outbox_error"] is None, 15.0, pause=0.05)
                 sent += _emit(strategy, 100)
                 assert strategy.stats()["stored"] >= 100
             assert strategy.flush(60)

@@ -24,6 +24,7 @@ import pytest
 from instrument.delivery import DELIVERY_OPTIONS, Delivery, retry_options
 from instrument.events import Notification
 from instrument.exceptions import DeliveryError, StrategyError
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -238,7 +239,7 @@ def test_outbox_keeps_notifications_across_an_outage_and_a_new_engine(
     notes = make(20)
     for note in notes:
         first.submit(note)
-    _wait(lambda: first.stats()["stored"] == 20)
+    wait_until(lambda: first.stats()["stored"] == 20, 5.0)
     first.close(timeout=0.1)
     assert first.stats()["abandoned"] == 0 and first.stats()["outbox"] == 20
 
@@ -297,7 +298,7 @@ def test_a_live_process_keeps_its_outbox_rows(tmp_path: Path) -> None:
     other = ScriptedPublisher()
     try:
         owner.submit(make()[0])
-        _wait(lambda: owner.stats()["stored"] == 1)
+        wait_until(lambda: owner.stats()["stored"] == 1, 5.0)
         pid = os.fork()
         if pid == 0:  # child: a sibling worker sharing the outbox must not take the row
             code = 1
@@ -448,10 +449,10 @@ def test_two_live_engines_sharing_an_outbox_never_send_each_others_rows(tmp_path
     try:
         for note in mine:
             a.submit(note)
-        _wait(lambda: a.stats()["stored"] == 10)
+        wait_until(lambda: a.stats()["stored"] == 10, 5.0)
         for note in theirs:
             b.submit(note)
-        _wait(lambda: b.stats()["stored"] == 10)
+        wait_until(lambda: b.stats()["stored"] == 10, 5.0)
         time.sleep(0.1)  # each worker has loaded a batch and waits in publish_batch
         first.hold.set()
         second.hold.set()
@@ -474,7 +475,7 @@ def test_rows_of_a_closed_engine_are_adopted_by_the_next_engine_of_the_process(
     notes = make(3)
     for note in notes:
         first.submit(note)
-    _wait(lambda: first.stats()["stored"] == 3)
+    wait_until(lambda: first.stats()["stored"] == 3, 5.0)
     first.close(timeout=0)
     second = Delivery(lambda: up, name="box", outbox_path=outbox)
     try:
@@ -511,7 +512,7 @@ def test_flush_is_not_satisfied_by_rows_adopted_after_it_was_called(
         own = make(3)
         for note in own:
             delivery.submit(note)
-        _wait(lambda: len(publisher.attempt_times) == 1)  # own[0] in flight
+        wait_until(lambda: len(publisher.attempt_times) == 1, 5.0)  # own[0] in flight
         result: list[bool] = []
         flusher = threading.Thread(target=lambda: result.append(delivery.flush(10)))
         flusher.start()
@@ -524,7 +525,7 @@ def test_flush_is_not_satisfied_by_rows_adopted_after_it_was_called(
         flusher.join(15)
         assert result == [True]
         assert {n.message_id for n in own} <= set(publisher.sent)
-        _wait(lambda: delivery.stats()["adopted"] == 10)
+        wait_until(lambda: delivery.stats()["adopted"] == 10, 5.0)
     finally:
         delivery.close()
 
@@ -575,13 +576,13 @@ def test_close_while_the_worker_waits_on_the_broker_says_so_accurately(
     delivery = Delivery(lambda: publisher, name="busy")
     for note in make(3):
         delivery.submit(note)
-    _wait(lambda: len(publisher.attempt_times) == 1)
+    wait_until(lambda: len(publisher.attempt_times) == 1, 5.0)
     with caplog.at_level(logging.WARNING, logger="instrument.delivery"):
         delivery.close(timeout=0.05)
     assert "still waiting on the broker" in caplog.text
     assert "lost" not in caplog.text.replace("(lost)", "")
     publisher.hold.set()  # the broker answers after all: delivered, nothing abandoned
-    _wait(lambda: delivery.stats()["sent"] == 3)
+    wait_until(lambda: delivery.stats()["sent"] == 3, 5.0)
     assert delivery.stats()["abandoned"] == 0
 
 
@@ -759,10 +760,3 @@ def _read_until(child: subprocess.Popen[str], marker: str, timeout: float = 30) 
     raise AssertionError(
         f"child ended before {marker}: {child.stderr.read() if child.stderr else ''}"
     )
-
-
-def _wait(condition: object, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)

@@ -31,6 +31,7 @@ from tests.support.blackhole import serve
 from tests.support.consume import consume, ids
 from tests.support.rabbitmq import TLS_SERVER_NAME, RabbitError, RabbitNode, free_port
 from tests.support.rabbitmq_fixtures import broker_unavailable
+from tests.support.waiting import paced_emit, wait_until
 
 kombu = pytest.importorskip("kombu")
 proton = pytest.importorskip("proton")
@@ -234,7 +235,7 @@ def test_missing_exchange_is_explained_and_recovered_from(
         strategy.check(5)
     note = notes(1)[0]
     strategy.emit(note)
-    _wait(lambda: strategy.stats()["failures"] >= 2, 10)
+    wait_until(lambda: strategy.stats()["failures"] >= 2, 10)
     assert "amqp:not-found" in strategy.stats()["last_error"]
     topic = names["qpid_notification_topic"]
     with kombu.Connection(rabbit_node.url) as conn:  # an operator declares it now
@@ -273,9 +274,9 @@ def test_restart_mid_stream_of_10000_loses_none(
     late_node.start()  # no-op when the outage test already started it
     strategy = start(strategies, **on(late_node), qpid_durable_queues=True, **names)
     sent = notes(10000)
-    emitter = threading.Thread(target=_paced_emit, args=(strategy, sent, 4000))
+    emitter = threading.Thread(target=paced_emit, args=(strategy, sent, 4000))
     emitter.start()
-    _wait(lambda: strategy.stats()["sent"] >= 2500, 30)
+    wait_until(lambda: strategy.stats()["sent"] >= 2500, 30)
     late_node.stop()  # RabbitMQ ends the AMQP 1.0 session (amqp:internal-error)
     confirmed_before_stop = strategy.stats()["sent"]
     late_node.start()
@@ -462,7 +463,7 @@ def test_a_broker_gone_silent_never_hangs_the_worker_in_close(
         assert strategy.flush(10)
         proxy.frozen.set()
         strategy.emit(second)
-        _wait(lambda: strategy.stats()["failures"] >= 2, 20)  # timed out, closed, retried
+        wait_until(lambda: strategy.stats()["failures"] >= 2, 20)  # timed out, closed, retried
         proxy.frozen.clear()
         assert strategy.flush(15)
     finally:
@@ -486,20 +487,3 @@ def test_a_password_with_url_special_characters_never_leaks() -> None:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _paced_emit(strategy: QpidStrategy, sent: list[Notification], per_second: int) -> None:
-    started = time.monotonic()
-    for index, note in enumerate(sent):
-        strategy.emit(note)
-        if index % 50 == 0:
-            ahead = started + index / per_second - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)
-
-
-def _wait(condition: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)

@@ -27,6 +27,7 @@ from instrument.exceptions import ConfigError, StrategyError
 from instrument.strategies.rabbit import RabbitStrategy
 from tests.support.consume import consume, ids
 from tests.support.rabbitmq import free_port
+from tests.support.waiting import paced_emit, wait_until
 
 kombu = pytest.importorskip("kombu")
 
@@ -201,9 +202,9 @@ def test_restart_mid_stream_of_10000_loses_none(
     node = fresh_rabbit_node()
     strategy = start(strategies, transport_url=node.url, rabbit_durable_queues=True, **names)
     sent = notes(10000)
-    emitter = threading.Thread(target=_paced_emit, args=(strategy, sent, 4000))
+    emitter = threading.Thread(target=paced_emit, args=(strategy, sent, 4000))
     emitter.start()
-    _wait(lambda: strategy.stats()["sent"] >= 2500, 30)
+    wait_until(lambda: strategy.stats()["sent"] >= 2500, 30)
     node.stop()  # confirmed messages must survive in the durable queues
     confirmed_before_stop = strategy.stats()["sent"]
     node.start()
@@ -227,9 +228,9 @@ def test_failover_to_the_second_node_loses_none(
     url = f"{first.url};{rabbit_node.url}"
     strategy = start(strategies, transport_url=url, rabbit_durable_queues=True, **names)
     sent = notes(2000)
-    emitter = threading.Thread(target=_paced_emit, args=(strategy, sent, 2000))
+    emitter = threading.Thread(target=paced_emit, args=(strategy, sent, 2000))
     emitter.start()
-    _wait(lambda: strategy.stats()["sent"] >= 500, 30)
+    wait_until(lambda: strategy.stats()["sent"] >= 500, 30)
     first.stop()
     emitter.join()
     assert strategy.flush(30)
@@ -387,7 +388,7 @@ def test_a_nack_fails_the_batch_even_when_later_messages_were_acked_first(
         with strategy._delivery._intake._lock:
             strategy.emit(notes(1, "INFO")[0])
             strategy.emit(notes(1, "ERROR")[0])
-        _wait(lambda: strategy.stats()["accepted"] == 3, 5)
+        wait_until(lambda: strategy.stats()["accepted"] == 3, 5)
         time.sleep(1.0)  # the error message's ack has arrived
         rabbit_node.ctl("eval", f"{_queue_pid(topic + '.info')}, sys:resume(P).")
         assert strategy.flush(15)
@@ -593,20 +594,3 @@ def test_options_have_glances_names_and_defaults() -> None:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _paced_emit(strategy: RabbitStrategy, sent: list[Notification], per_second: int) -> None:
-    started = time.monotonic()
-    for index, note in enumerate(sent):
-        strategy.emit(note)
-        if index % 50 == 0:
-            ahead = started + index / per_second - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)
-
-
-def _wait(condition: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
