@@ -264,6 +264,9 @@ class _Lifecycle(_ObservedRequest):
                 self.notifier.info(*found)
             return
         if self.kind == "import" and self.match.image_id:
+            # The import changes the image (status, size, checksum) where this filter does
+            # not see it: what it remembers of the image is stale from now on.
+            self.middleware.seen.forget(self.match.image_id)
             self.middleware.imports.follow(
                 self.environ, self.match.lookup_path(), self.import_request
             )

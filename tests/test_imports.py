@@ -135,6 +135,23 @@ def test_import_is_answered_at_once_and_followed_to_its_end() -> None:
     assert middleware.imports.stats()["ended"] == 1
 
 
+def test_a_delete_after_an_import_reports_the_image_the_import_made() -> None:
+    glance, clock = FakeGlance(task_status="success"), Clock()
+    memory = MemoryStrategy()
+    notifier = Notifier(memory)
+    middleware = NotificationMiddleware(glance, notifier)
+    middleware.imports = _follower(glance, notifier, clock)
+    # Seen before the import, as a create's response shows it: queued, no data.
+    middleware.seen.remember({"id": IMAGE, "status": "queued", "size": None, "checksum": None})
+    _import(middleware, {"method": {"name": "web-download"}})
+    clock.now = 60.0
+    middleware.imports.step()
+    environ = {"REQUEST_METHOD": "DELETE", "PATH_INFO": f"/v2/images/{IMAGE}"}
+    b"".join(middleware(environ, lambda s, h, e=None: None))
+    (deleted,) = [n.payload for n in memory.notifications if n.event_type == "image.delete"]
+    assert (deleted["size"], deleted["checksum"]) == (3, "c")
+
+
 def test_the_follower_keeps_to_its_rate_and_gives_up_after_its_timeout(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
