@@ -137,6 +137,9 @@ BUILTIN_ROUTES: Final = (
     _builtin("GET", f"{_ID}/file", "send", 2),
     _builtin("DELETE", _ID, "delete", 2),
     _builtin("POST", f"{_ID}/actions/(?:deactivate|reactivate)", "update", 2),
+    # A tag added or removed: Glance saves the image, which it reports as image.update.
+    _builtin("PUT", f"{_ID}/tags/[^/]+", "update", 2),
+    _builtin("DELETE", f"{_ID}/tags/[^/]+", "update", 2),
     _builtin("PUT", f"{_ID}/stage", "stage", 2),
     _builtin("POST", f"{_ID}/import", "import", 2),
     _builtin("POST", f"{_ID}/members", "member_create", 2),

@@ -234,6 +234,23 @@ def test_actions_emit_update_with_metadata_looked_up_after(
     assert notifications[0].payload["status"] == status
 
 
+def test_tags_added_and_removed_emit_update_and_the_delete_shows_the_last_tags(
+    app: NotificationMiddleware, notifications: CapturedNotifications
+) -> None:
+    image_id = create(app, tags=["old"])
+    notifications.clear()
+    assert call(app, "PUT", f"/v2/images/{image_id}/tags/gold").code == 204
+    assert call(app, "DELETE", f"/v2/images/{image_id}/tags/old").code == 204
+    assert notifications.events == [("image.update", "INFO")] * 2
+    assert notifications[0].payload["tags"] == ["old", "gold"]
+    assert notifications[1].payload["tags"] == ["gold"]
+    assert call(app, "DELETE", f"/v2/images/{image_id}/tags/absent").code == 404
+    assert notifications.events[-1] == ("image.update", "WARN")
+    call(app, "DELETE", f"/v2/images/{image_id}")
+    assert notifications[-1].event_type == "image.delete"
+    assert notifications[-1].payload["tags"] == ["gold"]
+
+
 def test_delete_emits_the_metadata_looked_up_before_the_delete(
     app: NotificationMiddleware, notifications: CapturedNotifications
 ) -> None:

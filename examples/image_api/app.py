@@ -45,6 +45,8 @@ _ROUTES = [
     ("PUT", r"/v2/images/(?P<id>[^/]+)/file/?", "upload"),
     ("GET", r"/v2/images/(?P<id>[^/]+)/file/?", "download"),
     ("POST", r"/v2/images/(?P<id>[^/]+)/actions/(?P<action>deactivate|reactivate)/?", "action"),
+    ("PUT", r"/v2/images/(?P<id>[^/]+)/tags/(?P<tag>[^/]+)/?", "add_tag"),
+    ("DELETE", r"/v2/images/(?P<id>[^/]+)/tags/(?P<tag>[^/]+)/?", "delete_tag"),
 ]
 _COMPILED = [(m, re.compile(p + "$"), name) for m, p, name in _ROUTES]
 
@@ -148,6 +150,25 @@ class ImageAPI:
             raise http.HTTPForbidden(f"Not allowed to {action} image in status '{image['status']}'")
         image["status"] = "deactivated" if action == "deactivate" else "active"
         image["updated_at"] = _now()
+        return Response(status=204)
+
+    def add_tag(self, request: Request, id: str, tag: str) -> Response:
+        """Glance's ``PUT /v2/images/{id}/tags/{tag}``: 204, the tag added once."""
+        image = self.get(id)
+        with self._lock:
+            if tag not in image["tags"]:
+                image["tags"].append(tag)
+            image["updated_at"] = _now()
+        return Response(status=204)
+
+    def delete_tag(self, request: Request, id: str, tag: str) -> Response:
+        """Glance's ``DELETE /v2/images/{id}/tags/{tag}``: 204, or 404 for a tag it lacks."""
+        image = self.get(id)
+        with self._lock:
+            if tag not in image["tags"]:
+                raise http.HTTPNotFound(f"Tag {tag} not found")
+            image["tags"].remove(tag)
+            image["updated_at"] = _now()
         return Response(status=204)
 
     # --- data -------------------------------------------------------------------
