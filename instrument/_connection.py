@@ -64,8 +64,12 @@ class Connection:
         self._socket = sock
         self._channel = channel
 
-    def reading(self) -> tuple[int, int, bool] | None:
+    def reading(self, *, count_held: bool = True) -> tuple[int, int, bool] | None:
         """``(acked, given, alive)`` now, or None when the kernel cannot say.
+
+        Without *count_held*, ``given`` leaves out what the server still holds: the
+        caller knows none of it is the response's own (a file buffer waitress drained
+        and closed; later responses may wait behind it).
 
         The acknowledged count and the send queue take two system calls: an
         acknowledgement arriving between them would leave ``given`` short by what it
@@ -88,7 +92,10 @@ class Connection:
         acked = _acked(info)
         (outq,) = struct.unpack("=i", queued)
         alive = info[0] != _TCP_CLOSE
-        held = self._held() if alive else 0
+        # What the server still holds counts even on a dead connection: it was given to
+        # the connection and will never reach the client (a reset while waitress kept
+        # the body's tail), so the response cannot look all acknowledged.
+        held = self._held() if count_held else 0
         return acked, acked + max(outq, 0) + held, alive
 
     def close(self) -> None:

@@ -108,15 +108,22 @@ class Report:
         self.connection = connection
         self.start = reading[1] if reading is not None else 0
 
-    def finish(self, bytes_sent: int, complete: bool) -> None:
-        """Report *bytes_sent* written, unless already done; never raises, never waits."""
+    def finish(self, bytes_sent: int, complete: bool, *, drained: bool = False) -> None:
+        """Report *bytes_sent* written, unless already done; never raises, never waits.
+
+        *drained*: the server sent the body itself (zero-copy) and is done with it, so
+        what it still holds belongs to later responses on the connection (waitress
+        closes a file buffer once it is sent, and with pipelined requests the next
+        response may already wait behind it): the response ends where the kernel's
+        count ends.
+        """
         with self._lock:
             if self._done:
                 return
             self._done = True
         ok = complete and (self.expected is None or bytes_sent == self.expected)
         connection, self.connection = self.connection, None
-        reading = connection.reading() if connection is not None else None
+        reading = connection.reading(count_held=not drained) if connection is not None else None
         if connection is None or reading is None:  # the kernel cannot say
             if connection is not None:
                 connection.close()

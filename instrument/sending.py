@@ -214,7 +214,7 @@ class SendCounter:
         if progress is not None:
             sent, complete = progress
             complete = complete or report.expected == sent
-            report.finish(self.bytes_sent + sent, complete)
+            report.finish(self.bytes_sent + sent, complete, drained=True)
         elif report.expected == 0 and self.bytes_sent == 0:
             report.finish(0, True)  # nothing promised, nothing to send
         self.close()

@@ -38,6 +38,7 @@ class ScriptedConnection:
     def __init__(self, given: int = 0) -> None:
         self._lock = threading.Lock()
         self.acked = self.given = given
+        self.held = 0  # what the server still buffers (waitress)
         self.alive = True
         self.broken = False
         self.closes = 0
@@ -51,9 +52,11 @@ class ScriptedConnection:
             self.acked = self.given if count is None else self.acked + count
             self.alive = alive
 
-    def reading(self) -> tuple[int, int, bool] | None:
+    def reading(self, *, count_held: bool = True) -> tuple[int, int, bool] | None:
         with self._lock:
-            return None if self.broken else (self.acked, self.given, self.alive)
+            if self.broken:
+                return None
+            return self.acked, self.given + (self.held if count_held else 0), self.alive
 
     def close(self) -> None:
         self.closes += 1
@@ -114,6 +117,27 @@ def test_a_connection_that_dies_is_an_error_with_what_was_acknowledged(notifier:
     connection.ack(HEAD + 300, alive=False)
     assert settler().settled(timeout=10)
     assert sends(notifier) == [("ERROR", 300)]
+
+
+def test_a_tail_the_server_still_holds_on_a_dead_connection_is_an_error(
+    notifier: Notifier,
+) -> None:
+    connection = ScriptedConnection()
+    report = respond(notifier, connection)
+    connection.given -= 10
+    connection.held = 10  # the body's tail, kept by the server (waitress)
+    connection.ack(alive=False)  # all the kernel got was acknowledged, then a reset
+    report.finish(BODY, True)
+    assert sends(notifier) == [("ERROR", BODY - 10)]
+
+
+def test_a_drained_response_ends_where_the_kernel_count_ends(notifier: Notifier) -> None:
+    connection = ScriptedConnection()
+    report = respond(notifier, connection)
+    connection.held = 5000  # the next pipelined response, queued behind this one
+    connection.ack()
+    report.finish(BODY, True, drained=True)  # the server sent the file itself
+    assert sends(notifier) == [("INFO", BODY)]
 
 
 def test_a_descriptor_gone_bad_is_an_error_with_the_last_acknowledged(notifier: Notifier) -> None:
