@@ -427,11 +427,19 @@ def count_result(
 ) -> Any:
     """A download handler's result, counted: a WSGI application is proxied, a body wrapped.
 
-    Anything else (not a body) is returned unchanged: there is nothing to count.
+    A body given whole as ``bytes`` (or ``bytearray``, ``memoryview``) is returned as
+    it is, since a framework sends it as one; it cannot be followed to the client, so
+    its image.send says what was handed over, at once (as on a server where the kit
+    cannot reach the connection). Anything else that is not a body (text, a mapping, a
+    number) is returned unchanged: there is nothing to count.
     """
     fields = {"image_id": image_id, "owner_id": owner_id}
     if callable(result):
         return CountedApp(result, notifier, fields, size)
-    if not hasattr(result, "__iter__"):
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        fields.update(receiver_fields(environ))
+        Report(notifier, size, fields).finish(memoryview(result).nbytes, True)
+        return result
+    if isinstance(result, (str, Mapping)) or not hasattr(result, "__iter__"):
         return result
     return count_sent(result, notifier, expected=size, environ=environ, **fields)

@@ -294,6 +294,23 @@ def test_send_of_an_abandoned_body_is_error(
     assert notifications[0].payload["bytes_sent"] == 3
 
 
+def test_send_of_a_body_returned_whole_as_bytes_leaves_it_bytes_and_reports_it(
+    on: Instrumentation, notifications: CapturedNotifications
+) -> None:
+    lookup = {"i1": {**IMAGE, "size": 6}}.get
+    whole = on.send(image="image_id", lookup=lookup)(lambda req, image_id: b"abcdef")
+    assert whole(request(), "i1") == b"abcdef"
+    assert notifications.events == [("image.send", "INFO")]
+    assert notifications[0].payload["bytes_sent"] == 6
+    short = on.send(image="image_id", lookup=lookup)(lambda req, image_id: bytearray(b"ab"))
+    assert short(request(), "i1") == bytearray(b"ab")
+    assert notifications.events[-1] == ("image.send", "ERROR")  # 2 of the 6 promised
+    for not_a_body in ("text", {"id": "i1"}):
+        same = on.send(image="image_id")(lambda req, image_id, r=not_a_body: r)
+        assert same(request(), "i1") is not_a_body
+    assert len(notifications.events) == 2
+
+
 def test_send_returns_a_response_that_is_still_a_response_and_counts_its_body(
     on: Instrumentation, notifications: CapturedNotifications
 ) -> None:
