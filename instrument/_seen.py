@@ -13,9 +13,12 @@ and uses it where staleness cannot mislead:
   through another process (another worker, another API node) since then is not in
   it; a subrequest would see it. ``seen_images = 0`` makes every delete ask.
 
-It never replaces the lookup before an upload, which also proves that the caller may
-touch the image (a refused lookup means no image.prepare). Updates and deletes seen
-by the filter replace or drop the remembered image; the memory is a bounded LRU.
+- an **upload** of an image remembered as able to take data: its image.prepare shows
+  the remembered image. It goes out when the application reads the data (a refusal
+  reads nothing), so a stale memory cannot prepare an upload the application refuses.
+
+Updates and deletes seen by the filter replace or drop the remembered image, and an
+accepted import drops it; the memory is a bounded LRU.
 """
 
 from __future__ import annotations

@@ -103,7 +103,9 @@ class _Upload(Step):
     """image.prepare before the handler; image.upload, then image.activate if active."""
 
     def before(self, call: Call) -> None:
-        if not self.notifier.is_enabled(ev.IMAGE_PREPARE):
+        # Also with image.prepare disabled, unless image.upload is too: whether the
+        # store is touched decides the priority of a failed upload.
+        if not any(map(self.notifier.is_enabled, (ev.IMAGE_PREPARE, ev.IMAGE_UPLOAD))):
             return
         image = self.argument_image(call)
         if image is None and self.options.lookup is not None and self.image_id(call):

@@ -211,24 +211,18 @@ class _Lifecycle(_ObservedRequest):
         self.finish(joined_body(chunks), None)
 
     def prepare(self) -> None:
-        """Before the data is passed on: image.prepare; before a delete: remember the image."""
+        """Before the data is passed on: image.prepare; before a delete: remember the image.
+
+        image.prepare goes out when the application first reads the data: reading shows
+        it took the upload, and a refusal reads nothing. So the outcome is the same
+        whether the image came from the filter's memory or from a lookup.
+        """
         uploading = self.kind == "upload" or (self.kind == "update_with_data" and self.has_data)
-        if uploading and self.notifier.is_enabled(ev.IMAGE_PREPARE):
-            seen = self.middleware.seen.get(self.match.image_id)
-            if seen is not None and can_take_data(seen):
-                # No subrequest: the application reading the data shows it took the
-                # upload (a refusal reads nothing), and the image was seen.
-                self.unprepared = seen
+        if uploading:
+            image = self.uploadable_image()
+            if image is not None:
+                self.unprepared = image
                 self.environ["wsgi.input"] = FirstRead(self.environ["wsgi.input"], self.read_begins)
-                return
-            result = self.middleware.lookup(self.environ, self.match)
-            if result is not None and result.refused:
-                return  # the upload will be refused before the store is touched
-            known = result is not None and result.image is not None
-            image = result.image if known and result is not None else None
-            self.prepared = emit_prepare(
-                self.notifier, image or {"id": self.match.image_id}, known=known
-            )
         elif self.kind == "delete" and self.notifier.is_enabled(ev.IMAGE_DELETE):
             self.before = self.image_or_id(self.middleware.seen.get(self.match.image_id))
         elif self.kind == "import":
@@ -238,6 +232,22 @@ class _Lifecycle(_ObservedRequest):
             self.before = member_before(
                 middleware.app, self.environ, self.match, middleware.image_lookup
             )
+
+    def uploadable_image(self) -> Mapping[str, Any] | None:
+        """The image image.prepare will show, or None if the upload is refused anyway."""
+        image_id = self.match.image_id
+        seen = self.middleware.seen.get(image_id)
+        if seen is not None and can_take_data(seen):
+            return seen  # no subrequest
+        if not self.notifier.is_enabled(ev.IMAGE_PREPARE):
+            # Nothing to show; the first read still makes a later failure an ERROR.
+            return {"id": image_id}
+        result = self.middleware.lookup(self.environ, self.match)
+        if result is not None and result.refused:
+            return None  # the upload will be refused before the store is touched
+        if result is not None and result.image is not None:
+            return result.image
+        return {"id": image_id}
 
     def read_begins(self) -> None:
         """The application reads the image data: image.prepare of the image seen."""
@@ -250,8 +260,10 @@ class _Lifecycle(_ObservedRequest):
         if 200 <= code < 300:
             self.succeeded(body)
         elif code >= 400:
-            if code >= 500:  # the application took the upload and its store failed
-                self.read_begins()  # (Glance prepares before its store is touched)
+            if code >= 500 or code == 413:
+                # The application took the upload and its store failed, or refused it
+                # for its size or quota: Glance prepares before its store says so.
+                self.read_begins()
             problem = str(self.status) if exc is None else problem_of(exc)
             event = failure_event(self.kind, self.has_data)
             priority = failure_priority(code, event, self.prepared)

@@ -488,6 +488,20 @@ def test_disabled_event_types_cost_no_lookup(notifications: CapturedNotification
     assert looked_up == [] and list(notifications) == []
 
 
+def test_with_prepare_disabled_a_failed_upload_is_still_an_error(
+    notifications: CapturedNotifications,
+) -> None:
+    on = Instrumentation(Notifier(disabled_notifications=["image.prepare"]))
+
+    @on.upload(image="image_id", lookup={"i1": {"id": "i1", "status": "queued"}}.get)
+    def upload(image_id: str, data: bytes) -> None:
+        raise http.HTTPBadRequest("short body")
+
+    with pytest.raises(http.HTTPBadRequest):
+        upload("i1", b"data")
+    assert notifications.events == [("image.upload", "ERROR")]
+
+
 # --- class decorator, example -------------------------------------------------------------
 
 

@@ -460,12 +460,53 @@ def test_a_failure_after_prepare_is_an_error_upload_whatever_the_status(
         if environ["REQUEST_METHOD"] == "GET":
             start_response("200 OK", [("Content-Type", "application/json")])
             return [b'{"id": "i1", "status": "queued"}']
+        environ["wsgi.input"].read(4)  # fewer bytes than the application expected
         start_response("400 Bad Request", [("Content-Type", "text/plain")])
         return [b"short body"]
 
     call(NotificationMiddleware(app, Notifier()), "PUT", "/v2/images/i1/file", b"data")
     assert notifications.events == [("image.prepare", "INFO"), ("image.upload", "ERROR")]
     assert notifications[1].payload == "image.upload failed for image i1: 400 Bad Request"
+
+
+@pytest.mark.parametrize("seen", [False, True])
+def test_a_refused_upload_is_reported_alike_from_memory_or_from_a_lookup(
+    notifications: CapturedNotifications, seen: bool
+) -> None:
+    """Whether the filter remembers the image must not change what a request reports."""
+    refusal = {"status": "409 Conflict"}
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["REQUEST_METHOD"] == "GET":
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [b'{"id": "i1", "status": "queued"}']
+        start_response(refusal["status"], [("Content-Type", "text/plain")])
+        return [b"refused before the data"]
+
+    filtered = NotificationMiddleware(app, Notifier())
+    if seen:
+        filtered.seen.remember({"id": "i1", "status": "queued"})
+    call(filtered, "PUT", "/v2/images/i1/file", b"data")
+    refusal["status"] = "413 Request Entity Too Large"  # the store's size or quota limit
+    call(filtered, "PUT", "/v2/images/i1/file", b"data")
+    assert notifications.events == [
+        ("image.upload", "WARN"),
+        ("image.prepare", "INFO"),
+        ("image.upload", "ERROR"),
+    ]
+
+
+def test_with_prepare_disabled_a_failure_after_the_data_is_still_an_error(
+    notifications: CapturedNotifications,
+) -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        environ["wsgi.input"].read(4)
+        start_response("400 Bad Request", [("Content-Type", "text/plain")])
+        return [b"short body"]
+
+    notifier = Notifier(disabled_notifications=["image.prepare"])
+    call(NotificationMiddleware(app, notifier), "PUT", "/v2/images/i1/file", b"data")
+    assert notifications.events == [("image.upload", "ERROR")]
 
 
 def test_download_of_an_image_without_data_204_emits_nothing(
@@ -527,19 +568,19 @@ def test_a_refused_lookup_means_no_prepare(notifications: CapturedNotifications)
     assert notifications.events == [("image.upload", "WARN")]
 
 
-def test_prepare_for_an_unconfirmed_image_keeps_a_4xx_a_warning(
+def test_an_unconfirmed_image_refused_before_its_data_is_a_warning_without_prepare(
     caplog: pytest.LogCaptureFixture, notifications: CapturedNotifications
 ) -> None:
-    """The lookup failed: prepare is sent for the id, but the store may not have been touched."""
+    """The lookup failed; the application refuses without reading the data."""
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         if environ["REQUEST_METHOD"] == "GET":
             raise RuntimeError("lookup broke")
-        start_response("413 Request Entity Too Large", [("Content-Type", "text/plain")])
-        return [b"too big"]
+        start_response("403 Forbidden", [("Content-Type", "text/plain")])
+        return [b"not yours"]
 
     call(NotificationMiddleware(app, Notifier()), "PUT", "/v2/images/i1/file", b"data")
-    assert notifications.events == [("image.prepare", "INFO"), ("image.upload", "WARN")]
+    assert notifications.events == [("image.upload", "WARN")]
 
 
 def test_subrequest_asks_for_an_uncompressed_body(api: ImageAPI) -> None:
