@@ -13,11 +13,18 @@ from typing import Any, Final
 
 from ._import_member import IMPORT_OPTIONS, follower_settings
 from .config import Settings
-from .options import Option, boolean, integer
+from .options import Option, boolean, integer, number
 from .oslo import OSLO_OPTIONS
 from .routes import RouteTable, parse_routes
 
-__all__ = ["LOOKUP_OPTION", "MIDDLEWARE_OPTIONS", "ROUTES_OPTION", "SEEN_OPTION", "filter_options"]
+__all__ = [
+    "LOOKUP_OPTION",
+    "MIDDLEWARE_OPTIONS",
+    "ROUTES_OPTION",
+    "SEEN_AGE_OPTION",
+    "SEEN_OPTION",
+    "filter_options",
+]
 
 ROUTES_OPTION: Final = Option(
     "routes",
@@ -41,10 +48,19 @@ SEEN_OPTION: Final = Option(
     "0 asks the application every time.",
     integer(0),
 )
+SEEN_AGE_OPTION: Final = Option(
+    "seen_images_max_age",
+    60.0,
+    "Seconds a remembered image stands for the image before the application is asked "
+    "again: a change made through another worker or API node (an owner set by an "
+    "administrator, a rename) shows in notifications after at most this long.",
+    number(0.0),
+)
 MIDDLEWARE_OPTIONS: Final = (
     ROUTES_OPTION,
     LOOKUP_OPTION,
     SEEN_OPTION,
+    SEEN_AGE_OPTION,
     *IMPORT_OPTIONS,
     *OSLO_OPTIONS,
 )
@@ -56,5 +72,6 @@ def filter_options(settings: Settings) -> dict[str, Any]:
         "routes": RouteTable(settings.get(ROUTES_OPTION)),
         "image_lookup": settings.get(LOOKUP_OPTION),
         "seen_images": settings.get(SEEN_OPTION),
+        "seen_max_age": settings.get(SEEN_AGE_OPTION),
         "imports": follower_settings(settings),
     }

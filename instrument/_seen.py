@@ -7,36 +7,46 @@ as much as the request itself. The filter remembers the image it reads from each
 lifecycle response (a create, an update, the lookup after an upload or an action)
 and uses it where staleness cannot mislead:
 
-- a **download** of an image remembered as ``active``: an active image's owner and
-  size never change (new data means a new image);
+- a **download** of an image remembered as ``active``: an active image's size never
+  changes (new data means a new image), and its owner only by an administrator;
 - a **delete**: the payload is the image as this filter last saw it. An update made
   through another process (another worker, another API node) since then is not in
   it; a subrequest would see it. ``seen_images = 0`` makes every delete ask.
-
 - an **upload** of an image remembered as able to take data: its image.prepare shows
   the remembered image. It goes out when the application reads the data (a refusal
   reads nothing), so a stale memory cannot prepare an upload the application refuses.
 
 Updates and deletes seen by the filter replace or drop the remembered image, and an
-accepted import drops it; the memory is a bounded LRU.
+accepted import drops it. What it cannot see (a change made through another worker or
+API node, such as an owner an administrator set) is bounded in time: a remembered image
+answers for *max_age* seconds after it was seen, then the application is asked again.
+The memory is a bounded LRU.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = ["SeenImages"]
 
 
 class SeenImages:
-    """At most *size* images by id, least recently used first out; thread-safe."""
+    """At most *size* images by id, least recently used first out, each answering for
+    *max_age* seconds after it was seen; thread-safe."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(
+        self, size: int, max_age: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.size = size
-        self._images: collections.OrderedDict[str, Mapping[str, Any]] = collections.OrderedDict()
+        self.max_age = max_age
+        self._clock = clock
+        self._images: collections.OrderedDict[str, tuple[Mapping[str, Any], float]] = (
+            collections.OrderedDict()
+        )
         self._lock = threading.Lock()
 
     def remember(self, image: Mapping[str, Any]) -> None:
@@ -44,8 +54,9 @@ class SeenImages:
         image_id = image.get("id")
         if not self.size or not isinstance(image_id, str):
             return
+        seen_at = self._clock()
         with self._lock:
-            self._images[image_id] = image
+            self._images[image_id] = (image, seen_at)
             self._images.move_to_end(image_id)
             if len(self._images) > self.size:
                 self._images.popitem(last=False)
@@ -56,13 +67,19 @@ class SeenImages:
                 self._images.pop(image_id, None)
 
     def get(self, image_id: str | None) -> Mapping[str, Any] | None:
-        """The image last seen with *image_id*, or None."""
+        """The image last seen with *image_id*, or None (also once it is too old)."""
         if image_id is None or not self.size:
             return None
+        now = self._clock()
         with self._lock:
-            image = self._images.get(image_id)
-            if image is not None:
-                self._images.move_to_end(image_id)
+            entry = self._images.get(image_id)
+            if entry is None:
+                return None
+            image, seen_at = entry
+            if now - seen_at >= self.max_age:
+                del self._images[image_id]
+                return None
+            self._images.move_to_end(image_id)
             return image
 
     def active(self, image_id: str | None) -> Mapping[str, Any] | None:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from . import events as ev
-from ._filter_options import MIDDLEWARE_OPTIONS, SEEN_OPTION, filter_options
+from ._filter_options import MIDDLEWARE_OPTIONS, SEEN_AGE_OPTION, SEEN_OPTION, filter_options
 from ._first_read import FirstRead
 from ._follower import ImportFollower
 from ._guard import guard
@@ -82,10 +82,11 @@ class NotificationMiddleware:
         routes: RouteTable | None = None,
         image_lookup: bool = True,
         seen_images: int = SEEN_OPTION.default,
+        seen_max_age: float = SEEN_AGE_OPTION.default,
         imports: Mapping[str, Any] | None = None,
     ) -> None:
         self.app = app
-        self.seen = SeenImages(seen_images)
+        self.seen = SeenImages(seen_images, seen_max_age)
         self.notifier = notifier if notifier is not None else Notifier()
         self.routes = routes if routes is not None else RouteTable()
         self.image_lookup = image_lookup

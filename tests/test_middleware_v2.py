@@ -251,6 +251,25 @@ def test_tags_added_and_removed_emit_update_and_the_delete_shows_the_last_tags(
     assert notifications[-1].payload["tags"] == ["gold"]
 
 
+def test_an_owner_changed_behind_the_filter_shows_in_downloads_after_max_age(
+    api: ImageAPI, notifications: CapturedNotifications
+) -> None:
+    from instrument._seen import SeenImages
+
+    app = NotificationMiddleware(api, Notifier())
+    now = [0.0]
+    app.seen = SeenImages(1024, max_age=60.0, clock=lambda: now[0])
+    image_id = create(app)
+    call(app, "PUT", f"/v2/images/{image_id}/file", b"data")  # remembered: active, tenant-9
+    api.images[image_id]["owner"] = "tenant-new"  # an administrator, through another worker
+    notifications.clear()
+    call(app, "GET", f"/v2/images/{image_id}/file")
+    now[0] = 60.0
+    call(app, "GET", f"/v2/images/{image_id}/file")
+    owners = [n.payload["owner_id"] for n in notifications if n.event_type == "image.send"]
+    assert owners == ["tenant-9", "tenant-new"]
+
+
 def test_delete_emits_the_metadata_looked_up_before_the_delete(
     app: NotificationMiddleware, notifications: CapturedNotifications
 ) -> None:

@@ -38,3 +38,15 @@ def test_size_0_remembers_nothing_and_images_without_a_string_id_are_ignored() -
     seen.remember({"id": None})
     seen.remember({"name": "no id"})
     assert len(seen) == 0
+
+
+def test_an_image_answers_for_max_age_seconds_after_it_was_seen() -> None:
+    now = [100.0]
+    seen = SeenImages(8, max_age=60.0, clock=lambda: now[0])
+    seen.remember({"id": "i1", "status": "active", "owner": "t1"})
+    now[0] = 159.9
+    assert seen.active("i1") == {"id": "i1", "status": "active", "owner": "t1"}
+    now[0] = 160.0  # the application is asked again from now on
+    assert seen.active("i1") is None and seen.get("i1") is None and len(seen) == 0
+    seen.remember({"id": "i1", "status": "active", "owner": "t2"})  # what it answered
+    assert seen.get("i1") == {"id": "i1", "status": "active", "owner": "t2"}
