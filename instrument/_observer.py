@@ -13,7 +13,7 @@ from typing import Final
 
 from ._wsgi import close_iterable as close_once
 
-__all__ = ["ObservedBody", "SizedObservedBody", "joined_body", "observe"]
+__all__ = ["BODY_LIMIT", "ObservedBody", "SizedObservedBody", "joined_body", "observe"]
 
 log = logging.getLogger("instrument.observer")
 
@@ -34,12 +34,14 @@ class ObservedBody:
 
     __slots__ = ("_chunks", "_closed", "_iterable", "_iterator", "_on_done", "_size")
 
-    def __init__(self, iterable: Iterable[bytes], on_done: Done) -> None:
+    def __init__(
+        self, iterable: Iterable[bytes], on_done: Done, written: list[bytes] | None = None
+    ) -> None:
         self._iterable = iterable
         self._iterator: Iterator[bytes] | None = None
         self._on_done: Done | None = on_done
-        self._chunks: list[bytes] = []
-        self._size = 0
+        self._chunks: list[bytes] = list(written or ())  # what went through write() first
+        self._size = sum(map(len, self._chunks))
         self._closed = False
 
     def __iter__(self) -> ObservedBody:
@@ -103,8 +105,11 @@ def joined_body(chunks: list[bytes]) -> bytes | None:
     return b"".join(chunks) if sum(map(len, chunks)) <= BODY_LIMIT else None
 
 
-def observe(iterable: Iterable[bytes], on_done: Done) -> ObservedBody:
-    """Wrap *iterable*, keeping ``len()`` when it has one."""
+def observe(
+    iterable: Iterable[bytes], on_done: Done, written: list[bytes] | None = None
+) -> ObservedBody:
+    """Wrap *iterable*, keeping ``len()`` when it has one; *written* is what the
+    application sent through PEP 3333's ``write()`` before returning it."""
     if hasattr(iterable, "__len__"):
-        return SizedObservedBody(iterable, on_done)
-    return ObservedBody(iterable, on_done)
+        return SizedObservedBody(iterable, on_done, written)
+    return ObservedBody(iterable, on_done, written)

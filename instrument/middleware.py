@@ -37,7 +37,7 @@ from ._follower import ImportFollower
 from ._guard import guard
 from ._import_member import member_before, member_notification, read_import_request
 from ._imports import ImportRequest
-from ._observer import joined_body, observe
+from ._observer import BODY_LIMIT, joined_body, observe
 from ._seen import SeenImages
 from ._subrequest import SUBREQUEST_KEY, LookupResult, lookup_image
 from ._wsgi import Environ, StartResponse, WSGIApp, status_code
@@ -148,7 +148,7 @@ class NotificationMiddleware:
 class _ObservedRequest:
     """One observed request: the status and headers the application answered with."""
 
-    __slots__ = ("environ", "headers", "match", "middleware", "notifier", "status")
+    __slots__ = ("environ", "headers", "match", "middleware", "notifier", "status", "written")
 
     def __init__(self, middleware: NotificationMiddleware, match: Match, environ: Environ) -> None:
         self.middleware = middleware
@@ -157,15 +157,29 @@ class _ObservedRequest:
         self.environ = environ
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
+        self.written: list[bytes] = []  # what the application sent through write()
 
     def recording(self, start_response: StartResponse) -> StartResponse:
         def record(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             self.status, self.headers = status, headers
             if exc_info is not None:
-                return start_response(status, headers, exc_info)
-            return start_response(status, headers)
+                write = start_response(status, headers, exc_info)
+            else:
+                write = start_response(status, headers)
+            return self.keeping(write)
 
         return record
+
+    def keeping(self, write: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+        """PEP 3333's ``write()``, keeping a copy of what the application sends with it
+        (a legacy application may send its whole body so), up to the body limit."""
+
+        def keep(data: bytes) -> Any:
+            if sum(map(len, self.written)) <= BODY_LIMIT:
+                self.written.append(data)
+            return write(data)
+
+        return keep
 
     def image_or_id(self, seen: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
         """*seen* if given, else the image from a lookup, else just its id."""
@@ -206,10 +220,10 @@ class _Lifecycle(_ObservedRequest):
             # Request.get_response with a 204) still gets its notifications.
             guard(self.finish_listed, app_iter)
             return app_iter
-        return observe(app_iter, self.finish)
+        return observe(app_iter, self.finish, self.written)
 
     def finish_listed(self, chunks: list[bytes]) -> None:
-        self.finish(joined_body(chunks), None)
+        self.finish(joined_body([*self.written, *chunks]), None)
 
     def prepare(self) -> None:
         """Before the data is passed on: image.prepare; before a delete: remember the image.

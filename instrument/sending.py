@@ -337,10 +337,17 @@ def counted_download(
 ) -> Iterable[bytes]:
     """Call ``app(environ, start_response)`` and count the image it sends."""
     seen: list[Any] = []
+    written = [0]  # what the application sent through PEP 3333's write() before returning
 
     def record(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         seen[:] = [status, headers]
-        return start_response(status, headers, *([exc_info] if exc_info is not None else []))
+        write = start_response(status, headers, *([exc_info] if exc_info is not None else []))
+
+        def counted_write(data: bytes) -> Any:
+            written[0] += len(data)
+            return write(data)
+
+        return counted_write
 
     try:
         app_iter = app(environ, record)
@@ -352,7 +359,10 @@ def counted_download(
     if not seen:  # the app never answered; nothing to count
         return app_iter
     try:
-        return _counted(app_iter, environ, notifier, image_id, describe, *seen)
+        status, headers = seen
+        return _counted(
+            app_iter, environ, notifier, image_id, describe, status, headers, written[0]
+        )
     except Exception:
         log.exception("instrument: cannot count the download of image %s", image_id)
         return app_iter
@@ -366,6 +376,7 @@ def _counted(
     describe: Describe,
     status: str,
     headers: list[tuple[str, str]],
+    written: int,
 ) -> Iterable[bytes]:
     code = status_code(status)
     if code >= 400:
@@ -374,9 +385,21 @@ def _counted(
         return app_iter
     owner_id, size = describe(status, headers)
     expected = expected_length(status, headers, size if isinstance(size, int) else None)
+    if written:
+        fields = {"image_id": image_id, "owner_id": owner_id, **receiver_fields(environ)}
+        return _count_after_write(app_iter, Report(notifier, expected, fields), written)
     return count_sent(
         app_iter, notifier, image_id=image_id, owner_id=owner_id, expected=expected, environ=environ
     )
+
+
+def _count_after_write(app_iter: Iterable[bytes], report: Report, written: int) -> SendCounter:
+    """A body that began with *written* bytes sent through ``write()``, counted from
+    there as handed to the server. *report* reads no connection: this response began
+    before the kit could note where on the connection it did."""
+    counter = SendCounter(app_iter, report)
+    counter.bytes_sent = written
+    return counter
 
 
 def refused_send(

@@ -270,6 +270,30 @@ def test_an_owner_changed_behind_the_filter_shows_in_downloads_after_max_age(
     assert owners == ["tenant-9", "tenant-new"]
 
 
+def test_bodies_sent_through_pep_3333_write_are_read_and_counted(
+    notifications: CapturedNotifications,
+) -> None:
+    """A legacy application may send its whole body with write() and return nothing."""
+    created = b'{"id": "i1", "name": "cirros", "status": "queued"}'
+    data = b"x" * 1000
+
+    def legacy(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = created if environ["REQUEST_METHOD"] == "POST" else data
+        kind = "application/json" if body is created else "application/octet-stream"
+        status = "201 Created" if body is created else "200 OK"
+        write = start_response(status, [("Content-Type", kind), ("Content-Length", str(len(body)))])
+        write(body[:10])
+        write(body[10:])
+        return []
+
+    app = NotificationMiddleware(legacy, Notifier(), image_lookup=False)
+    assert call(app, "POST", "/v2/images", b"{}", {"Content-Type": "application/json"}).code == 201
+    assert call(app, "GET", "/v2/images/i1/file").code == 200
+    assert notifications.events == [("image.create", "INFO"), ("image.send", "INFO")]
+    assert notifications[0].payload["name"] == "cirros"
+    assert notifications[1].payload["bytes_sent"] == len(data)
+
+
 def test_delete_emits_the_metadata_looked_up_before_the_delete(
     app: NotificationMiddleware, notifications: CapturedNotifications
 ) -> None:
