@@ -6,8 +6,9 @@ import shutil
 from pathlib import Path
 
 from instrument.delivery import Delivery
+from tests.support.waiting import wait_until
 
-from .test_engine import ScriptedPublisher, _wait, make
+from .test_engine import ScriptedPublisher, make
 
 
 def test_a_journal_deleted_under_a_running_engine_comes_back_and_loses_nothing(
@@ -31,12 +32,12 @@ def test_a_journal_deleted_under_a_running_engine_comes_back_and_loses_nothing(
     try:
         for note in notes[:50]:
             assert delivery.submit(note)
-        _wait(lambda: len(publisher.attempt_times) >= 2)  # a batch of them in flight
+        wait_until(lambda: len(publisher.attempt_times) >= 2, 5.0)  # a batch of them in flight
         old = next((outbox / "box").iterdir())
         shutil.rmtree(outbox)  # deleted under the running process
         for note in notes[50:]:
             assert delivery.submit(note)  # never fails, never raises
-        _wait(lambda: any(j.glob("*.seg") for j in _journals(outbox) if j != old))  # a new one
+        wait_until(lambda: any(j.glob("*.seg") for j in _journals(outbox) if j != old), 5.0)
         publisher.failing = 0
         assert delivery.flush(10)
         assert set(publisher.sent) >= {note.message_id for note in notes}  # not before
