@@ -40,9 +40,11 @@ class ObservedBody:
         self._iterable = iterable
         self._iterator: Iterator[bytes] | None = None
         self._on_done: Done | None = on_done
-        self._chunks: list[bytes] = list(written or ())  # what went through write() first
-        self._size = sum(map(len, self._chunks))
+        self._chunks: list[bytes] = []
+        self._size = 0
         self._closed = False
+        for data in written or ():  # what went through write() before the body came back
+            self.keep(data)
 
     def __iter__(self) -> ObservedBody:
         if self._iterator is None:
@@ -60,10 +62,15 @@ class ObservedBody:
         except BaseException as exc:
             self._report(exc)
             raise
-        if self._size <= BODY_LIMIT:
-            self._chunks.append(chunk)
-            self._size += len(chunk)
+        self.keep(chunk)
         return chunk
+
+    def keep(self, data: bytes) -> None:
+        """Keep *data* as the body's next part (a chunk, or what went through
+        ``write()``), up to the limit."""
+        if self._size <= BODY_LIMIT:
+            self._chunks.append(data)
+            self._size += len(data)
 
     def close(self) -> None:
         if self._closed:

@@ -37,7 +37,7 @@ from ._follower import ImportFollower
 from ._guard import guard
 from ._import_member import member_before, member_notification, read_import_request
 from ._imports import ImportRequest
-from ._observer import BODY_LIMIT, joined_body, observe
+from ._observer import BODY_LIMIT, ObservedBody, joined_body, observe
 from ._seen import SeenImages
 from ._subrequest import SUBREQUEST_KEY, LookupResult, lookup_image
 from ._wsgi import Environ, StartResponse, WSGIApp, status_code
@@ -148,7 +148,16 @@ class NotificationMiddleware:
 class _ObservedRequest:
     """One observed request: the status and headers the application answered with."""
 
-    __slots__ = ("environ", "headers", "match", "middleware", "notifier", "status", "written")
+    __slots__ = (
+        "body",
+        "environ",
+        "headers",
+        "match",
+        "middleware",
+        "notifier",
+        "status",
+        "written",
+    )
 
     def __init__(self, middleware: NotificationMiddleware, match: Match, environ: Environ) -> None:
         self.middleware = middleware
@@ -157,7 +166,8 @@ class _ObservedRequest:
         self.environ = environ
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
-        self.written: list[bytes] = []  # what the application sent through write()
+        self.written: list[bytes] = []  # what went through write() before the body came
+        self.body: ObservedBody | None = None  # the body observed, once returned
 
     def recording(self, start_response: StartResponse) -> StartResponse:
         def record(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -175,7 +185,9 @@ class _ObservedRequest:
         (a legacy application may send its whole body so), up to the body limit."""
 
         def keep(data: bytes) -> Any:
-            if sum(map(len, self.written)) <= BODY_LIMIT:
+            if self.body is not None:  # a generator writing as it is iterated
+                self.body.keep(data)
+            elif sum(map(len, self.written)) <= BODY_LIMIT:
                 self.written.append(data)
             return write(data)
 
@@ -220,7 +232,8 @@ class _Lifecycle(_ObservedRequest):
             # Request.get_response with a 204) still gets its notifications.
             guard(self.finish_listed, app_iter)
             return app_iter
-        return observe(app_iter, self.finish, self.written)
+        self.body = observe(app_iter, self.finish, self.written)
+        return self.body
 
     def finish_listed(self, chunks: list[bytes]) -> None:
         self.finish(joined_body([*self.written, *chunks]), None)
@@ -237,7 +250,9 @@ class _Lifecycle(_ObservedRequest):
             image = self.uploadable_image()
             if image is not None:
                 self.unprepared = image
-                self.environ["wsgi.input"] = FirstRead(self.environ["wsgi.input"], self.read_begins)
+                self.environ["wsgi.input"] = FirstRead.wrap(
+                    self.environ["wsgi.input"], self.read_begins
+                )
         elif self.kind == "delete" and self.notifier.is_enabled(ev.IMAGE_DELETE):
             self.before = self.image_or_id(self.middleware.seen.get(self.match.image_id))
         elif self.kind == "import":

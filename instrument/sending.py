@@ -337,14 +337,18 @@ def counted_download(
 ) -> Iterable[bytes]:
     """Call ``app(environ, start_response)`` and count the image it sends."""
     seen: list[Any] = []
-    written = [0]  # what the application sent through PEP 3333's write() before returning
+    written = [0]  # what went through PEP 3333's write() before the counter existed
+    counters: list[SendCounter] = []  # then the counter, which counts what follows
 
     def record(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         seen[:] = [status, headers]
         write = start_response(status, headers, *([exc_info] if exc_info is not None else []))
 
         def counted_write(data: bytes) -> Any:
-            written[0] += len(data)
+            if counters:
+                counters[0].bytes_sent += len(data)
+            else:
+                written[0] += len(data)
             return write(data)
 
         return counted_write
@@ -360,9 +364,12 @@ def counted_download(
         return app_iter
     try:
         status, headers = seen
-        return _counted(
+        counted = _counted(
             app_iter, environ, notifier, image_id, describe, status, headers, written[0]
         )
+        if isinstance(counted, SendCounter):  # a generator may write as it is iterated
+            counters.append(counted)
+        return counted
     except Exception:
         log.exception("instrument: cannot count the download of image %s", image_id)
         return app_iter

@@ -27,7 +27,7 @@ def test_every_way_of_reading_calls_the_hook_once_before_the_data(
 ) -> None:
     stream = io.BytesIO(b"ab\ncd\n")
     positions: list[int] = []
-    body = FirstRead(stream, lambda: positions.append(stream.tell()))
+    body = FirstRead.wrap(stream, lambda: positions.append(stream.tell()))
     read(body)
     read(body)
     assert positions == [0], "once, before any byte was read"
@@ -35,7 +35,7 @@ def test_every_way_of_reading_calls_the_hook_once_before_the_data(
 
 def test_the_body_is_still_the_servers_object() -> None:
     stream = io.BytesIO(b"data")
-    body = FirstRead(stream, lambda: None)
+    body = FirstRead.wrap(stream, lambda: None)
     assert isinstance(body, io.BytesIO) and body.getvalue() == b"data"
 
 
@@ -43,12 +43,30 @@ def test_a_failing_hook_is_logged_and_the_read_goes_on(caplog: pytest.LogCapture
     def failing() -> None:
         raise RuntimeError("notifier gone")
 
-    body = FirstRead(io.BytesIO(b"data"), failing)
+    body = FirstRead.wrap(io.BytesIO(b"data"), failing)
     assert body.read() == b"data"
     assert "first read" in caplog.text and "notifier gone" in caplog.text
 
 
 def test_nothing_read_means_no_call() -> None:
     calls: list[int] = []
-    body = FirstRead(io.BytesIO(b"data"), lambda: calls.append(1))
+    body = FirstRead.wrap(io.BytesIO(b"data"), lambda: calls.append(1))
     assert body.seekable() and calls == []
+
+
+def test_a_read_of_nothing_is_not_the_first_read() -> None:
+    calls: list[int] = []
+    body = FirstRead.wrap(io.BytesIO(b"data"), lambda: calls.append(1))
+    assert body.read(0) == b"" and body.readline(0) == b""
+    assert body.readinto(bytearray()) == 0
+    assert calls == []
+    assert body.read(2) == b"da" and calls == [1]
+
+
+def test_readinto_is_there_only_when_the_stream_has_it() -> None:
+    class Plain:
+        def read(self, size: int = -1) -> bytes:
+            return b""
+
+    assert not hasattr(FirstRead.wrap(Plain(), lambda: None), "readinto")
+    assert hasattr(FirstRead.wrap(io.BytesIO(), lambda: None), "readinto")

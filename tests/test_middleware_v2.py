@@ -294,6 +294,32 @@ def test_bodies_sent_through_pep_3333_write_are_read_and_counted(
     assert notifications[1].payload["bytes_sent"] == len(data)
 
 
+def test_a_generator_writing_through_write_as_it_is_iterated_is_read_and_counted(
+    notifications: CapturedNotifications,
+) -> None:
+    """start_response and write() called lazily, from the body's iteration."""
+    created = b'{"id": "i1", "name": "cirros", "status": "queued"}'
+    data = b"x" * 1000
+
+    def legacy(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ["REQUEST_METHOD"] == "POST":
+            start_response("201 Created", [("Content-Type", "application/json")])(created)
+            yield b""
+            return
+        kind = ("Content-Type", "application/octet-stream")
+        write = start_response("200 OK", [kind, ("Content-Length", str(len(data)))])
+        for start in range(0, len(data), 100):
+            write(data[start : start + 100])
+            yield b""
+
+    app = NotificationMiddleware(legacy, Notifier(), image_lookup=False)
+    assert call(app, "POST", "/v2/images", b"{}", {"Content-Type": "application/json"}).code == 201
+    assert call(app, "GET", "/v2/images/i1/file").code == 200
+    assert notifications.events == [("image.create", "INFO"), ("image.send", "INFO")]
+    assert notifications[0].payload["name"] == "cirros"
+    assert notifications[1].payload["bytes_sent"] == len(data)
+
+
 def test_delete_emits_the_metadata_looked_up_before_the_delete(
     app: NotificationMiddleware, notifications: CapturedNotifications
 ) -> None:
