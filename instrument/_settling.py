@@ -17,8 +17,11 @@ what the client's TCP acknowledged. Decisions:
 - **The response's end, not the connection's.** The position of the last byte is what
   the connection had been given when the response ended (acknowledged, plus the send
   queue, plus what the server still buffers: waitress keeps up to 16 MiB and flushes
-  its tail by itself once the task ends). A keep-alive connection may carry the next
-  response meanwhile; it does not delay or blur this one.
+  its tail by itself once the task ends; on a dead connection that tail never leaves,
+  so the response is not complete). A body the server sent itself ends where the
+  kernel's count ends: waitress closes a file buffer once it is sent, when the next
+  pipelined response may already wait in its buffers. A keep-alive connection may
+  carry the next response meanwhile; it does not delay or blur this one.
 - **Bounded.** The settler holds at most :data:`SETTLE_LIMIT` responses (each keeps a
   duplicate of its connection's descriptor). Past that, a response is reported as
   handed to the server, like on a server without ``TCP_INFO``; that is counted in
