@@ -76,14 +76,14 @@ class UnknownOptionWarning(UserWarning):
 class Settings:
     """A read-only view of the configuration, with typed access through options."""
 
-    __slots__ = ("_cache", "_values")
+    __slots__ = ("_cache", "_layers", "_values")
 
-    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
-        self._values = {
-            _normalise(key): value
-            for key, value in (values or {}).items()
-            if _normalise(key) not in _PASTE_KEYS
-        }
+    def __init__(self, values: Mapping[str, Any] | None = None, *lower: Mapping[str, Any]) -> None:
+        """*values*, then each of *lower* for what it does not give (under any name)."""
+        self._layers = tuple(_normalised(layer) for layer in (values or {}, *lower))
+        self._values: dict[str, Any] = {}
+        for layer in reversed(self._layers):
+            self._values.update(layer)
         self._cache: dict[str, Any] = {}
 
     @classmethod
@@ -94,11 +94,14 @@ class Settings:
         environ: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> Settings:
-        """Merge the environment, *mapping* and *kwargs* (highest precedence last)."""
-        merged: dict[str, Any] = dict(_from_environ(os.environ if environ is None else environ))
-        merged.update({_normalise(k): v for k, v in (mapping or {}).items()})
-        merged.update({_normalise(k): v for k, v in kwargs.items()})
-        return cls(merged)
+        """*kwargs*, then *mapping*, then the environment's ``INSTRUMENT_*`` variables.
+
+        Precedence is by source: an option given in a higher source under any of its
+        names (Glance's ``notifier_strategy`` or ``strategy``) wins over the same option
+        in a lower one, whatever name it has there.
+        """
+        environment = _from_environ(os.environ if environ is None else environ)
+        return cls(kwargs, mapping or {}, environment)
 
     def get(self, option: Option) -> Any:
         """The typed value of *option*: given under its name or an alias, else its default."""
@@ -143,9 +146,10 @@ class Settings:
         return unknown
 
     def _parse(self, option: Option) -> Any:
-        for name in option.names:
-            if name in self._values:
-                return option.parse(name, self._values[name])
+        for layer in self._layers:
+            for name in option.names:
+                if name in layer:
+                    return option.parse(name, layer[name])
         return option.default
 
     def __repr__(self) -> str:
@@ -154,6 +158,15 @@ class Settings:
 
 def _normalise(key: str) -> str:
     return key.strip().lower().replace("-", "_")
+
+
+def _normalised(values: Mapping[str, Any]) -> dict[str, Any]:
+    """*values* under normalised names, without PasteDeploy's own keys."""
+    return {
+        _normalise(key): value
+        for key, value in values.items()
+        if _normalise(key) not in _PASTE_KEYS
+    }
 
 
 def _from_environ(environ: Mapping[str, str]) -> dict[str, str]:

@@ -84,3 +84,32 @@ def test_keyword_values_may_be_python_values() -> None:
     notifier = Notifier.from_config(strategy=["memory"], memory_max=2, redact=("owner",))
     assert notifier.redact == ("owner",)
     assert notifier.strategies[0].memory_max == 2  # type: ignore[attr-defined]
+
+
+def test_an_option_given_higher_up_wins_under_any_of_its_names() -> None:
+    """The filter's section beats the environment, keywords beat the section, whether
+    they use Glance's name or the kit's."""
+    paste = Settings.load({"notifier_strategy": "logging"}, environ={"INSTRUMENT_STRATEGY": "x"})
+    assert paste.strategies == ("logging",)
+    publisher = Settings.load(
+        {"default_publisher_id": "glance-api-1"}, environ={"INSTRUMENT_PUBLISHER_ID": "env"}
+    )
+    assert publisher.publisher_id == "glance-api-1"
+    keyword = Settings.load({"strategy": "logging"}, environ={}, notifier_strategy="memory")
+    assert keyword.strategies == ("memory",)
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("amqp://glance:pa#ss3cret@rabbit1:5672/", "pa#ss3cret"),
+        ("amqp://glance:s3cr/et99@rabbit1:5672/", "s3cr/et99"),
+        ("rabbit://glance:ok@h1,glance:se?cret77@h2/", "se?cret77"),
+    ],
+)
+@pytest.mark.parametrize("strategy", ["rabbit", "qpid"])
+def test_a_bad_transport_url_never_shows_its_password(url: str, secret: str, strategy: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        Notifier.from_config({"strategy": strategy, "transport_url": url}, environ={})
+    for part in (secret, secret[2:]):  # neither the password nor its tail
+        assert part not in str(refused.value)

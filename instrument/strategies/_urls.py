@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Final
-from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from ..exceptions import ConfigError
 from ..options import MASK
@@ -72,8 +72,8 @@ def check_url(option: str, url: str, *, host_needed: bool = True) -> SplitResult
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:  # "[::1", port "abc" or 999999
-        raise bad(f"a URL with a port from 1 to 65535, IPv6 hosts in [brackets] ({exc})") from None
+    except ValueError:  # "[::1", port "abc" or 999999; its text may quote a password
+        raise bad("a URL with a port from 1 to 65535, IPv6 hosts in [brackets]") from None
     if not parts.scheme or "://" not in url:
         raise bad("a URL of the form scheme://[user:password@]host[:port][/path]")
     if host_needed and not parts.hostname:
@@ -89,20 +89,16 @@ def bracketed(host: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """*url* with its password (if any) replaced by ``****``; anything else unchanged."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        parts = None  # too broken to parse
+    """*url* with its password (if any) replaced by ``****``; anything else unchanged.
+
+    Everything from the first user's ``:`` to the URL's last ``@`` goes, not what a URL
+    parser would call the password: an unencoded ``/``, ``?``, ``#`` or ``@`` in a
+    password would end its netloc early and leave the rest in sight, and oslo's
+    ``user:pw@host1,user:pw@host2`` form has several.
+    """
     if "://" not in url:  # without a scheme "user:pw@h" would read as scheme "user"
         return _SCHEMELESS.sub(rf"\1:{MASK}@", url)
-    if parts is None:
-        return _USERINFO.sub(rf"\1:{MASK}@", url)
-    if password is None:
-        return url
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:{MASK}@{hostinfo}"))
+    return _USERINFO.sub(rf"\1:{MASK}@", url)
 
 
 def secret_forms(secrets: Iterable[str]) -> tuple[str, ...]:
