@@ -10,6 +10,7 @@ declaration is what validates a value, names the accepted values in errors, give
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -112,15 +113,21 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Parser:
 
 
 def number(minimum: float | None = None, maximum: float | None = None) -> Parser:
-    """A parser for real numbers (seconds, factors) within [minimum, maximum]."""
+    """A parser for finite real numbers (seconds, factors) within [minimum, maximum].
+
+    ``inf`` is refused like ``nan``: a timeout of infinity overflows the clocks and
+    timers it is handed to, and would fail every delivery instead of the start-up.
+    """
+    accepted = _range_text("a finite number", minimum, maximum)
 
     def parse(name: str, value: Any) -> float:
         try:
             result = float(str(value).strip()) if not isinstance(value, (int, float)) else value
         except ValueError:
-            raise ConfigError(name, value, _range_text("a number", minimum, maximum)) from None
-        if isinstance(value, bool) or not _within(result, minimum, maximum):
-            raise ConfigError(name, value, _range_text("a number", minimum, maximum))
+            raise ConfigError(name, value, accepted) from None
+        finite = math.isfinite(result)
+        if isinstance(value, bool) or not finite or not _within(result, minimum, maximum):
+            raise ConfigError(name, value, accepted)
         return float(result)
 
     return parse

@@ -113,3 +113,10 @@ def test_a_bad_transport_url_never_shows_its_password(url: str, secret: str, str
         Notifier.from_config({"strategy": strategy, "transport_url": url}, environ={})
     for part in (secret, secret[2:]):  # neither the password nor its tail
         assert part not in str(refused.value)
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", float("inf")])
+def test_a_timeout_must_be_a_finite_number(value: object) -> None:
+    with pytest.raises(ConfigError) as refused:
+        Notifier.from_config({"strategy": "rabbit", "rabbit_connect_timeout": value}, environ={})
+    assert "rabbit_connect_timeout" in str(refused.value) and "finite" in str(refused.value)
