@@ -77,6 +77,16 @@ def test_check_config_error_exits_2_with_the_option_named(
     assert "invalid value 'smoke-signals' for option 'strategy'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "option", ["seen_images=-1", "routes=garbage", "import_timeout=nan", "image_lookup=maybe"]
+)
+def test_check_refuses_the_filter_options_the_filter_refuses(
+    option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", "-o", "strategy=logging", "-o", option]) == 2
+    assert option.partition("=")[0] in capsys.readouterr().err
+
+
 def test_check_without_our_filter_in_the_paste_ini(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

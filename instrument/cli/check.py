@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from .._filter_options import filter_options as middleware_options
 from ..config import Settings
 from ..exceptions import ConfigError, StrategyError
 from ..middleware import MIDDLEWARE_OPTIONS
@@ -69,9 +70,9 @@ def run_check(
     try:
         mapping = filter_options(paste_ini, filter_name) if paste_ini else {}
         mapping.update(_pairs(options))
-        notifier = Notifier.from_settings(
-            Settings.load(from_service_config(mapping)), also_known=MIDDLEWARE_OPTIONS
-        )
+        settings = Settings.load(from_service_config(mapping))
+        middleware_options(settings)  # the filter's own options fail here as at start-up
+        notifier = Notifier.from_settings(settings, also_known=MIDDLEWARE_OPTIONS)
     except ValueError as exc:  # ConfigError, or a library's complaint about a value
         print(f"configuration error: {_one_line(exc)}", file=sys.stderr)
         return 2

@@ -53,7 +53,14 @@ def strategy_class(name: str) -> type[Strategy]:
     """The strategy class registered as *name*; ConfigError if there is none."""
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
-            return _checked(name, ep.load())
+            try:
+                loaded = ep.load()
+            except Exception as exc:  # a plugin that is installed but broken
+                problem = f"{type(exc).__name__}: {exc}"
+                raise ConfigError(
+                    "strategy", name, f"a strategy whose entry point {ep.value} loads ({problem})"
+                ) from exc
+            return _checked(name, loaded)
     if name in _BUILTIN:
         module_name, _, attribute = _BUILTIN[name].partition(":")
         return _checked(name, getattr(importlib.import_module(module_name), attribute))

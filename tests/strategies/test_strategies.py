@@ -107,6 +107,24 @@ def test_third_party_strategy_is_found_by_entry_point_with_its_options() -> None
     assert postcard.sent == [("Mars", "image.create")]
 
 
+def test_an_installed_strategy_that_fails_to_import_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "broken_strategy.py").write_text("import a_module_that_is_not_there\n")
+    dist_info = tmp_path / "broken_strategy-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: broken-strategy\nVersion: 1.0\n"
+    )
+    (dist_info / "entry_points.txt").write_text(
+        "[instrument.strategies]\nbroken = broken_strategy:BrokenStrategy\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(ConfigError, match=r"'strategy'.*broken_strategy.*ModuleNotFound"):
+            Notifier.from_config(strategy="broken")
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
 def test_entry_point_that_is_not_a_strategy_is_refused(tmp_path: Path) -> None:
     (tmp_path / "not_a_strategy.py").write_text("Thing = object\n")
     dist_info = tmp_path / "not_a_strategy-1.0.dist-info"
