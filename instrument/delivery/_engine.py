@@ -260,9 +260,10 @@ class Delivery:
             "unkept": self._unkept,
         }
         counts.update(self._worker.stats())
-        counts["abandoned"] += late
+        ended = counts["sent"] + counts["expired"] + counts["abandoned"]  # by the worker
+        counts["queued"] = max(0, accepted + counts["adopted"] - ended)
+        counts["abandoned"] += late  # taken back at close: never among the accepted above
         counts["dropped"] = self._overflow + counts["expired"] + counts["abandoned"]
-        counts["queued"] = max(0, accepted + counts["adopted"] - counts["sent"] - counts["expired"])
         return counts
 
     @property

@@ -3,12 +3,17 @@
 Each notification goes to the logger ``instrument.notifications.<event_type>`` at the
 level of its priority (INFO, WARNING, ERROR), so operators filter with ordinary
 logging configuration. With ``log_file`` set the lines go to that file instead,
-through a handler the strategy owns (and closes), whatever the logging tree says.
+through a handler the strategy owns (and closes), whatever the logging tree says; a
+line it cannot write (a full disk) fails the emit, so it is counted failed, and a file
+moved or deleted under it is opened again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import logging.handlers
+import sys
 from typing import TYPE_CHECKING, Final
 
 from ..options import Option, string
@@ -42,7 +47,7 @@ class LoggingStrategy(Strategy):
         self.log_file = log_file
         self._handler: logging.Handler | None = None
         if log_file:
-            self._handler = logging.FileHandler(log_file, encoding="utf-8", delay=True)
+            self._handler = _FileHandler(log_file, encoding="utf-8", delay=True)
             self._handler.setFormatter(logging.Formatter("%(message)s"))
 
     def emit(self, notification: Notification) -> None:
@@ -59,3 +64,22 @@ class LoggingStrategy(Strategy):
     def close(self) -> None:
         if self._handler is not None:
             self._handler.close()
+
+
+class _FileHandler(logging.handlers.WatchedFileHandler):
+    """The ``log_file`` handler: a line that cannot be written is the strategy's failure.
+
+    logging's handlers print a write error to stderr and carry on, so the Notifier
+    would count the notification sent. This one raises it (the Notifier counts it
+    failed and logs it), drops the line it could not write (so it does not come out
+    later, twice), and reopens a file that was moved or deleted (rotation).
+    """
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            with contextlib.suppress(Exception):  # its buffer holds the failed line
+                stream.close()
+        if error is not None:
+            raise error

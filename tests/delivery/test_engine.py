@@ -216,7 +216,9 @@ def test_close_counts_what_memory_could_not_deliver(
         started = time.monotonic()
         delivery.close(timeout=0.2)
     assert time.monotonic() - started < 3
-    assert delivery.stats()["abandoned"] == 5 and delivery.stats()["dropped"] == 5
+    stats = delivery.stats()
+    assert stats["abandoned"] == 5 and stats["dropped"] == 5 and stats["queued"] == 0
+    assert stats["accepted"] == stats["sent"] + stats["dropped"] + stats["queued"]
     assert "5 notifications were not delivered" in caplog.text
     with pytest.raises(StrategyError):
         delivery.submit(make()[0])

@@ -60,6 +60,25 @@ def test_builtins_are_available_by_name() -> None:
     assert strategy_class("memory") is MemoryStrategy
 
 
+def test_logging_strategy_counts_a_line_it_cannot_write_as_failed() -> None:
+    notifier = Notifier(LoggingStrategy(log_file="/dev/full"))  # every write: ENOSPC
+    notifier.info("image.create", {"id": "1"})
+    stats = notifier.stats()["logging"]
+    assert (stats["sent"], stats["failed"]) == (0, 1)
+
+
+def test_logging_strategy_opens_a_log_file_that_was_deleted_again(tmp_path: Path) -> None:
+    path = tmp_path / "notifications.jsonl"
+    strategy = LoggingStrategy(log_file=str(path))
+    notifier = Notifier(strategy)
+    notifier.info("image.create", {"id": "1"})
+    notifier.info("image.create", {"id": "2"})
+    path.unlink()  # rotated away, or removed by an operator
+    third = notifier.info("image.create", {"id": "3"})
+    strategy.close()
+    assert third is not None and third.message_id in path.read_text()
+
+
 @pytest.fixture
 def third_party_distribution(tmp_path: Path) -> Iterator[Path]:
     """Install a throwaway distribution that registers the strategy ``postcard``."""
