@@ -32,6 +32,7 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import mmap
 import os
@@ -54,6 +55,10 @@ __all__ = ["SEGMENT_BYTES", "Outbox", "decode", "encode", "fsync_dir", "private_
 SEGMENT_BYTES: Final = 4 * 1024 * 1024  # allocated in full, mapped, two kept ahead
 _SPARES: Final = 2  # segments allocated ahead: a burst never waits for the worker
 _AHEAD: Final = 256 * 1024  # bytes faulted in again after a sync, at least
+#: Full segments whose files the reader keeps open until their records are confirmed,
+#: so that a journal deleted under a running process still has them (4 MiB each: a
+#: backlog of 512 MiB). Beyond, a deleted journal loses those segments, counted.
+_HELD_MAX: Final = 128
 
 
 def encode(notification: Notification) -> bytes:
@@ -154,6 +159,9 @@ class Outbox:
         self._lock_fd = -1
         self._seq = 0  # the segment being written
         self._reserved = 0  # the last segment number handed out for allocation
+        self._records = 0  # records written to this journal (under the lock)
+        self._starts: dict[int, int] = {}  # segment -> records written before it
+        self._orphan: Cursor | None = None  # a deleted journal not yet moved to a new one
 
     def open(self) -> None:
         """Create the journal (directory, lock, first segment); raise OSError if impossible."""
@@ -207,6 +215,7 @@ class Outbox:
             assert segment is not None
         segment.map[start : start + len(record)] = record
         self._size = start + len(record)
+        self._records += 1
         return True
 
     def _switch(self) -> bool:
@@ -229,6 +238,7 @@ class Outbox:
             self.error = self.error or "no space for the next journal segment"
             return False
         self._seq, self._size = self._current.seq, 0
+        self._starts[self._seq] = self._records
         return True
 
     def _reserve(self) -> int:
@@ -266,8 +276,11 @@ class Outbox:
     def resume(self) -> int:
         """Worker: after the journal's files were deleted, a new journal takes over what
         the old one still holds (its open files) and every append from now on. Returns
-        how many of those it had no room for (lost; the caller counts and logs them)."""
-        old, self.cursor = self.cursor, None
+        how many records are lost (no room in the new journal, or a full segment whose
+        file was not kept open); the caller counts and logs them. If the new journal
+        cannot be made (OSError), the old one's records wait for the next try."""
+        old = self.cursor if self.cursor is not None else self._orphan
+        self.cursor, self._orphan = None, old
         for segment in self._retired:
             if old is not None:
                 old.hold(segment.seq, segment.fd)
@@ -277,7 +290,31 @@ class Outbox:
         self._close_files()
         self.directory = os.path.join(self.root, self.channel, _owner.engine_owner())
         self.open()
-        return 0 if old is None else self._move(old)
+        self._orphan = None
+        if old is None:
+            return 0
+        lost = self._unheld(old)
+        first = self._seq  # the new journal's: the deleted one's counts are done with
+        self._starts = {seq: count for seq, count in self._starts.items() if seq >= first}
+        return lost + self._move(old)
+
+    def _unheld(self, old: Cursor) -> int:
+        """Records of the deleted journal in full segments whose files were not kept."""
+        lost = 0
+        ends = sorted(self._starts)
+        for seq, following in itertools.pairwise(ends):
+            if seq >= old.acked.seq and not old.holds(seq):
+                lost += self._starts[following] - self._starts[seq]
+        return lost
+
+    def _keep_readable(self, segment: _Segment) -> None:
+        """Worker: the reader keeps a full segment's file open until its records are
+        confirmed (see :data:`_HELD_MAX`)."""
+        cursor = self.cursor
+        if cursor is None or segment.seq < cursor.acked.seq:
+            return
+        if cursor.holding() < _HELD_MAX:
+            cursor.hold(segment.seq, segment.fd)
 
     def _move(self, old: Cursor) -> int:
         """Rewrite what a deleted journal still holds into this one, counted once (where
@@ -319,7 +356,12 @@ class Outbox:
     def sync(self) -> None:
         """Worker: make what was appended and acknowledged durable (fsync)."""
         for retired in self._take_retired():
+            self._keep_readable(retired)
             retired.close(sync=True)
+        if self.cursor is not None:  # segments confirmed: their counts are not needed
+            acked = self.cursor.acked.seq
+            for seq in [seq for seq in self._starts if seq < acked]:
+                del self._starts[seq]
         with self._lock:
             segment, end = self._current, self._size
         if segment is not None:

@@ -215,6 +215,14 @@ class Cursor:
         if seq not in self._fds:
             self._fds[seq] = os.dup(fd)
 
+    def holds(self, seq: int) -> bool:
+        """Whether segment *seq*'s file is open here (readable if its path is gone)."""
+        return seq in self._fds
+
+    def holding(self) -> int:
+        """How many segment files are open here."""
+        return len(self._fds)
+
     @property
     def exhausted(self) -> bool:
         """A final journal read to its end."""

@@ -64,6 +64,7 @@ class Spool:
         self._log = RateLimitedLog(log)
         self._n = dict.fromkeys(("adopted", "own_done", "adopted_done", "damaged"), 0)
         self.superseded = False  # the batch in flight was rewritten to a new journal
+        self._lost = 0  # records a deleted journal took with it, not yet counted expired
 
     @property
     def has_outbox(self) -> bool:
@@ -127,8 +128,9 @@ class Spool:
         lost = outbox.resume()
         if lost:
             self._n["damaged"] += lost
+            self._lost += lost  # expired at the next take(), as damaged records are
             log.error(
-                "%s: %d notifications of the deleted journal found no room in the new one (lost)",
+                "%s: %d notifications of the deleted journal were lost with its files",
                 self.name,
                 lost,
             )
@@ -165,6 +167,9 @@ class Spool:
 
     def take(self, limit: int, unreadable: Callable[[Batch], None]) -> Batch:
         """The next batch: own journal, adopted journals, then memory."""
+        if self._lost:
+            lost, self._lost = self._lost, 0
+            unreadable([(OWN, UNREADABLE)] * lost)
         outbox = self._outbox
         if outbox is not None and outbox.cursor is not None:
             batch = self._read(outbox.cursor, OWN, limit, unreadable)

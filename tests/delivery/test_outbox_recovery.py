@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
+from typing import Any
 
-from instrument.delivery import Delivery
+import pytest
+
+from instrument.delivery import Delivery, _outbox
+from instrument.events import Notification
 from tests.support.waiting import wait_until
 
 from .test_engine import ScriptedPublisher, make
@@ -54,3 +59,83 @@ def test_a_journal_deleted_under_a_running_engine_comes_back_and_loses_nothing(
 def _journals(outbox: Path) -> list[Path]:
     box = outbox / "box"
     return sorted(box.iterdir()) if box.is_dir() else []
+
+
+def _backlog(outbox: Path, count: int, pad: int) -> tuple[Delivery, ScriptedPublisher, list[Any]]:
+    """An engine whose broker is down, with *count* notifications in its journal."""
+    publisher = ScriptedPublisher()
+    publisher.failing = -1
+    delivery = Delivery(
+        lambda: publisher,
+        name="box",
+        outbox_path=str(outbox),
+        outbox_fsync_interval=0.05,
+        retry_backoff=0.01,
+        retry_max_backoff=0.05,
+    )
+    notes = [
+        Notification.create("image.send", "INFO", {"i": i, "pad": "x" * pad}) for i in range(count)
+    ]
+    for note in notes:
+        assert delivery.submit(note)
+    wait_until(lambda: delivery.stats()["stored"] == count, 30.0)
+    return delivery, publisher, notes
+
+
+def _deleted_and_back(outbox: Path, delivery: Delivery) -> None:
+    """Delete the journal; return once the worker made a new one."""
+    old = next((outbox / "box").iterdir())
+    time.sleep(0.3)  # some fsync rounds: full segments are closed by the writer
+    shutil.rmtree(old)
+    wait_until(lambda: any(j.glob("*.seg") for j in _journals(outbox) if j != old), 10.0)
+
+
+def test_a_deleted_journal_keeps_a_backlog_of_many_segments(tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    delivery, publisher, notes = _backlog(outbox, 800, 50_000)  # about 10 segments
+    try:
+        _deleted_and_back(outbox, delivery)
+        publisher.failing = 0
+        assert delivery.flush(30)
+        assert set(publisher.sent) >= {note.message_id for note in notes}
+    finally:
+        delivery.close()
+    stats = delivery.stats()
+    assert stats["damaged"] == 0 and stats["dropped"] == 0, stats
+
+
+def test_segments_past_the_held_limit_are_counted_lost_with_a_deleted_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_outbox, "_HELD_MAX", 2)
+    outbox = tmp_path / "outbox"
+    delivery, publisher, notes = _backlog(outbox, 800, 50_000)
+    try:
+        _deleted_and_back(outbox, delivery)
+        publisher.failing = 0
+        wait_until(lambda: delivery.stats()["queued"] == 0, 30.0)
+    finally:
+        delivery.close()
+    stats = delivery.stats()
+    delivered = set(publisher.sent) & {note.message_id for note in notes}
+    assert stats["damaged"] > 0 and len(delivered) + stats["damaged"] == 800, stats
+    assert "were lost with its files" in caplog.text
+
+
+def test_a_deleted_journal_that_cannot_be_made_again_at_once_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    outbox = tmp_path / "outbox"
+    delivery, publisher, notes = _backlog(outbox, 50, 0)
+    try:
+        shutil.rmtree(outbox / "box")
+        (outbox / "box").write_text("")  # in the way for a while (a full disk, in life)
+        wait_until(lambda: delivery.stats()["outbox_error"] is not None, 10.0)
+        (outbox / "box").unlink()
+        wait_until(lambda: _journals(outbox), 10.0)
+        publisher.failing = 0
+        assert delivery.flush(30)
+        assert set(publisher.sent) >= {note.message_id for note in notes}
+    finally:
+        delivery.close()
+    assert delivery.stats()["damaged"] == 0
