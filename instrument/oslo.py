@@ -43,6 +43,7 @@ Decisions:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -100,23 +101,26 @@ def from_service_config(local_conf: Mapping[str, Any]) -> dict[str, Any]:
 
     Without ``oslo_config_project`` it is *local_conf* unchanged.
     """
-    paste = Settings(local_conf)
-    project = paste.get(PROJECT_OPTION)
+    located = Settings.load(local_conf)  # the file may be named in the environment too
+    project = located.get(PROJECT_OPTION)
     if not project:
         return dict(local_conf)
-    found = service_options(project, paste.get(FILE_OPTION))
-    given = paste.names()
-    if given & ADDRESS_NAMES:
-        found.pop("transport_url", None)
+    given = Settings(local_conf).names()
+    # A broker given in the filter's section keeps the file's transport out entirely,
+    # even one the kit could not publish to (kafka://).
+    found = service_options(project, located.get(FILE_OPTION), transport=not given & ADDRESS_NAMES)
     kept = {name: value for name, value in found.items() if not given & _names_of(name)}
     return {**kept, **local_conf}
 
 
-def service_options(project: str, path: str | None = None) -> dict[str, Any]:
-    """The kit's options as *project*'s oslo.config file sets them (ConfigError if unread)."""
+def service_options(
+    project: str, path: str | None = None, *, transport: bool = True
+) -> dict[str, Any]:
+    """The kit's options as *project*'s oslo.config file sets them (ConfigError if unread);
+    without *transport*, its transport URL is not read."""
     conf = _load(project, path)
     try:
-        return _mapped(conf, project)
+        return _mapped(conf, project, transport)
     except ConfigError:
         raise
     except ValueError as exc:  # a value oslo.config cannot parse (read lazily)
@@ -124,13 +128,16 @@ def service_options(project: str, path: str | None = None) -> dict[str, Any]:
         raise ConfigError(option, path or project, f"valid option values ({exc})") from exc
 
 
-def _mapped(conf: Any, project: str) -> dict[str, Any]:
+def _mapped(conf: Any, project: str, transport: bool = True) -> dict[str, Any]:
     found: dict[str, Any] = {}
     notifications = conf.oslo_messaging_notifications
     url = notifications.transport_url or conf.transport_url
-    if url:
+    if url and transport:
         found["strategy"] = _strategy_of(url)
         found["transport_url"] = url
+    elif url:  # the broker is given in the filter's section: the scheme still names
+        with contextlib.suppress(ConfigError):  # the strategy, if the kit has one for it
+            found["strategy"] = _strategy_of(url)
     envelopes = [ENVELOPES[d] for d in notifications.driver or () if d in ENVELOPES]
     if envelopes:
         found["envelope"] = envelopes[0]

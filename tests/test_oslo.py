@@ -186,3 +186,30 @@ def test_the_filter_publishes_where_the_file_says(tmp_path: Path) -> None:
         assert strategy.target.urls == ("amqp://glance:s3cret@broker.example.org:5672/glance",)
     finally:
         app.notifier.close()
+
+
+def test_the_service_file_may_be_named_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_conf(tmp_path, f"[DEFAULT]\ntransport_url = {URL}\n")
+    monkeypatch.setenv("INSTRUMENT_OSLO_CONFIG_PROJECT", "glance")
+    monkeypatch.setenv("INSTRUMENT_OSLO_CONFIG_FILE", str(path))
+    assert from_service_config({})["transport_url"] == URL
+    monkeypatch.setenv("INSTRUMENT_OSLO_CONFIG_FILE", str(tmp_path / "missing.conf"))
+    with pytest.raises(ConfigError):
+        filter_factory({})
+
+
+def test_a_paste_broker_keeps_out_a_file_transport_the_kit_cannot_publish_to(
+    tmp_path: Path,
+) -> None:
+    path = write_conf(tmp_path, "[oslo_messaging_notifications]\ntransport_url = kafka://k1/\n")
+    merged = from_service_config(
+        {
+            "oslo_config_project": "glance",
+            "oslo_config_file": str(path),
+            "notifier_strategy": "rabbit",
+            "transport_url": "memory://",
+        }
+    )
+    assert merged["transport_url"] == "memory://" and merged["notifier_strategy"] == "rabbit"
