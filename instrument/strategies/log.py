@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import logging.handlers
+import os
 import sys
 from typing import TYPE_CHECKING, Final
 
+from ..exceptions import ConfigError
 from ..options import Option, string
 from .base import Strategy
 
@@ -47,6 +49,9 @@ class LoggingStrategy(Strategy):
         self.log_file = log_file
         self._handler: logging.Handler | None = None
         if log_file:
+            folder = os.path.dirname(os.path.abspath(log_file))
+            if not os.path.isdir(folder):
+                raise ConfigError("log_file", log_file, "a file in an existing directory")
             self._handler = _FileHandler(log_file, encoding="utf-8", delay=True)
             self._handler.setFormatter(logging.Formatter("%(message)s"))
 

@@ -67,6 +67,11 @@ def test_logging_strategy_counts_a_line_it_cannot_write_as_failed() -> None:
     assert (stats["sent"], stats["failed"]) == (0, 1)
 
 
+def test_logging_strategy_refuses_a_log_file_in_a_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'log_file'.*existing directory"):
+        Notifier.from_config(strategy="logging", log_file=str(tmp_path / "no" / "n.jsonl"))
+
+
 def test_logging_strategy_opens_a_log_file_that_was_deleted_again(tmp_path: Path) -> None:
     path = tmp_path / "notifications.jsonl"
     strategy = LoggingStrategy(log_file=str(path))
