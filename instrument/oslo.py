@@ -43,7 +43,6 @@ Decisions:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -106,9 +105,13 @@ def from_service_config(local_conf: Mapping[str, Any]) -> dict[str, Any]:
     if not project:
         return dict(local_conf)
     given = Settings(local_conf).names()
-    # A broker given in the filter's section keeps the file's transport out entirely,
-    # even one the kit could not publish to (kafka://).
-    found = service_options(project, located.get(FILE_OPTION), transport=not given & ADDRESS_NAMES)
+    # A broker given in the filter's section keeps the file's transport out; with a
+    # strategy given there too, even one the kit could not publish to (kafka://).
+    broker_given = bool(given & ADDRESS_NAMES)
+    named = broker_given and bool(given & _names_of("strategy"))
+    found = service_options(project, located.get(FILE_OPTION), transport=not named)
+    if broker_given:
+        found.pop("transport_url", None)
     kept = {name: value for name, value in found.items() if not given & _names_of(name)}
     return {**kept, **local_conf}
 
@@ -131,13 +134,10 @@ def service_options(
 def _mapped(conf: Any, project: str, transport: bool = True) -> dict[str, Any]:
     found: dict[str, Any] = {}
     notifications = conf.oslo_messaging_notifications
-    url = notifications.transport_url or conf.transport_url
-    if url and transport:
+    url = (notifications.transport_url or conf.transport_url) if transport else None
+    if url:
         found["strategy"] = _strategy_of(url)
         found["transport_url"] = url
-    elif url:  # the broker is given in the filter's section: the scheme still names
-        with contextlib.suppress(ConfigError):  # the strategy, if the kit has one for it
-            found["strategy"] = _strategy_of(url)
     envelopes = [ENVELOPES[d] for d in notifications.driver or () if d in ENVELOPES]
     if envelopes:
         found["envelope"] = envelopes[0]
@@ -171,7 +171,8 @@ def _strategy_of(url: str) -> str:
         raise ConfigError(
             "[oslo_messaging_notifications] transport_url",
             f"{scheme}://…",
-            "a rabbit:// or amqp:// URL (or a broker given in the filter's section)",
+            "a rabbit:// or amqp:// URL "
+            "(or notifier_strategy and a broker given in the filter's section)",
         )
     return SCHEMES[scheme]
 

@@ -120,3 +120,20 @@ def test_a_timeout_must_be_a_finite_number(value: object) -> None:
     with pytest.raises(ConfigError) as refused:
         Notifier.from_config({"strategy": "rabbit", "rabbit_connect_timeout": value}, environ={})
     assert "rabbit_connect_timeout" in str(refused.value) and "finite" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("amqp://broker.example.org:5672/team@prod", "amqp://broker.example.org:5672/team@prod"),
+        ("amqp://[::1]:5672/?tag=a@b", "amqp://[::1]:5672/?tag=a@b"),
+        ("amqp://guest:s3cret@broker:5672/team@prod", "amqp://guest:****@broker:5672/team@prod"),
+        ("amqp://u@h1,u2:p2@h2/", "amqp://u@h1,u2:****@h2/"),
+        ("amqp://glance:1234#x@host/", "amqp://glance:****@host/"),
+        ("amqp://glance:s3cr/et@host:5672/", "amqp://glance:****@host:5672/"),
+    ],
+)
+def test_mask_url_hides_the_password_and_nothing_else(url: str, masked: str) -> None:
+    from instrument.strategies._urls import mask_url
+
+    assert mask_url(url) == masked

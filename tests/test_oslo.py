@@ -213,3 +213,12 @@ def test_a_paste_broker_keeps_out_a_file_transport_the_kit_cannot_publish_to(
         }
     )
     assert merged["transport_url"] == "memory://" and merged["notifier_strategy"] == "rabbit"
+
+
+def test_a_paste_broker_without_a_strategy_still_refuses_a_file_transport_it_cannot_use(
+    tmp_path: Path,
+) -> None:
+    path = write_conf(tmp_path, "[oslo_messaging_notifications]\ntransport_url = kafka://k1/\n")
+    paste = {"oslo_config_project": "glance", "oslo_config_file": str(path), "rabbit_host": "r"}
+    with pytest.raises(ConfigError, match="notifier_strategy and a broker"):
+        from_service_config(paste)

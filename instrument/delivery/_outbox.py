@@ -289,7 +289,11 @@ class Outbox:
         self._spares = []
         self._close_files()
         self.directory = os.path.join(self.root, self.channel, _owner.engine_owner())
-        self.open()
+        try:
+            self.open()
+        except BaseException:
+            self._close_files()  # half made: the next try starts over, the orphan kept
+            raise
         self._orphan = None
         if old is None:
             return 0
@@ -382,6 +386,9 @@ class Outbox:
             os.unlink(os.path.join(self.directory, "lock"))
             with contextlib.suppress(OSError):
                 os.rmdir(self.directory)
+        if self._orphan is not None:  # a deleted journal never moved (no room since)
+            self._orphan.close()
+            self._orphan = None
         self._close_files()
 
     def _close_files(self) -> None:

@@ -86,5 +86,24 @@ class _FileHandler(logging.handlers.WatchedFileHandler):
         if stream is not None:
             with contextlib.suppress(Exception):  # its buffer holds the failed line
                 stream.close()
+        _drop_partial_line(self.baseFilename)
         if error is not None:
             raise error
+
+
+def _drop_partial_line(path: str) -> None:
+    """Cut what a failed write left of its line at the end of *path* (a full disk takes
+    part of it), so the next line starts on a line of its own."""
+    if not os.path.isfile(path):  # /dev/full, a pipe: nothing to cut, endless to read
+        return
+    with contextlib.suppress(OSError), open(path, "rb+") as file:
+        end = file.seek(0, os.SEEK_END)
+        start = max(end - _TAIL, 0)
+        file.seek(start)
+        tail = file.read(_TAIL)
+        if tail and not tail.endswith(b"\n"):
+            file.truncate(start + tail.rfind(b"\n") + 1 if b"\n" in tail else start)
+
+
+#: How much of a log file's end is looked at for a partial line: more than one line.
+_TAIL: Final = 256 * 1024

@@ -139,3 +139,32 @@ def test_a_deleted_journal_that_cannot_be_made_again_at_once_loses_nothing(
     finally:
         delivery.close()
     assert delivery.stats()["damaged"] == 0
+
+
+def test_a_journal_half_made_again_is_made_again_with_the_old_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first segment of the new journal fails (no room), then there is room."""
+    box = _outbox.Outbox(str(tmp_path), "rabbit")
+    box.open()
+    for number in range(5):
+        assert box.append(b'{"n": %d}' % number)
+    shutil.rmtree(box.directory)
+    assert not box.check()
+    real, failures = _outbox._Segment, [1]
+
+    def segment(directory: str, seq: int) -> Any:
+        if failures:
+            failures.pop()
+            raise OSError(28, "No space left on device")
+        return real(directory, seq)
+
+    monkeypatch.setattr(_outbox, "_Segment", segment)
+    with pytest.raises(OSError):
+        box.resume()
+    assert box.cursor is None  # so the worker resumes again, not just allocates
+    assert box.resume() == 0
+    assert box.cursor is not None
+    records, _ = box.cursor.read(100)
+    assert len([record for record in records if record]) == 5
+    box.close(confirmed=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -70,6 +71,34 @@ def test_logging_strategy_counts_a_line_it_cannot_write_as_failed() -> None:
 def test_logging_strategy_refuses_a_log_file_in_a_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"'log_file'.*existing directory"):
         Notifier.from_config(strategy="logging", log_file=str(tmp_path / "no" / "n.jsonl"))
+
+
+def test_logging_strategy_leaves_no_part_of_a_line_it_failed_to_write(tmp_path: Path) -> None:
+    """The disk takes part of a line, then fails (here: a file size limit)."""
+    path = tmp_path / "notifications.log"
+    script = textwrap.dedent(
+        f"""
+        import os, resource, signal
+        from instrument.events import Notification
+        from instrument.strategies.log import LoggingStrategy
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of the signal
+        strategy = LoggingStrategy({str(path)!r})
+        strategy.emit(Notification.create("image.create", "INFO", {{"n": 1}}))
+        size = os.path.getsize({str(path)!r})
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 200, resource.RLIM_INFINITY))
+        try:
+            strategy.emit(Notification.create("image.update", "INFO", {{"x": "x" * 20000}}))
+        except OSError:
+            print("failed")
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+        strategy.emit(Notification.create("image.delete", "INFO", {{"n": 3}}))
+        strategy.close()
+        """
+    )
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert ran.stdout.strip() == "failed", ran.stderr
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["event_type"] for line in lines] == ["image.create", "image.delete"]
 
 
 def test_logging_strategy_opens_a_log_file_that_was_deleted_again(tmp_path: Path) -> None:
