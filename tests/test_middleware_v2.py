@@ -270,54 +270,44 @@ def test_an_owner_changed_behind_the_filter_shows_in_downloads_after_max_age(
     assert owners == ["tenant-9", "tenant-new"]
 
 
-def test_bodies_sent_through_pep_3333_write_are_read_and_counted(
-    notifications: CapturedNotifications,
-) -> None:
-    """A legacy application may send its whole body with write() and return nothing."""
-    created = b'{"id": "i1", "name": "cirros", "status": "queued"}'
-    data = b"x" * 1000
-
-    def legacy(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        body = created if environ["REQUEST_METHOD"] == "POST" else data
-        kind = "application/json" if body is created else "application/octet-stream"
-        status = "201 Created" if body is created else "200 OK"
-        write = start_response(status, [("Content-Type", kind), ("Content-Length", str(len(body)))])
-        write(body[:10])
-        write(body[10:])
-        return []
-
-    app = NotificationMiddleware(legacy, Notifier(), image_lookup=False)
-    assert call(app, "POST", "/v2/images", b"{}", {"Content-Type": "application/json"}).code == 201
-    assert call(app, "GET", "/v2/images/i1/file").code == 200
-    assert notifications.events == [("image.create", "INFO"), ("image.send", "INFO")]
-    assert notifications[0].payload["name"] == "cirros"
-    assert notifications[1].payload["bytes_sent"] == len(data)
+_CREATED = b'{"id": "i1", "name": "cirros", "status": "queued"}'
+_DATA = b"x" * 1000
 
 
-def test_a_generator_writing_through_write_as_it_is_iterated_is_read_and_counted(
-    notifications: CapturedNotifications,
-) -> None:
+def _writes_then_returns(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A legacy application: its whole body through write(), nothing returned."""
+    body = _CREATED if environ["REQUEST_METHOD"] == "POST" else _DATA
+    kind = "application/json" if body is _CREATED else "application/octet-stream"
+    status = "201 Created" if body is _CREATED else "200 OK"
+    write = start_response(status, [("Content-Type", kind), ("Content-Length", str(len(body)))])
+    write(body[:10])
+    write(body[10:])
+    return []
+
+
+def _writes_while_iterated(environ: dict[str, Any], start_response: Any) -> Any:
     """start_response and write() called lazily, from the body's iteration."""
-    created = b'{"id": "i1", "name": "cirros", "status": "queued"}'
-    data = b"x" * 1000
+    if environ["REQUEST_METHOD"] == "POST":
+        start_response("201 Created", [("Content-Type", "application/json")])(_CREATED)
+        yield b""
+        return
+    kind = ("Content-Type", "application/octet-stream")
+    write = start_response("200 OK", [kind, ("Content-Length", str(len(_DATA)))])
+    for start in range(0, len(_DATA), 100):
+        write(_DATA[start : start + 100])
+        yield b""
 
-    def legacy(environ: dict[str, Any], start_response: Any) -> Any:
-        if environ["REQUEST_METHOD"] == "POST":
-            start_response("201 Created", [("Content-Type", "application/json")])(created)
-            yield b""
-            return
-        kind = ("Content-Type", "application/octet-stream")
-        write = start_response("200 OK", [kind, ("Content-Length", str(len(data)))])
-        for start in range(0, len(data), 100):
-            write(data[start : start + 100])
-            yield b""
 
+@pytest.mark.parametrize("legacy", [_writes_then_returns, _writes_while_iterated])
+def test_bodies_sent_through_pep_3333_write_are_read_and_counted(
+    legacy: Any, notifications: CapturedNotifications
+) -> None:
     app = NotificationMiddleware(legacy, Notifier(), image_lookup=False)
     assert call(app, "POST", "/v2/images", b"{}", {"Content-Type": "application/json"}).code == 201
     assert call(app, "GET", "/v2/images/i1/file").code == 200
     assert notifications.events == [("image.create", "INFO"), ("image.send", "INFO")]
     assert notifications[0].payload["name"] == "cirros"
-    assert notifications[1].payload["bytes_sent"] == len(data)
+    assert notifications[1].payload["bytes_sent"] == len(_DATA)
 
 
 def test_delete_emits_the_metadata_looked_up_before_the_delete(

@@ -23,16 +23,7 @@ def test_a_journal_deleted_under_a_running_engine_comes_back_and_loses_nothing(
     what the old files still hold, the batch in flight is sent from there, and flush()
     returns only once every notification was confirmed; counted once each."""
     outbox = tmp_path / "outbox"
-    publisher = ScriptedPublisher()
-    publisher.failing = -1  # the broker is down throughout the deletion
-    delivery = Delivery(
-        lambda: publisher,
-        name="box",
-        outbox_path=str(outbox),
-        outbox_fsync_interval=0.05,
-        retry_backoff=0.01,
-        retry_max_backoff=0.05,
-    )
+    delivery, publisher = _engine(outbox)  # the broker is down throughout the deletion
     notes = make(100)
     try:
         for note in notes[:50]:
@@ -61,8 +52,8 @@ def _journals(outbox: Path) -> list[Path]:
     return sorted(box.iterdir()) if box.is_dir() else []
 
 
-def _backlog(outbox: Path, count: int, pad: int) -> tuple[Delivery, ScriptedPublisher, list[Any]]:
-    """An engine whose broker is down, with *count* notifications in its journal."""
+def _engine(outbox: Path) -> tuple[Delivery, ScriptedPublisher]:
+    """An engine with a journal at *outbox* whose broker is down."""
     publisher = ScriptedPublisher()
     publisher.failing = -1
     delivery = Delivery(
@@ -73,6 +64,12 @@ def _backlog(outbox: Path, count: int, pad: int) -> tuple[Delivery, ScriptedPubl
         retry_backoff=0.01,
         retry_max_backoff=0.05,
     )
+    return delivery, publisher
+
+
+def _backlog(outbox: Path, count: int, pad: int) -> tuple[Delivery, ScriptedPublisher, list[Any]]:
+    """An engine whose broker is down, with *count* notifications in its journal."""
+    delivery, publisher = _engine(outbox)
     notes = [
         Notification.create("image.send", "INFO", {"i": i, "pad": "x" * pad}) for i in range(count)
     ]

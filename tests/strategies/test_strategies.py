@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
@@ -160,37 +161,31 @@ def test_third_party_strategy_is_found_by_entry_point_with_its_options() -> None
     assert postcard.sent == [("Mars", "image.create")]
 
 
-def test_an_installed_strategy_that_fails_to_import_is_a_config_error(tmp_path: Path) -> None:
-    (tmp_path / "broken_strategy.py").write_text("import a_module_that_is_not_there\n")
-    dist_info = tmp_path / "broken_strategy-1.0.dist-info"
+@contextlib.contextmanager
+def _distribution(folder: Path, module: str, source: str, entry_point: str) -> Iterator[None]:
+    """A throwaway distribution of *module*, registering *entry_point* as a strategy."""
+    (folder / f"{module}.py").write_text(source)
+    dist_info = folder / f"{module}-1.0.dist-info"
     dist_info.mkdir()
-    (dist_info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: broken-strategy\nVersion: 1.0\n"
-    )
-    (dist_info / "entry_points.txt").write_text(
-        "[instrument.strategies]\nbroken = broken_strategy:BrokenStrategy\n"
-    )
-    sys.path.insert(0, str(tmp_path))
+    name = module.replace("_", "-")
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(f"[instrument.strategies]\n{entry_point}\n")
+    sys.path.insert(0, str(folder))
     try:
-        with pytest.raises(ConfigError, match=r"'strategy'.*broken_strategy.*ModuleNotFound"):
-            Notifier.from_config(strategy="broken")
+        yield
     finally:
-        sys.path.remove(str(tmp_path))
+        sys.path.remove(str(folder))
+
+
+def test_an_installed_strategy_that_fails_to_import_is_a_config_error(tmp_path: Path) -> None:
+    source, entry = "import a_module_that_is_not_there\n", "broken = broken_strategy:Broken"
+    refused = pytest.raises(ConfigError, match=r"'strategy'.*broken_strategy.*ModuleNotFound")
+    with _distribution(tmp_path, "broken_strategy", source, entry), refused:
+        Notifier.from_config(strategy="broken")
 
 
 def test_entry_point_that_is_not_a_strategy_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "not_a_strategy.py").write_text("Thing = object\n")
-    dist_info = tmp_path / "not_a_strategy-1.0.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: not-a-strategy\nVersion: 1.0\n"
-    )
-    (dist_info / "entry_points.txt").write_text(
-        "[instrument.strategies]\nthing = not_a_strategy:Thing\n"
-    )
-    sys.path.insert(0, str(tmp_path))
-    try:
-        with pytest.raises(ConfigError, match=r"'thing'.*Strategy subclass"):
-            Notifier.from_config(strategy="thing")
-    finally:
-        sys.path.remove(str(tmp_path))
+    source, entry = "Thing = object\n", "thing = not_a_strategy:Thing"
+    refused = pytest.raises(ConfigError, match=r"'thing'.*Strategy subclass")
+    with _distribution(tmp_path, "not_a_strategy", source, entry), refused:
+        Notifier.from_config(strategy="thing")
