@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Final
-from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from ..exceptions import ConfigError
 from ..options import MASK
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 # [scheme://]user:password@ up to the last @ (passwords may hold @ or /)
-_USERINFO: Final = re.compile(r"^([^:/?#]*://[^:@/]*):.*@(?=[^@]*$)")
+_USERINFO: Final = re.compile(r"^([^:/?#]*://[^:]*):.*@(?=[^@]*$)")
 _SCHEMELESS: Final = re.compile(r"^([^:@/]*):.*@(?=[^@]*$)")
 
 
@@ -89,30 +89,18 @@ def bracketed(host: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """*url* with its password (if any) replaced by ``****``; anything else unchanged.
+    """*url* with its password (if any) replaced by ``****``.
 
-    A password with an unencoded ``/``, ``?``, ``#`` or ``@`` ends a URL parser's netloc
-    early and would leave the rest in sight, as would oslo's ``user:pw@h1,user:pw@h2``
-    form: where the parser cannot make sense of the authority, or an ``@`` comes before
-    any path, everything from the first user's ``:`` to the URL's last ``@`` goes.
+    It errs on the side of hiding: everything from the first ``:`` after ``://`` to the
+    URL's last ``@`` goes. A password cannot start before that ``:`` (a user name has
+    none) nor end after that ``@``, whatever it holds (``/``, ``?``, ``#``, ``@``, which
+    end a URL parser's netloc early) and however many hosts follow (oslo's
+    ``user:pw@h1,user:pw@h2``). A URL with an ``@`` in its path loses more than its
+    password; no URL keeps one.
     """
     if "://" not in url:  # without a scheme "user:pw@h" would read as scheme "user"
         return _SCHEMELESS.sub(rf"\1:{MASK}@", url)
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-        parts.port  # noqa: B018 - raises for a netloc cut short inside a password
-    except ValueError:
-        return _USERINFO.sub(rf"\1:{MASK}@", url)
-    if password is not None:
-        userinfo, _, hostinfo = parts.netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:{MASK}@{hostinfo}"
-        return urlunsplit(parts._replace(netloc=netloc))
-    authority = url.partition("://")[2]
-    at = authority.find("@")
-    if at >= 0 and "/" not in authority[:at]:  # userinfo the parser did not see as such
-        return _USERINFO.sub(rf"\1:{MASK}@", url)
-    return url
+    return _USERINFO.sub(rf"\1:{MASK}@", url)
 
 
 def secret_forms(secrets: Iterable[str]) -> tuple[str, ...]:

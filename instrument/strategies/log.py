@@ -76,9 +76,18 @@ class _FileHandler(logging.handlers.WatchedFileHandler):
 
     logging's handlers print a write error to stderr and carry on, so the Notifier
     would count the notification sent. This one raises it (the Notifier counts it
-    failed and logs it), drops the line it could not write (so it does not come out
-    later, twice), and reopens a file that was moved or deleted (rotation).
+    failed and logs it), drops what is still buffered of the line (so it does not come
+    out later, twice), and starts the next line on a line of its own (a full disk may
+    have taken part of the failed one). It reopens a file moved or deleted (rotation).
     """
+
+    _broken_line = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._broken_line:
+            self._broken_line = False
+            _end_line(self.baseFilename)
+        super().emit(record)
 
     def handleError(self, record: logging.LogRecord) -> None:
         error = sys.exc_info()[1]
@@ -86,24 +95,18 @@ class _FileHandler(logging.handlers.WatchedFileHandler):
         if stream is not None:
             with contextlib.suppress(Exception):  # its buffer holds the failed line
                 stream.close()
-        _drop_partial_line(self.baseFilename)
+        self._broken_line = True
         if error is not None:
             raise error
 
 
-def _drop_partial_line(path: str) -> None:
-    """Cut what a failed write left of its line at the end of *path* (a full disk takes
-    part of it), so the next line starts on a line of its own."""
-    if not os.path.isfile(path):  # /dev/full, a pipe: nothing to cut, endless to read
+def _end_line(path: str) -> None:
+    """End the last line of *path* if a failed write left it open (never cuts a byte)."""
+    if not os.path.isfile(path):  # /dev/full, a pipe: nothing to mend
         return
-    with contextlib.suppress(OSError), open(path, "rb+") as file:
-        end = file.seek(0, os.SEEK_END)
-        start = max(end - _TAIL, 0)
-        file.seek(start)
-        tail = file.read(_TAIL)
-        if tail and not tail.endswith(b"\n"):
-            file.truncate(start + tail.rfind(b"\n") + 1 if b"\n" in tail else start)
-
-
-#: How much of a log file's end is looked at for a partial line: more than one line.
-_TAIL: Final = 256 * 1024
+    with contextlib.suppress(OSError), open(path, "ab+") as file:
+        if file.seek(0, os.SEEK_END) == 0:
+            return
+        file.seek(-1, os.SEEK_END)
+        if file.read(1) != b"\n":
+            file.write(b"\n")  # append mode: at the end, whatever was read
