@@ -63,8 +63,10 @@ class Argument:
         self.name, self.position, self.default, self.shift = name, None, None, 1
         if name is None:
             return
-        function = getattr(wrapped, "__func__", wrapped)
-        self.shift = 0 if isinstance(wrapped, staticmethod) or inspect.ismethod(wrapped) else 1
+        # A bound method's own signature leaves out what it is bound to, as its calls do.
+        bound = inspect.ismethod(wrapped)
+        function = wrapped if bound else getattr(wrapped, "__func__", wrapped)
+        self.shift = 0 if bound or isinstance(wrapped, staticmethod) else 1
         parameters = inspect.signature(function).parameters
         parameter = parameters.get(name)
         if parameter is None:

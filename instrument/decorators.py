@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import AsyncIterator, Callable, Generator, Mapping
 from typing import Any, TypeVar, Union, cast, overload
 
@@ -81,6 +82,8 @@ from .notifier import Notifier
 from .sending import count_result, refused_send
 
 __all__ = ["Instrumentation", "instrument_class"]
+
+log = logging.getLogger("instrument.decorators")
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
@@ -214,7 +217,7 @@ class Instrumentation:
     def decorator(
         self, kind: type[Step], event: str, options: Options, enabled: Enabled
     ) -> Callable[[F], F]:
-        flag = self.enabled if enabled is None else enabled
+        flag = _guarded(self.enabled if enabled is None else enabled)
 
         def decorate(wrapped: F) -> F:
             step = kind(self.notifier, event, options, wrapped)
@@ -295,14 +298,44 @@ def _iterated(
 async def _aiterated(
     step: Step, wrapped: Any, instance: Any, args: Any, kwargs: Any
 ) -> AsyncIterator[Any]:
+    """The handler's async generator, passed through as ``yield from`` would: what is
+    sent, thrown or closed reaches the handler (async generators have no ``yield from``)."""
     record = step.begin(instance, args, kwargs)
+    handler = wrapped(*args, **kwargs)
     try:
-        async for item in wrapped(*args, **kwargs):
-            yield item
+        item = await handler.__anext__()
+        while True:
+            try:
+                sent = yield item
+            except GeneratorExit:
+                await handler.aclose()
+                raise
+            except BaseException as thrown:  # athrow(): the handler decides
+                item = await handler.athrow(thrown)
+            else:
+                item = await handler.asend(sent)
+    except StopAsyncIteration:
+        step.end(record, None)
     except Exception as exc:
         step.fail(record, exc)
         raise
-    step.end(record, None)
+
+
+def _guarded(flag: Enabled) -> Enabled:
+    """An ``enabled=`` callable that raises is logged and counts as off: the handler
+    still runs, undecorated."""
+    if not callable(flag):
+        return flag
+    check = flag
+
+    def enabled() -> bool:
+        try:
+            return bool(check())
+        except Exception:
+            log.exception("instrument: the enabled= callable failed; notifications are off")
+            return False
+
+    return enabled
 
 
 _RUNNERS: tuple[tuple[Callable[[Any], bool], Callable[..., Any]], ...] = (

@@ -67,4 +67,8 @@ def capture() -> Iterator[CapturedNotifications]:
     try:
         yield captured
     finally:
-        _capture.sinks.remove(captured)
+        # By identity: two captures holding the same notifications (none) are equal.
+        for index, sink in enumerate(_capture.sinks):
+            if sink is captured:
+                del _capture.sinks[index]
+                break

@@ -20,7 +20,9 @@ def summary_of(payload: Any) -> str:
     if not isinstance(payload, Mapping):
         return json.dumps(payload)
     if "bytes_sent" in payload:
-        return f"bytes_sent={payload['bytes_sent']:,} to {payload.get('destination_ip')}"
+        sent = payload["bytes_sent"]
+        count = f"{sent:,}" if isinstance(sent, int) and not isinstance(sent, bool) else repr(sent)
+        return f"bytes_sent={count} to {payload.get('destination_ip')}"
     parts = [
         f"{key}={payload[key]}"
         for key in ("name", "status", "size")
