@@ -130,6 +130,15 @@ def test_check_paste_ini_that_paste_cannot_load_is_a_configuration_error(
     assert "a section Paste can load" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("size", ["1", "0", "-5", "big"])
+def test_demo_refuses_an_image_too_small_to_abort(
+    size: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["demo", "--size", size])
+    assert "--size" in capsys.readouterr().err
+
+
 def test_demo_through_a_broker_needs_a_url_and_says_so_at_once() -> None:
     with pytest.raises(SystemExit, match="--strategy rabbit needs --url"):
         main(["demo", "--strategy", "rabbit"])

@@ -43,7 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--url", help="broker URL for --strategy rabbit|qpid")
     demo.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     demo.add_argument(
-        "--size", type=int, default=48, metavar="MIB", help="image size in MiB (default 48)"
+        "--size",
+        type=_demo_size,
+        default=48,
+        metavar="MIB",
+        help=f"image size in MiB, at least {_SMALLEST_DEMO} (default 48)",
     )
     demo.set_defaults(run=_demo)
 
@@ -81,6 +85,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(run=_check)
     return parser
+
+
+#: The demo's aborted download reads 1 MiB and resets: a smaller image would be in the
+#: client's and the server's socket buffers by then, whole, and not aborted at all.
+_SMALLEST_DEMO = 8
+
+
+def _demo_size(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size < _SMALLEST_DEMO:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of MiB, at least {_SMALLEST_DEMO} (the aborted download "
+            f"must be cut short), not {text!r}"
+        )
+    return size
 
 
 def _demo(args: argparse.Namespace) -> int:
