@@ -13,7 +13,7 @@ from typing import Final
 
 from ._wsgi import close_iterable as close_once
 
-__all__ = ["BODY_LIMIT", "ObservedBody", "SizedObservedBody", "joined_body", "observe"]
+__all__ = ["BodyCopy", "ObservedBody", "SizedObservedBody", "observe"]
 
 log = logging.getLogger("instrument.observer")
 
@@ -23,28 +23,48 @@ BODY_LIMIT: Final = 1024 * 1024
 Done = Callable[[bytes | None, BaseException | None], None]
 
 
+class BodyCopy:
+    """The start of a response body, as it comes (chunks, or what went through PEP
+    3333's ``write()``), kept up to :data:`BODY_LIMIT`."""
+
+    __slots__ = ("_chunks", "_size")
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def keep(self, data: bytes) -> None:
+        """Keep *data* as the body's next part, until the limit is passed."""
+        if self._size <= BODY_LIMIT:
+            self._chunks.append(data)
+            self._size += len(data)
+
+    def joined(self) -> bytes | None:
+        """The body kept so far, or None when it went past the limit; then forget it."""
+        body = b"".join(self._chunks) if self._size <= BODY_LIMIT else None
+        self._chunks = []
+        return body
+
+
 class ObservedBody:
     """Pass an application body through unchanged, keep a copy of its start, report once.
 
     *on_done* is called exactly once, with the body (None when it exceeded the
     limit) and the exception that ended iteration, if any: at exhaustion, at an
     exception, or at ``close()``, whichever comes first. Errors inside *on_done* are
-    logged, never raised into the server.
+    logged, never raised into the server. *copy* may already hold what the
+    application sent through ``write()``, and go on taking it while the body is
+    iterated.
     """
 
-    __slots__ = ("_chunks", "_closed", "_iterable", "_iterator", "_on_done", "_size")
+    __slots__ = ("_closed", "_copy", "_iterable", "_iterator", "_on_done")
 
-    def __init__(
-        self, iterable: Iterable[bytes], on_done: Done, written: list[bytes] | None = None
-    ) -> None:
+    def __init__(self, iterable: Iterable[bytes], on_done: Done, copy: BodyCopy) -> None:
         self._iterable = iterable
         self._iterator: Iterator[bytes] | None = None
         self._on_done: Done | None = on_done
-        self._chunks: list[bytes] = []
-        self._size = 0
+        self._copy = copy
         self._closed = False
-        for data in written or ():  # what went through write() before the body came back
-            self.keep(data)
 
     def __iter__(self) -> ObservedBody:
         if self._iterator is None:
@@ -62,15 +82,8 @@ class ObservedBody:
         except BaseException as exc:
             self._report(exc)
             raise
-        self.keep(chunk)
+        self._copy.keep(chunk)
         return chunk
-
-    def keep(self, data: bytes) -> None:
-        """Keep *data* as the body's next part (a chunk, or what went through
-        ``write()``), up to the limit."""
-        if self._size <= BODY_LIMIT:
-            self._chunks.append(data)
-            self._size += len(data)
 
     def close(self) -> None:
         if self._closed:
@@ -86,10 +99,8 @@ class ObservedBody:
         on_done, self._on_done = self._on_done, None
         if on_done is None:
             return
-        body = b"".join(self._chunks) if self._size <= BODY_LIMIT else None
-        self._chunks = []
         try:
-            on_done(body, exc)
+            on_done(self._copy.joined(), exc)
         except Exception:
             log.exception("instrument: failed to emit notifications for a response")
 
@@ -107,16 +118,8 @@ class SizedObservedBody(ObservedBody):
         return len(self._iterable)  # type: ignore[arg-type]
 
 
-def joined_body(chunks: list[bytes]) -> bytes | None:
-    """A complete body given as a list, joined; None when it exceeds the limit."""
-    return b"".join(chunks) if sum(map(len, chunks)) <= BODY_LIMIT else None
-
-
-def observe(
-    iterable: Iterable[bytes], on_done: Done, written: list[bytes] | None = None
-) -> ObservedBody:
-    """Wrap *iterable*, keeping ``len()`` when it has one; *written* is what the
-    application sent through PEP 3333's ``write()`` before returning it."""
+def observe(iterable: Iterable[bytes], on_done: Done, copy: BodyCopy) -> ObservedBody:
+    """Wrap *iterable*, keeping ``len()`` when it has one."""
     if hasattr(iterable, "__len__"):
-        return SizedObservedBody(iterable, on_done, written)
-    return ObservedBody(iterable, on_done, written)
+        return SizedObservedBody(iterable, on_done, copy)
+    return ObservedBody(iterable, on_done, copy)

@@ -37,7 +37,7 @@ from ._follower import ImportFollower
 from ._guard import guard
 from ._import_member import member_before, member_notification, read_import_request
 from ._imports import ImportRequest
-from ._observer import BODY_LIMIT, ObservedBody, joined_body, observe
+from ._observer import BodyCopy, observe
 from ._seen import SeenImages
 from ._subrequest import SUBREQUEST_KEY, LookupResult, lookup_image
 from ._wsgi import Environ, StartResponse, WSGIApp, status_code
@@ -148,16 +148,7 @@ class NotificationMiddleware:
 class _ObservedRequest:
     """One observed request: the status and headers the application answered with."""
 
-    __slots__ = (
-        "body",
-        "environ",
-        "headers",
-        "match",
-        "middleware",
-        "notifier",
-        "status",
-        "written",
-    )
+    __slots__ = ("copy", "environ", "headers", "match", "middleware", "notifier", "status")
 
     def __init__(self, middleware: NotificationMiddleware, match: Match, environ: Environ) -> None:
         self.middleware = middleware
@@ -166,8 +157,7 @@ class _ObservedRequest:
         self.environ = environ
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
-        self.written: list[bytes] = []  # what went through write() before the body came
-        self.body: ObservedBody | None = None  # the body observed, once returned
+        self.copy = BodyCopy()  # the response body, from write() and the iterable
 
     def recording(self, start_response: StartResponse) -> StartResponse:
         def record(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -185,10 +175,7 @@ class _ObservedRequest:
         (a legacy application may send its whole body so), up to the body limit."""
 
         def keep(data: bytes) -> Any:
-            if self.body is not None:  # a generator writing as it is iterated
-                self.body.keep(data)
-            elif sum(map(len, self.written)) <= BODY_LIMIT:
-                self.written.append(data)
+            self.copy.keep(data)
             return write(data)
 
         return keep
@@ -232,11 +219,12 @@ class _Lifecycle(_ObservedRequest):
             # Request.get_response with a 204) still gets its notifications.
             guard(self.finish_listed, app_iter)
             return app_iter
-        self.body = observe(app_iter, self.finish, self.written)
-        return self.body
+        return observe(app_iter, self.finish, self.copy)
 
     def finish_listed(self, chunks: list[bytes]) -> None:
-        self.finish(joined_body([*self.written, *chunks]), None)
+        for chunk in chunks:
+            self.copy.keep(chunk)
+        self.finish(self.copy.joined(), None)
 
     def prepare(self) -> None:
         """Before the data is passed on: image.prepare; before a delete: remember the image.
