@@ -90,15 +90,25 @@ def notification_image(image: Mapping[str, Any], *, from_json: bool = False) -> 
     # Copy everything, then move out the few keys that are not core fields: cheaper
     # than building the result key by key (this runs for every lifecycle request).
     result: dict[str, Any] = JSONSafe(image) if from_json else dict(image)
-    properties: dict[str, Any] = dict(image.get("properties") or {})
+    nested = image.get("properties")
+    # v1 nests the extra properties in a mapping; in v2, a "properties" key is itself an
+    # extra property (Glance accepts any name it does not reserve).
+    properties: dict[str, Any] = dict(nested) if isinstance(nested, Mapping) else {}
+    if nested is not None and not isinstance(nested, Mapping):
+        properties["properties"] = nested
     for key in [key for key in result if key not in CORE_FIELDS]:
         value = result.pop(key)
         if key not in _NOT_PROPERTIES:
             properties[key] = value
-    result["properties"] = properties
     if "visibility" in result:
-        result.setdefault("is_public", result["visibility"] == "public")
-    elif "is_public" in result:
+        # v2 has no is_public attribute: Glance computes it from the visibility, and an
+        # "is_public" key in the image (a string, as every v2 extra property) is an extra
+        # property like any other.
+        if not isinstance(result.get("is_public", False), bool):
+            properties["is_public"] = result.pop("is_public")
+        result["is_public"] = result["visibility"] == "public"
+    result["properties"] = properties
+    if "is_public" in result and "visibility" not in result:
         result["visibility"] = "public" if result["is_public"] else "private"
     result.setdefault("deleted", False)
     result.setdefault("deleted_at", None)

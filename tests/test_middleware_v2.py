@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from typing import Any
@@ -61,6 +62,33 @@ def test_create_emits_image_create_with_metadata_from_the_body(
     assert payload["visibility"] == "shared" and payload["is_public"] is False
     assert payload["tags"] == ["x"] and payload["deleted"] is False
     assert "self" not in payload and "file" not in payload
+
+
+@pytest.mark.parametrize("name", ["properties", "is_public"])
+def test_an_extra_property_named_like_a_v1_field_is_an_extra_property(
+    notifications: CapturedNotifications, name: str
+) -> None:
+    """v2 accepts any extra property name Glance does not reserve: "properties" used to
+    stop every notification of the image (and bill its downloads to nobody), "is_public"
+    to replace Glance's computed boolean with the user's string."""
+    image = {"id": "i-1", "status": "active", "visibility": "private", "owner": "tenant-9"}
+    image[name] = "True"  # every v2 extra property is a string
+
+    def glance_like(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"].endswith("/file"):
+            start_response("200 OK", [("Content-Type", "application/octet-stream")])
+            return [b"data"]
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps(image).encode()]
+
+    app = NotificationMiddleware(glance_like, Notifier(MemoryStrategy()))
+    call(app, "PATCH", "/v2/images/i-1", [], PATCH)
+    call(app, "GET", "/v2/images/i-1/file")
+    assert notifications.events == [("image.update", "INFO"), ("image.send", "INFO")]
+    updated = notifications[0].payload
+    assert updated["properties"] == {name: "True"}
+    assert updated["is_public"] is False and updated["visibility"] == "private"
+    assert notifications[1].payload["owner_id"] == "tenant-9"
 
 
 def test_upload_emits_prepare_before_the_data_then_upload_and_activate(
