@@ -22,7 +22,17 @@ Decisions:
   ``[oslo_messaging_rabbit] amqp_durable_queues``       ``rabbit_``/``qpid_durable_queues``
   ``[oslo_messaging_rabbit] ssl``, ``ssl_ca_file``,     ``rabbit_use_ssl``, ``rabbit_ssl_ca_file``,
   ``ssl_cert_file``, ``ssl_key_file``                   ``rabbit_ssl_cert_file``, ``..._key_file``
+  ``[oslo_messaging_rabbit] rabbit_quorum_queue`` and,  ``rabbit_``/``qpid_quorum_queue`` and the
+  with it, ``rabbit_quorum_delivery_limit``,            same limits (oslo ignores the limits
+  ``_max_memory_length``, ``_max_memory_bytes``         without quorum queues, and so does this)
+  ``[DEFAULT] default_publisher_id`` (if set)           ``publisher_id``
+  ``[DEFAULT] disabled_notifications`` (if set)         ``disabled_notifications``
   ====================================================  ==========================================
+
+  With ``driver = messaging`` or ``messagingv2`` and no ``transport_url`` at all, the
+  service publishes to oslo.messaging's default, ``rabbit://`` (guest on localhost), and
+  so does the kit. With neither, the file names no broker: the kit says so in a warning
+  and takes none from it.
 
   The driver never selects or switches off the kit's strategy: the README tells
   operators to set Glance's own ``driver = noop`` when the kit publishes to the same
@@ -92,7 +102,16 @@ RABBIT_MAPPED: Final = (
     ("ssl_ca_file", ("rabbit_ssl_ca_file",)),
     ("ssl_cert_file", ("rabbit_ssl_cert_file",)),
     ("ssl_key_file", ("rabbit_ssl_key_file",)),
+    ("rabbit_quorum_queue", ("rabbit_quorum_queue", "qpid_quorum_queue")),
 )
+#: [oslo_messaging_rabbit]'s quorum limits, read only with rabbit_quorum_queue (as oslo).
+QUORUM_LIMITS: Final = (
+    "quorum_delivery_limit",
+    "quorum_max_memory_length",
+    "quorum_max_memory_bytes",
+)
+#: oslo.messaging's transport when none is configured (guest on localhost).
+DEFAULT_TRANSPORT: Final = "rabbit://"
 
 
 def from_service_config(local_conf: Mapping[str, Any]) -> dict[str, Any]:
@@ -134,11 +153,20 @@ def service_options(
 def _mapped(conf: Any, project: str, transport: bool = True) -> dict[str, Any]:
     found: dict[str, Any] = {}
     notifications = conf.oslo_messaging_notifications
+    envelopes = [ENVELOPES[d] for d in notifications.driver or () if d in ENVELOPES]
     url = (notifications.transport_url or conf.transport_url) if transport else None
+    if transport and not url:
+        if envelopes:  # the service itself publishes, to oslo.messaging's default
+            url = DEFAULT_TRANSPORT
+        else:
+            log.warning(
+                "instrument: %s's configuration names no transport_url (nor a messaging "
+                "driver): the kit takes no broker from it",
+                project,
+            )
     if url:
         found["strategy"] = _strategy_of(url)
         found["transport_url"] = url
-    envelopes = [ENVELOPES[d] for d in notifications.driver or () if d in ENVELOPES]
     if envelopes:
         found["envelope"] = envelopes[0]
     topics = list(notifications.topics or ())
@@ -148,10 +176,18 @@ def _mapped(conf: Any, project: str, transport: bool = True) -> dict[str, Any]:
         )
     found.update(_both("notification_topic", topics[0] if topics else None))
     found.update(_both("notification_exchange", conf.control_exchange))
+    rabbit = conf.oslo_messaging_rabbit
     for option, names in RABBIT_MAPPED:
-        value = conf.oslo_messaging_rabbit[option]
+        value = rabbit[option]
         if value not in (None, ""):
             found.update(dict.fromkeys(names, value))
+    if rabbit.rabbit_quorum_queue:
+        for limit in QUORUM_LIMITS:
+            found.update(_both(limit, rabbit[f"rabbit_{limit}"]))
+    if conf.default_publisher_id:
+        found["publisher_id"] = conf.default_publisher_id
+    if conf.disabled_notifications:
+        found["disabled_notifications"] = ",".join(conf.disabled_notifications)
     return found
 
 
@@ -217,7 +253,16 @@ def _project_files(project: str) -> list[str] | None:
 def _declarations(cfg: Any) -> Iterator[tuple[str | None, list[Any]]]:
     """oslo.messaging's declarations of the options the kit maps (its names and types)."""
     url = cfg.StrOpt("transport_url", secret=True)
-    yield None, [url, cfg.StrOpt("control_exchange")]
+    yield (
+        None,
+        [
+            url,
+            cfg.StrOpt("control_exchange"),
+            # Glance's own (glance/notifier.py); no default here: only a value set counts.
+            cfg.StrOpt("default_publisher_id"),
+            cfg.ListOpt("disabled_notifications", default=[]),
+        ],
+    )
     yield (
         "oslo_messaging_notifications",
         [
@@ -232,5 +277,7 @@ def _declarations(cfg: Any) -> Iterator[tuple[str | None, list[Any]]]:
             cfg.BoolOpt("amqp_durable_queues"),
             cfg.BoolOpt("ssl"),
             *(cfg.StrOpt(name) for name in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file")),
+            cfg.BoolOpt("rabbit_quorum_queue"),
+            *(cfg.IntOpt(f"rabbit_{limit}", default=0, min=0) for limit in QUORUM_LIMITS),
         ],
     )

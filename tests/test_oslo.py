@@ -222,3 +222,65 @@ def test_a_paste_broker_without_a_strategy_still_refuses_a_file_transport_it_can
     paste = {"oslo_config_project": "glance", "oslo_config_file": str(path), "rabbit_host": "r"}
     with pytest.raises(ConfigError, match="notifier_strategy and a broker"):
         from_service_config(paste)
+
+
+def test_quorum_queues_and_their_limits_map_as_oslo_reads_them(tmp_path: Path) -> None:
+    """kolla-ansible's ``rabbit_quorum_queue``: the kit must declare what Glance's own
+    notifier and Ceilometer declare, or their declarations fail on the kit's."""
+    conf = f"""\
+        [oslo_messaging_notifications]
+        transport_url = {URL}
+
+        [oslo_messaging_rabbit]
+        rabbit_quorum_queue = true
+        rabbit_quorum_delivery_limit = 5
+        rabbit_quorum_max_memory_bytes = 1000
+        """
+    found = service_options("glance", str(write_conf(tmp_path, conf)))
+    assert {k: v for k, v in found.items() if "quorum" in k} == {
+        "rabbit_quorum_queue": True,
+        "qpid_quorum_queue": True,
+        "rabbit_quorum_delivery_limit": 5,
+        "qpid_quorum_delivery_limit": 5,
+        "rabbit_quorum_max_memory_bytes": 1000,
+        "qpid_quorum_max_memory_bytes": 1000,
+    }
+    # oslo ignores the limits without quorum queues; so does the kit (a limit given
+    # without quorum queues would be a ConfigError)
+    without = conf.replace("rabbit_quorum_queue = true", "rabbit_quorum_queue = false")
+    found = service_options("glance", str(write_conf(tmp_path, without)))
+    assert {k: v for k, v in found.items() if "quorum" in k} == {
+        "rabbit_quorum_queue": False,
+        "qpid_quorum_queue": False,
+    }
+
+
+def test_a_messaging_driver_without_a_transport_url_publishes_to_oslos_default(
+    tmp_path: Path,
+) -> None:
+    conf = "[oslo_messaging_notifications]\ndriver = messagingv2\n"
+    found = service_options("glance", str(write_conf(tmp_path, conf)))
+    assert (found["strategy"], found["transport_url"]) == ("rabbit", "rabbit://")
+
+
+def test_a_file_naming_no_broker_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    conf = "[oslo_messaging_notifications]\ndriver = noop\n"
+    found = service_options("glance", str(write_conf(tmp_path, conf)))
+    assert "strategy" not in found and "transport_url" not in found
+    assert "names no transport_url" in caplog.text
+
+
+def test_glances_publisher_id_and_disabled_notifications_are_read(tmp_path: Path) -> None:
+    conf = f"""\
+        [DEFAULT]
+        transport_url = {URL}
+        default_publisher_id = image.api-node-7
+        disabled_notifications = image.send,image.member
+        """
+    found = service_options("glance", str(write_conf(tmp_path, conf)))
+    assert found["publisher_id"] == "image.api-node-7"
+    assert found["disabled_notifications"] == "image.send,image.member"
+    unset = service_options(
+        "glance", str(write_conf(tmp_path, f"[DEFAULT]\ntransport_url = {URL}\n"))
+    )
+    assert "publisher_id" not in unset and "disabled_notifications" not in unset

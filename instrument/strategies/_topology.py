@@ -75,7 +75,8 @@ def quorum_options(make: Callable[..., Option], prefix: str) -> tuple[Option, ..
         make(
             f"{prefix}_quorum_queue",
             False,
-            "create missing queues as quorum queues (x-queue-type: quorum, always durable).",
+            "create missing queues as quorum queues (x-queue-type: quorum, always durable; "
+            "a missing exchange durable too).",
             boolean,
         ),
         *(
@@ -125,8 +126,15 @@ class Topology:
     def queues(self) -> tuple[str, ...]:
         return tuple(f"{self.topic}.{key}" for key in PRIORITY_KEYS)
 
+    @property
+    def lasting(self) -> bool:
+        """Whether what is created is durable: asked for, or implied by quorum queues
+        (always durable; oslo.messaging then declares the exchange durable too, and its
+        consumers refuse a transient one)."""
+        return self.durable or bool(self.queue_arguments)
+
     def exchange_spec(self) -> dict[str, Any]:
-        return {"type": "topic", "durable": self.durable, "auto_delete": False}
+        return {"type": "topic", "durable": self.lasting, "auto_delete": False}
 
     def entities(self) -> list[tuple[str, str, dict[str, Any]]]:
         """``(kind, name, spec)`` in declaration order: the exchange, then the queues."""
@@ -135,9 +143,12 @@ class Topology:
 
     def queue_spec(self) -> dict[str, Any]:
         """Quorum queues are always durable; ``x-`` keys are the queue's arguments."""
-        arguments = dict(self.queue_arguments)
-        durable = self.durable or bool(arguments)
-        return {"durable": durable, "auto_delete": False, "exclusive": False, **arguments}
+        return {
+            "durable": self.lasting,
+            "auto_delete": False,
+            "exclusive": False,
+            **dict(self.queue_arguments),
+        }
 
 
 def declare_glance(conn: Any, topology: Topology) -> None:

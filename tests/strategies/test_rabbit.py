@@ -94,7 +94,7 @@ def test_glance_wire_format_read_by_a_plain_consumer(
         assert json.loads(message["body"]) == note.to_dict()
         assert message["routing_key"] == f"{topic}.{note.priority.lower()}"
         assert message["content_type"] == "application/json"
-        assert message["delivery_mode"] == 1
+        assert message["delivery_mode"] == 2  # persistent, as oslo.messaging sends
         assert message["message_id"] == note.message_id
     with kombu.Connection(rabbit_node.url) as conn:  # equivalent declarations succeed
         channel = conn.channel()
@@ -117,9 +117,12 @@ def test_messagingv2_envelope_wraps_the_same_notification(
     assert json.loads(body["oslo.message"]) == note.to_dict()
 
 
-def test_oslo_messaging_listener_reads_both_envelopes(
-    rabbit_node: RabbitNode, names: dict[str, str], strategies: list[RabbitStrategy]
-) -> None:
+def oslo_listen(
+    port: int, names: dict[str, str], expect: int, **rabbit_options: Any
+) -> list[tuple[str, str, str, Any, dict[str, Any]]]:
+    """What an oslo.messaging NotificationListener (Ceilometer's way of reading) on
+    *names*' topic receives, up to *expect* notifications; *rabbit_options* are its
+    ``[oslo_messaging_rabbit]`` settings. A listener that cannot start fails the test."""
     oslo_messaging = pytest.importorskip("oslo_messaging")
     from oslo_config import cfg
 
@@ -129,7 +132,7 @@ def test_oslo_messaging_listener_reads_both_envelopes(
     class Endpoint:
         def _got(self, priority: str, publisher_id: str, event_type: str, payload: Any, md: Any):
             received.append((priority, publisher_id, event_type, payload, dict(md)))
-            if len(received) >= 6:
+            if len(received) >= expect:
                 done.set()
 
         def info(self, ctxt: Any, publisher_id: str, event_type: str, payload: Any, md: Any):
@@ -141,14 +144,30 @@ def test_oslo_messaging_listener_reads_both_envelopes(
         def error(self, ctxt: Any, publisher_id: str, event_type: str, payload: Any, md: Any):
             self._got("ERROR", publisher_id, event_type, payload, md)
 
-    url = f"rabbit://guest:guest@127.0.0.1:{rabbit_node.port}/"
-    transport = oslo_messaging.get_notification_transport(cfg.ConfigOpts(), url=url)
+    conf = cfg.ConfigOpts()
+    url = f"rabbit://guest:guest@127.0.0.1:{port}/"
+    transport = oslo_messaging.get_notification_transport(conf, url=url)
+    for option, value in rabbit_options.items():
+        conf.set_override(option, value, group="oslo_messaging_rabbit")
     target = oslo_messaging.Target(
         topic=names["rabbit_notification_topic"], exchange=names["rabbit_notification_exchange"]
     )
     listener = oslo_messaging.get_notification_listener(
         transport, [target], [Endpoint()], executor="threading"
     )
+    listener.start()
+    try:
+        assert done.wait(30), received
+    finally:
+        listener.stop()
+        listener.wait()
+        transport.cleanup()
+    return received
+
+
+def test_oslo_messaging_listener_reads_both_envelopes(
+    rabbit_node: RabbitNode, names: dict[str, str], strategies: list[RabbitStrategy]
+) -> None:
     plain = start(strategies, transport_url=rabbit_node.url, **names)
     wrapped = start(strategies, transport_url=rabbit_node.url, envelope="messagingv2", **names)
     sent = {}
@@ -158,13 +177,7 @@ def test_oslo_messaging_listener_reads_both_envelopes(
             strategy.emit(note)
             sent[note.message_id] = note
         assert strategy.flush(10)
-    listener.start()
-    try:
-        assert done.wait(30), received
-    finally:
-        listener.stop()
-        listener.wait()
-        transport.cleanup()
+    received = oslo_listen(rabbit_node.port, names, expect=6)
     assert len(received) == 6
     for priority, publisher_id, event_type, payload, metadata in received:
         note = sent[metadata["message_id"]]
@@ -177,7 +190,47 @@ def test_oslo_messaging_listener_reads_both_envelopes(
         assert metadata["timestamp"] == note.timestamp
 
 
+def test_quorum_queues_are_declared_as_an_oslo_listener_with_quorum_queues_expects(
+    rabbit_node: RabbitNode, names: dict[str, str], strategies: list[RabbitStrategy]
+) -> None:
+    """kolla-ansible's ``rabbit_quorum_queue = true`` without durable queues: oslo makes
+    the exchange durable then, and its listener refused the transient one the kit made."""
+    strategy = start(strategies, transport_url=rabbit_node.url, rabbit_quorum_queue=True, **names)
+    sent = notes(3)
+    for note in sent:
+        strategy.emit(note)
+    assert strategy.flush(10)
+    received = oslo_listen(rabbit_node.port, names, expect=3, rabbit_quorum_queue=True)
+    assert sorted(md["message_id"] for *_, md in received) == sorted(n.message_id for n in sent)
+
+
 # --------------------------------------------------------------------------- outages
+
+
+def test_durable_queues_a_consumer_declared_keep_the_messages_across_a_broker_restart(
+    fresh_rabbit_node: NodeFactory, names: dict[str, str], strategies: list[RabbitStrategy]
+) -> None:
+    """The kit adopts queues as they are (here durable, as Ceilometer with
+    ``amqp_durable_queues`` declares them) while its own option says transient: its
+    messages must be persistent, or the broker confirms them and loses them at restart."""
+    node = fresh_rabbit_node()
+    topic, exchange = names["rabbit_notification_topic"], names["rabbit_notification_exchange"]
+    with kombu.Connection(node.url) as conn:
+        channel = conn.channel()
+        kombu.Exchange(exchange, "topic", durable=True)(channel).declare()
+        for priority in ("info", "warn", "error"):
+            queue = kombu.Queue(f"{topic}.{priority}", durable=True)
+            queue(channel).declare()
+    strategy = start(strategies, transport_url=node.url, **names)
+    sent = notes(20)
+    for note in sent:
+        strategy.emit(note)
+    assert strategy.flush(10)
+    strategy.close()
+    node.stop()
+    node.start()
+    got = consume(node.url, topic, expect=20)
+    assert sorted(ids(got)) == sorted(n.message_id for n in sent)
 
 
 def test_outage_from_the_start_costs_requests_nothing_and_loses_nothing(
@@ -448,7 +501,7 @@ def test_without_py_amqp_internals_it_falls_back_to_basic_publish(
         message = got[note.message_id]
         assert json.loads(message["body"]) == note.to_dict()
         assert message["routing_key"] == f"{topic}.{note.priority.lower()}"
-        assert (message["content_type"], message["delivery_mode"]) == ("application/json", 1)
+        assert (message["content_type"], message["delivery_mode"]) == ("application/json", 2)
         assert message["message_id"] == note.message_id
 
 

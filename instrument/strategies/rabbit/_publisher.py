@@ -34,8 +34,9 @@ Decisions:
   queues ``<topic>.info|warn|error`` bound with their own names as keys, so nothing is
   dropped before a consumer starts. What exists is adopted as it is (one warning per
   name when it differs); what is missing is created with ``rabbit_durable_queues`` and
-  ``rabbit_quorum_*``. Messages are persistent (delivery mode 2) with
-  ``rabbit_durable_queues``.
+  ``rabbit_quorum_*``. Messages are always persistent (delivery mode 2), as
+  oslo.messaging sends them: a durable queue someone else declared keeps them across a
+  broker restart, and a transient queue costs nothing more for it.
 * **Errors are explained**, not passed through (:func:`._errors.explain`).
 """
 
@@ -74,6 +75,8 @@ log = logging.getLogger("instrument.strategies.rabbit")
 kombu: Any = importlib.import_module("kombu")
 
 # What the batch path needs of a py-amqp connection (see the module docstring).
+#: AMQP's delivery mode of a message the broker writes to disk in a durable queue.
+PERSISTENT: Final = 2
 _BATCH_NEEDS: Final = ("frame_writer.write", "frame_max")
 # TCP_USER_TIMEOUT is 18 on Linux; Python has the name from 3.6 on Linux only.
 _NO_USER_TIMEOUT: Final = (
@@ -200,7 +203,7 @@ class RabbitPublisher:
             content_type="application/json",
             content_encoding="utf-8",
             properties={
-                "delivery_mode": 2 if target.durable else 1,
+                "delivery_mode": PERSISTENT,
                 "message_id": notification.message_id,
             },
         )
@@ -214,7 +217,6 @@ class RabbitPublisher:
         amqp_conn = self._conn.connection
         channel_id = self._channel.channel_id
         target = self.target
-        mode = 2 if target.durable else 1
         frames = [
             publish_frames(
                 channel_id,
@@ -222,7 +224,7 @@ class RabbitPublisher:
                 f"{target.topic}.{notification.priority.lower()}",
                 target.encode(notification),
                 notification.message_id,
-                mode,
+                PERSISTENT,
                 amqp_conn.frame_max,
             )
             for notification in batch

@@ -7,9 +7,10 @@ queues ``notifications.info|warn|error`` declared and bound so that nothing is d
 before a consumer starts. An exchange or queue that already exists is used as it is
 (durable or not, classic, quorum or stream, any arguments), with one warning naming
 how it differs; only what is missing is created: durable with
-``rabbit_durable_queues`` (messages are then persistent), queues as quorum queues with
-``rabbit_quorum_queue``. ``envelope = messagingv2`` wraps the body the way
-oslo.messaging's ``messagingv2`` driver does; both forms are read by oslo consumers.
+``rabbit_durable_queues`` or ``rabbit_quorum_queue`` (quorum queues, and then a durable
+exchange, as oslo.messaging declares them). Messages are always persistent.
+``envelope = messagingv2`` wraps the body the way oslo.messaging's ``messagingv2``
+driver does; both forms are read by oslo consumers.
 
 Decisions:
 
@@ -55,8 +56,7 @@ RABBIT_OPTIONS: Final = (
     _opt(
         "rabbit_durable_queues",
         False,
-        "create a missing exchange and queues durable; persistent messages "
-        "(what exists is used as it is).",
+        "create a missing exchange and queues durable (what exists is used as it is).",
         boolean,
     ),
     *quorum_options(_opt, "rabbit"),
