@@ -207,6 +207,35 @@ def test_quorum_queues_are_declared_as_an_oslo_listener_with_quorum_queues_expec
 # --------------------------------------------------------------------------- outages
 
 
+def test_queues_deleted_under_a_connected_strategy_are_declared_again_and_lose_nothing(
+    rabbit_node: RabbitNode,
+    names: dict[str, str],
+    strategies: list[RabbitStrategy],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The broker acks a message no queue takes and drops it; published ``mandatory``, it
+    comes back, and the batch goes again on a new connection that declares the queues."""
+    strategy = start(strategies, transport_url=rabbit_node.url, **names)
+    topic = names["rabbit_notification_topic"]
+    first = notes(5)
+    for note in first:
+        strategy.emit(note)
+    assert strategy.flush(10)
+    with kombu.Connection(rabbit_node.url) as conn:
+        channel = conn.channel()
+        for priority in ("info", "warn", "error"):
+            channel.queue_delete(f"{topic}.{priority}")
+    second = notes(10)
+    with caplog.at_level(logging.WARNING):
+        for note in second:
+            strategy.emit(note)
+        assert strategy.flush(20)
+    assert "NO_ROUTE" in caplog.text
+    assert strategy.stats()["failures"] >= 1
+    got = consume(rabbit_node.url, topic, expect=10)
+    assert {n.message_id for n in second} <= set(ids(got))
+
+
 def test_durable_queues_a_consumer_declared_keep_the_messages_across_a_broker_restart(
     fresh_rabbit_node: NodeFactory, names: dict[str, str], strategies: list[RabbitStrategy]
 ) -> None:

@@ -50,7 +50,7 @@ def py_amqp_frames(
         delivery_mode=mode,
         message_id=message_id,
     )
-    args = dumps("Bssbb", (0, exchange, key, False, False))
+    args = dumps("Bssbb", (0, exchange, key, True, False))  # mandatory, not immediate
     write(1, channel, spec.Basic.Publish, args, message)
     return b"".join(transport.written)
 

@@ -10,6 +10,12 @@ Decisions:
   batch instead of one per message (kombu's ``confirm_publish``).
 * Any nack (single or ``multiple``) or a timeout fails the whole batch; the engine
   resends it (duplicates possible, never losses).
+* **A returned message fails the batch too.** Messages are published ``mandatory``: a
+  message no queue took (the queues deleted or unbound, or in a cluster on a node that
+  is down while the connection's node is up) is returned before it is acked, where
+  without ``mandatory`` the broker would ack it and drop it. The engine resends the
+  batch on a new connection, which declares the queues again (or fails while their
+  node is down, and the notifications are kept).
 * **No timeout while blocked**: during ``connection.blocked`` the broker confirms
   nothing; the wait is the alarm's (:mod:`._alarm`), and the confirm timeout starts
   again once it is over.
@@ -33,6 +39,7 @@ class Confirms:
         self.published = 0  # delivery tag of the last message published on the channel
         self.outstanding: set[int] = set()  # delivery tags not confirmed yet
         self.nacked = False
+        self.returned: list[str] = []  # why messages of the batch were returned
 
     def listen(self, channel: Any) -> None:
         """Follow the acks and nacks of *channel* (new, in confirm mode: no tag used)."""
@@ -40,10 +47,12 @@ class Confirms:
         self.start_batch()
         channel.events["basic_ack"].add(self._on_ack)
         channel.events["basic_nack"].add(self._on_nack)
+        channel.events["basic_return"].add(self._on_return)
 
     def start_batch(self) -> None:
         self.outstanding.clear()
         self.nacked = False
+        self.returned.clear()
 
     def add(self, count: int) -> None:
         """*count* more messages were published on the channel."""
@@ -70,6 +79,11 @@ class Confirms:
                 continue
         if self.nacked:
             raise DeliveryError("the broker refused (nacked) messages of the batch")
+        if self.returned:
+            raise DeliveryError(
+                f"the broker returned {len(self.returned)} messages of the batch, "
+                f"which no queue took ({self.returned[0]})"
+            )
 
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
         if multiple:
@@ -79,3 +93,6 @@ class Confirms:
 
     def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
         self.nacked = True
+
+    def _on_return(self, exc: Exception, exchange: str, routing_key: str, message: Any) -> None:
+        self.returned.append(f"exchange {exchange!r}, routing key {routing_key!r}: {exc}")

@@ -111,7 +111,7 @@ def publish_frames(
 ) -> bytes:
     """The frames of one ``basic.publish`` (AMQP 0-9-1, 4.2.3 and 4.2.6), by pamqp.
 
-    Method (exchange, routing key, not mandatory, not immediate), content header with
+    Method (exchange, routing key, mandatory, not immediate), content header with
     content type, content encoding, delivery mode and message id, then the body cut
     into frames of at most *frame_max* bytes each.
     """
@@ -176,6 +176,9 @@ def refusal(exchange: str, routing_key: str) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _method_frame(channel: int, exchange: str, routing_key: str) -> bytes:
-    """The ``basic.publish`` method frame; the same for every message with that routing key."""
-    method = _commands.Basic.Publish(exchange=exchange, routing_key=routing_key)
+    """The ``basic.publish`` method frame; the same for every message with that routing key.
+
+    Mandatory: a message no queue takes is returned, not dropped (see :mod:`._confirms`).
+    """
+    method = _commands.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True)
     return bytes(_frame.marshal(method, channel))

@@ -208,7 +208,9 @@ class RabbitPublisher:
             },
         )
         routing_key = f"{target.topic}.{notification.priority.lower()}"
-        self._channel.basic_publish(message, exchange=target.exchange, routing_key=routing_key)
+        self._channel.basic_publish(
+            message, exchange=target.exchange, routing_key=routing_key, mandatory=True
+        )
         if self._confirms:
             self._tags.add(1)
 
