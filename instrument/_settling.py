@@ -8,12 +8,22 @@ what the client's TCP acknowledged. Decisions:
 
 - **The worker never waits.** When the response ends, the connection is read once: if
   the client already acknowledged the response's last byte, or the connection is dead,
-  the report is emitted there and then. Otherwise it is handed to the process's
-  :class:`Settler`, one daemon thread that looks at what it holds once per 10 ms tick
-  (a response waiting longer is looked at less often, up to every 100 ms) and emits:
-  INFO when the response's last byte is acknowledged (and the response was complete),
-  ERROR with the acknowledged count when the connection died or nothing moved for
-  :data:`SETTLE_STALL` seconds.
+  the report is emitted there and then. Otherwise it is
+  handed to the process's :class:`Settler`, one daemon thread that looks at what it
+  holds once per 10 ms tick (a response waiting longer is looked at less often, up to
+  every 100 ms) and emits: INFO when the response's last byte is acknowledged (and the
+  response was complete), ERROR with the acknowledged count when the connection died
+  or nothing moved for :data:`SETTLE_STALL` seconds.
+- **A body not all given to the connection is not complete yet.** A server may keep a
+  tail in its own buffers, out of the kernel's sight (eventlet gathers chunks under
+  4 KiB and writes them after the body ends): until the connection has been given as
+  many bytes as were counted, the response's end is read again, and only a client
+  acknowledging that end makes it INFO.
+- **At exit, complete responses get a moment.** A worker that ends after its last
+  response (gunicorn's ``max_requests``, a reload) first reports the responses cut
+  short as they stand (they can only be ERROR, and a process ending on a timeout may be
+  killed a second later), then waits up to :data:`EXIT_WAIT` seconds for the complete
+  ones to settle, and reports the rest as they stand.
 - **The response's end, not the connection's.** The position of the last byte is what
   the connection had been given when the response ended (acknowledged, plus the send
   queue, plus what the server still buffers: waitress keeps up to 16 MiB and flushes
@@ -43,6 +53,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from ._connection import Connection
@@ -62,6 +73,8 @@ _rate_limited = RateLimitedLog(log)
 SETTLE_STALL: Final = 30.0
 #: How many responses the settler holds at once.
 SETTLE_LIMIT: Final = 512
+#: Seconds an exiting process waits for its held responses before reporting them.
+EXIT_WAIT: Final = 10.0
 _FIRST_PAUSE: Final = 0.001
 _MAX_PAUSE: Final = 0.1
 # The thread looks at most this often. Under load, responses arrive every few
@@ -171,8 +184,12 @@ class Pending:
         """Emit and let go if *reading* settles the response; else note the progress."""
         if reading is None:  # the descriptor went bad: the last reading is all there is
             return self.release(self.acknowledged(self.acked), False)
-        acked, _, alive = reading
-        if acked >= self.end:
+        acked, given, alive = reading
+        short = self.end - self.report.start < self.written
+        if short and given > self.end:  # the server wrote what it had kept back
+            self.end = given
+            short = self.end - self.report.start < self.written
+        if acked >= self.end and not short:
             return self.release(self.written, self.ok)
         if not alive or (acked == self.acked and now >= self.stalls_at):
             return self.release(self.acknowledged(acked), False)
@@ -270,19 +287,30 @@ class Settler:
                 pending.connection.close()
         self._reset()
 
-    def report_held(self) -> None:
-        """At exit: report every response still held as it stands (ERROR unless the
+    def report_held(self, wait: float = EXIT_WAIT) -> None:
+        """At exit: report what was cut short, wait up to *wait* seconds for the rest to
+        settle, then report every response still held as it stands (ERROR unless the
         client acknowledged all of it), so none goes without its image.send."""
+        self._report(lambda pending: not pending.ok)
+        if wait > 0:
+            with self._lock:
+                running = self._thread is not None and self._thread.is_alive()
+            if running:
+                self.settled(wait)
+        self._report(lambda pending: True)
+
+    def _report(self, which: Callable[[Pending], bool]) -> None:
+        """Report the held responses *which* selects, as they stand."""
         with self._lock:
-            held, self._held = self._held, []
+            held = [pending for pending in self._held if which(pending)]
+            self._held = [pending for pending in self._held if not which(pending)]
         for pending in held:
             with contextlib.suppress(Exception):
                 reading = pending.connection.reading()
-                if reading is not None and reading[0] >= pending.end:
-                    pending.release(pending.written, pending.ok)
-                else:
-                    acked = reading[0] if reading is not None else pending.acked
-                    pending.release(pending.acknowledged(acked), False)
+                if reading is not None and not pending.settles(reading, time.monotonic()):
+                    pending.release(pending.acknowledged(reading[0]), False)
+                elif reading is None:
+                    pending.release(pending.acknowledged(pending.acked), False)
 
     def _start(self) -> None:
         """Start the thread unless it runs (lock held)."""

@@ -56,6 +56,7 @@ import wrapt
 
 from ._connection import connection
 from ._guard import guard
+from ._once import run_once
 from ._servers import Progress, counted_file_wrapper, file_blocks
 from ._settling import Report
 from ._uwsgi import counted_file_response
@@ -246,10 +247,17 @@ def count_sent(
     *expected* is the body length the response promised (see :func:`expected_length`);
     None means unknown. Explicit receiver values override what *environ* gives
     (``HTTP_X_TENANT_ID``/``HTTP_X_PROJECT_ID``, ``HTTP_X_USER_ID``, ``REMOTE_ADDR``).
+
+    The answer to a HEAD request (per *environ*) is returned as it is: the server sends
+    no body, so no image was sent.
     """
+    if environ is not None and environ.get("REQUEST_METHOD") == "HEAD":
+        return iterable
     fields: dict[str, Any] = {"image_id": image_id, "owner_id": owner_id}
     fields.update(receiver_fields(environ, receiver_tenant_id, receiver_user_id, destination_ip))
     report = Report(notifier, expected, fields, connection(environ))
+    if report.connection is not None and environ and not _PROXY_HEADERS.isdisjoint(environ):
+        warn_proxied()
     zero_copy = _file_response(iterable, environ, report)
     if zero_copy is not None:
         return zero_copy  # type: ignore[no-any-return]
@@ -257,6 +265,20 @@ def count_sent(
     if hasattr(iterable, "__len__"):
         return SizedSendCounter(iterable, report)
     return SendCounter(iterable, report)
+
+
+#: Request headers a reverse proxy adds (WSGI names).
+_PROXY_HEADERS: Final = frozenset({"HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_VIA"})
+
+
+@run_once
+def warn_proxied() -> None:
+    """Say once per process that the connection read is a proxy's (README, "bytes_sent")."""
+    log.warning(
+        "instrument: downloads come through a reverse proxy (X-Forwarded-For, Forwarded "
+        "or Via): the TCP connection the kit reads is the proxy's, whose buffers may take "
+        "a whole image, so an aborted download can be reported complete"
+    )
 
 
 def _file_response(

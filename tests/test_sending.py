@@ -22,7 +22,8 @@ from waitress.buffers import ReadOnlyFileBasedBuffer
 
 from instrument import Notifier
 from instrument._servers import warn_opaque
-from instrument.sending import SendCounter, count_sent, expected_length
+from instrument._settling import settler
+from instrument.sending import SendCounter, count_sent, expected_length, warn_proxied
 from instrument.strategies.memory import MemoryStrategy
 
 IDENTITY = {
@@ -135,6 +136,39 @@ def test_list_body_complete_is_info_with_all_bytes(
     assert serve(make_app(lambda env: body, notifier, 60), environ()) == b"".join(CHUNKS)
     assert body.closed == 1
     assert sends(memory) == [("INFO", payload(60))]
+
+
+def test_the_answer_to_a_head_request_is_not_an_image_sent(
+    notifier: Notifier, memory: MemoryStrategy
+) -> None:
+    """gunicorn 27 drops the body of a HEAD answer; counted, it was INFO at full size."""
+    body = ClosingList(CHUNKS)
+    env = environ()
+    env["REQUEST_METHOD"] = "HEAD"
+    assert count_sent(body, notifier, image_id="img-1", expected=60, environ=env) is body
+    assert sends(memory) == []
+
+
+def test_downloads_through_a_reverse_proxy_say_the_connection_is_the_proxys(
+    notifier: Notifier, memory: MemoryStrategy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The connection read is then the proxy's, whose buffers take a whole image."""
+    warn_proxied.done = False
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        served, _ = listener.accept()
+        with client, served:
+            env = {"gunicorn.socket": served, "HTTP_X_FORWARDED_FOR": "203.0.113.9"}
+            with caplog.at_level(logging.WARNING, "instrument.sending"):
+                for _ in range(2):
+                    body = count_sent([b"x"], notifier, image_id="img-1", environ=env)
+                    for chunk in body:  # as the server would
+                        served.sendall(chunk)
+                        assert client.recv(1) == chunk
+                    body.close()  # type: ignore[attr-defined]
+                assert settler().settled(timeout=10)
+    assert caplog.text.count("the TCP connection the kit reads is the proxy's") == 1
+    assert [s for s, _ in sends(memory)] == ["INFO", "INFO"]
 
 
 def test_generator_body_complete_runs_its_finally_once(
