@@ -7,18 +7,25 @@ ended, through the application itself, as internal subrequests with the importer
 identity (a copy of the request's environ, see :mod:`instrument._subrequest`):
 
 1. ``GET /v2/images/{id}/tasks``: the import task (matched by the request's id when the
-   context has one, else the newest import task created since the request) until it is
-   ``success`` or ``failure``;
-2. then once ``GET /v2/images/{id}``, and :func:`instrument._imports.import_outcome`
-   says what to emit.
+   context has one, else the oldest import task created since the request arrived that
+   no other import of this process took) until it is ``success`` or ``failure``;
+2. then ``GET /v2/images/{id}``, and :func:`instrument._imports.import_outcome` says
+   what to emit.
+
+A lookup the application fails (a 5xx, an exception) is asked again later, as an import
+that has not ended; only a 401, 403 or 404 (the image went, or no tasks API) ends the
+following at once. An image about to be deleted through this filter is asked about at
+once (:meth:`ImportFollower.settle`): once it is gone, how its import ended cannot be
+read any more.
 
 Bounded, because an import may take hours or never end and must not cost the service:
 
 - subrequests per second (*lookups_per_second*, token bucket shared by all imports);
   each import is asked again after a delay growing from 1 s to 30 s;
 - each import is followed at most *timeout* seconds, and at most *max_followed* at once;
-- what it gives up on (timed out, too many, the application refused the lookup) is
-  counted in :meth:`ImportFollower.stats` and logged (rate-limited), never retried.
+- what it gives up on (timed out, too many, the application refused the lookup, the
+  process exiting) is counted in :meth:`ImportFollower.stats` and logged
+  (rate-limited), never retried.
 
 The thread starts with the first import a process sees (so a pre-forking server's
 workers each get their own) and only exists while there is something to follow.
@@ -26,6 +33,8 @@ workers each get their own) and only exists while there is something to follow.
 
 from __future__ import annotations
 
+import atexit
+import collections
 import dataclasses
 import datetime as _dt
 import logging
@@ -50,6 +59,10 @@ _rate_limited = RateLimitedLog(log)
 _FIRST_DELAY: Final = 1.0
 _MAX_DELAY: Final = 30.0
 _ENDED: Final = frozenset({"success", "failure"})
+#: Answers that end the following at once: the image is gone, or not the caller's to see.
+_REFUSED: Final = ("401", "403", "404")
+#: Ids of tasks whose import ended, remembered so that a later import does not take one.
+_ENDED_TASKS_KEPT: Final = 256
 
 
 @dataclasses.dataclass(slots=True)
@@ -63,6 +76,7 @@ class _Watch:
     deadline: float
     due: float
     delay: float = _FIRST_DELAY
+    task_id: str | None = None  # the task, once found
 
 
 class ImportFollower:
@@ -84,8 +98,10 @@ class ImportFollower:
         self._timeout, self._rate, self._max = timeout, lookups_per_second, max_followed
         self._clock = clock
         self._lock = threading.Lock()
+        self._polling = threading.Lock()  # one poll at a time: the thread's or a settle's
         self._wake = threading.Event()
         self._watches: list[_Watch] = []
+        self._ended_tasks: collections.deque[str] = collections.deque(maxlen=_ENDED_TASKS_KEPT)
         self._tokens, self._refilled = 1.0, clock()
         self._thread: threading.Thread | None = None
         self._pid = 0
@@ -93,11 +109,14 @@ class ImportFollower:
         if hasattr(os, "register_at_fork"):
             forget = weakref.WeakMethod(self._after_fork_in_child)
             os.register_at_fork(after_in_child=lambda: (method := forget()) and method())
+        at_exit = weakref.WeakMethod(self.give_up_all)
+        atexit.register(lambda: (method := at_exit()) and method("the process is exiting"))
 
     def _after_fork_in_child(self) -> None:
         """A forked child follows none of the parent's imports (the parent reports them),
-        with a lock of its own (a parent thread may have held it at ``fork()``)."""
+        with locks of its own (a parent thread may have held one at ``fork()``)."""
         self._lock = threading.Lock()
+        self._polling = threading.Lock()
         self._wake = threading.Event()
         self._watches = []
         self._thread = None
@@ -111,7 +130,7 @@ class ImportFollower:
             subrequest_environ(environ, "GET", image_path),
             image_path,
             request,
-            time.time(),
+            request.asked_at or time.time(),
             _request_id(environ),
             now + self._timeout,
             now + _FIRST_DELAY,
@@ -139,12 +158,30 @@ class ImportFollower:
                 continue
             if self._tokens >= 1.0:
                 self._tokens -= 1.0
-                self._poll(watch, now)
+                with self._polling:
+                    self._poll(watch, now)
         with self._lock:
             if not self._watches:
                 return _MAX_DELAY
             wait = min(w.due for w in self._watches) - self._clock()
         return max(wait, (1.0 - self._tokens) / self._rate if self._tokens < 1.0 else 0.0)
+
+    def settle(self, image_id: str | None) -> None:
+        """Ask now how the imports of *image_id* are going (it is about to be deleted:
+        once it is gone, its tasks cannot be read). Outside the rate: a delete of an
+        image being followed is rare, and its events are lost otherwise."""
+        with self._lock:
+            watches = [w for w in self._watches if w.image_id == image_id]
+        for watch in watches:
+            with self._polling:
+                self._poll(watch, self._clock())
+
+    def give_up_all(self, why: str) -> None:
+        """Stop following every import, counted and logged (the process is exiting)."""
+        with self._lock:
+            watches, self._watches = self._watches, []
+            for watch in watches:
+                self._give_up(watch, why)
 
     def stats(self) -> dict[str, int]:
         """``followed``, ``ended`` (events emitted), ``gave_up``, ``lookups``, ``following``."""
@@ -152,6 +189,11 @@ class ImportFollower:
             return {**self._counts, "following": len(self._watches)}
 
     def _poll(self, watch: _Watch, now: float) -> None:
+        """Ask how *watch*'s import is going; emit and forget it if it ended (lock
+        ``_polling`` held, so that a settle and the thread never both report it)."""
+        with self._lock:
+            if watch not in self._watches:
+                return  # ended, or given up, meanwhile
         try:
             task = self._task(watch)
         except _Refused as refused:
@@ -162,20 +204,34 @@ class ImportFollower:
                 "instrument: import lookup of image %s failed", watch.image_id, exc_info=True
             )
             task = None
-        if task is None or task.get("status") not in _ENDED:
+        # An import that ended well whose image cannot be read now is asked again.
+        image = self._image(watch) if task is not None and task.get("status") in _ENDED else None
+        if (
+            task is None
+            or task.get("status") not in _ENDED
+            or (image is None and task.get("status") == "success")
+        ):
             watch.due, watch.delay = now + watch.delay, min(watch.delay * 1.5, _MAX_DELAY)
             return
-        image = self._image(watch)
         for priority, event, payload in import_outcome(watch.request, task, image):
             self._notifier.notify(priority, event, payload)
         self._forget(watch, None)
 
     def _task(self, watch: _Watch) -> Mapping[str, Any] | None:
         status, document = self._get(watch, f"{watch.image_path}/tasks")
-        if not status.startswith("2"):
+        if status.startswith(_REFUSED):
             raise _Refused(f"GET {watch.image_path}/tasks answered {status}")
+        if not status.startswith("2"):
+            log.info("instrument: GET %s/tasks answered %s", watch.image_path, status)
+            return None
         tasks = document.get("tasks") if isinstance(document, dict) else None
-        return _this_import(tasks if isinstance(tasks, list) else [], watch)
+        with self._lock:
+            taken = {w.task_id for w in self._watches if w is not watch and w.task_id}
+            taken.update(self._ended_tasks)
+        task = _this_import(tasks if isinstance(tasks, list) else [], watch, taken)
+        if task is not None and watch.task_id is None:
+            watch.task_id = str(task.get("id"))
+        return task
 
     def _image(self, watch: _Watch) -> dict[str, Any] | None:
         try:
@@ -198,6 +254,8 @@ class ImportFollower:
         with self._lock:
             if watch in self._watches:
                 self._watches.remove(watch)
+            if watch.task_id is not None:
+                self._ended_tasks.append(watch.task_id)
             if gave_up is None:
                 self._counts["ended"] += 1
             else:
@@ -246,15 +304,20 @@ class _Refused(Exception):
     """The application refused to show the import (the image went, or no tasks API)."""
 
 
-def _this_import(tasks: list[Any], watch: _Watch) -> Mapping[str, Any] | None:
-    """The import task of *watch*: by request id, else the newest created since the request."""
+def _this_import(tasks: list[Any], watch: _Watch, taken: set[str]) -> Mapping[str, Any] | None:
+    """The import task of *watch*: the one found before, else by request id, else the
+    oldest created since the request arrived (a second's slack) that is not *taken*."""
     imports = [t for t in tasks if isinstance(t, dict) and t.get("type") == "api_image_import"]
+    if watch.task_id is not None:
+        return next((t for t in imports if str(t.get("id")) == watch.task_id), None)
     if watch.request_id:
         for task in imports:
             if task.get("request_id") == watch.request_id:
                 return task
-    recent = [t for t in imports if _created(t) >= int(watch.since) - 1]
-    return max(recent, key=_created, default=None)
+    recent = [
+        t for t in imports if _created(t) >= int(watch.since) - 1 and str(t.get("id")) not in taken
+    ]
+    return min(recent, key=_created, default=None)
 
 
 def _created(task: Mapping[str, Any]) -> float:

@@ -15,8 +15,11 @@ The middleware (:mod:`instrument.middleware`) decides *when*; this module knows 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import logging
+import time
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -59,6 +62,8 @@ IMPORT_MAX_OPTION: Final = Option(
 )
 IMPORT_OPTIONS: Final = (IMPORT_TIMEOUT_OPTION, IMPORT_RATE_OPTION, IMPORT_MAX_OPTION)
 
+log = logging.getLogger("instrument.middleware")  # the filter's own lookups log there
+
 #: An import request's body is a small JSON document; a larger one is not read.
 _IMPORT_BODY_LIMIT: Final = 64 * 1024
 
@@ -73,8 +78,8 @@ def follower_settings(settings: Settings) -> dict[str, Any]:
 
 
 def read_import_request(environ: Environ) -> ImportRequest:
-    """What the import request asks for, its body left for the application to read."""
-    return import_request(peek_json(environ))
+    """What the import request asks for, and when, its body left for the application."""
+    return dataclasses.replace(import_request(peek_json(environ)), asked_at=time.time())
 
 
 def peek_json(environ: Environ) -> Any:
@@ -102,7 +107,11 @@ def member_before(app: WSGIApp, environ: Environ, match: Match, lookup: bool) ->
     known: dict[str, Any] = {"image_id": match.image_id, "member_id": match.member_id}
     if not lookup:
         return known
-    status, document = get_document(app, environ, match.member_path())
+    try:
+        status, document = get_document(app, environ, match.member_path())
+    except Exception:  # the removal itself is the application's to answer
+        log.warning("instrument: lookup of member %s failed", match.member_path(), exc_info=True)
+        return known
     member = member_from_body(_json_bytes(document)) if status.startswith("2") else None
     return member or known
 

@@ -6,13 +6,21 @@ outcome later through the application's own API (the image's tasks, then the ima
 hands both to :func:`import_outcome`, which decides what to emit:
 
 - the task succeeded: for each store the image reached (in the order asked for),
-  image.prepare, image.upload and, for the import that made the image active,
-  image.activate (:func:`instrument.lifecycle.import_events`). A copy-image adds a store
-  to an active image: no image.activate, as in Glance;
-- a store in ``os_glance_failed_import`` (``all_stores_must_succeed = false``), or the
-  task failed: one ERROR image.upload with a text payload naming the stores and the
-  task's message. Glance itself only says ``task.failure`` there; an operator watching
-  ``notifications.error`` must see a failed upload however it was started.
+  image.prepare, image.upload and, for the store that made the image active,
+  image.activate (:func:`instrument.lifecycle.import_events`): the last one when every
+  store must succeed (``all_stores_must_succeed``, Glance's default: the image stays
+  ``importing`` until then), else the first. A copy-image adds stores to an active
+  image: no image.activate, as in Glance;
+- a store of this import in ``os_glance_failed_import`` (``all_stores_must_succeed =
+  false``), or the task failed: one ERROR image.upload with a text payload naming the
+  stores and the task's message. Glance itself only says ``task.failure`` there; an
+  operator watching ``notifications.error`` must see a failed upload however it was
+  started.
+
+The stores an import targets are the ones Glance's task was given (its ``input``'s
+``backend``, which the tasks API shows): a copy-image to all stores skips those the
+image was in already, and a store that failed in an earlier import is not this one's.
+An application whose tasks do not show it is read from the request and the image.
 
 The payloads are read after the import, so image.prepare is made to look like the image
 *before* the data as Glance sends it: status ``importing`` (a copy stays ``active``),
@@ -52,6 +60,10 @@ class ImportRequest:
     #: The stores asked for; empty: the default store (or all of them, see *all_stores*).
     stores: tuple[str, ...] = ()
     all_stores: bool = False
+    #: ``all_stores_must_succeed`` (Glance's default: true).
+    all_must_succeed: bool = True
+    #: When the request arrived (wall clock), to tell its task from earlier ones.
+    asked_at: float = 0.0
 
 
 def import_request(document: Any) -> ImportRequest:
@@ -63,7 +75,10 @@ def import_request(document: Any) -> ImportRequest:
     stores = document.get("stores")
     listed = tuple(s for s in stores if isinstance(s, str)) if isinstance(stores, list) else ()
     return ImportRequest(
-        name if isinstance(name, str) else None, listed, document.get("all_stores") is True
+        name if isinstance(name, str) else None,
+        listed,
+        document.get("all_stores") is True,
+        document.get("all_stores_must_succeed") is not False,
     )
 
 
@@ -79,19 +94,25 @@ def import_outcome(
     failures are still reported).
     """
     image_id = str(task.get("image_id") or (image or {}).get("id") or "") or None
+    targets = _targets(task)
     failed = _listed(image, "os_glance_failed_import")
+    asked = targets if targets is not None else list(request.stores)
+    if asked:  # a store that failed in an earlier import is not this one's
+        failed = [store for store in failed if store in asked]
+    succeeded = task.get("status") == "success"
     emitted: list[Emission] = []
-    if task.get("status") == "success" and image is not None:
-        activated = request.method != _COPY
-        during = {"os_glance_import_task": task.get("id")}
-        for store in _reached(request, image, failed):
-            emitted += _store_events(
-                request, _during(image, during, store), store, activated, failed
-            )
-            activated = False
-    if task.get("status") != "success" or failed:
-        stores = failed or list(request.stores) or ["the default store"]
-        message = str(task.get("message") or "the import task failed")
+    if succeeded and image is not None:
+        reached = _reached(request, targets, image, failed)
+        order = targets if targets is not None else reached
+        for index, store in enumerate(reached):
+            pending = order[order.index(store) :] if store in order else [store]
+            emitted += _store_events(request, image, task, store, index, len(reached), pending)
+    if not succeeded or failed:
+        stores = failed or asked or ["the default store"]
+        if succeeded:
+            message = "the data did not reach these stores (all_stores_must_succeed = false)"
+        else:
+            message = str(task.get("message") or "the import task failed")
         problem = f"import ({request.method or 'unknown method'}) to {', '.join(stores)}: {message}"
         emitted.append(
             (ev.ERROR, ev.IMAGE_UPLOAD, error_payload(ev.IMAGE_UPLOAD, image_id, problem))
@@ -99,9 +120,25 @@ def import_outcome(
     return emitted
 
 
-def _reached(request: ImportRequest, image: Mapping[str, Any], failed: Sequence[str]) -> list[str]:
-    """The stores the import put the image in, in the order they were asked for."""
+def _targets(task: Mapping[str, Any]) -> list[str] | None:
+    """The stores Glance gave the import task (``""``: a single-store Glance), or None."""
+    given = task.get("input")
+    backend = given.get("backend") if isinstance(given, Mapping) else None
+    if not isinstance(backend, list) or not backend:
+        return None
+    return [store if isinstance(store, str) else "" for store in backend]
+
+
+def _reached(
+    request: ImportRequest,
+    targets: Sequence[str] | None,
+    image: Mapping[str, Any],
+    failed: Sequence[str],
+) -> list[str]:
+    """The stores the import put the image in, in the order they were imported to."""
     present = _listed(image, "stores")
+    if targets is not None:
+        return [s for s in targets if (not s or s in present) and s not in failed]
     if request.stores:
         return [store for store in request.stores if store in present and store not in failed]
     if request.method == _COPY:  # all_stores: every store it is in now, but the first
@@ -114,29 +151,47 @@ def _reached(request: ImportRequest, image: Mapping[str, Any], failed: Sequence[
 def _store_events(
     request: ImportRequest,
     image: Mapping[str, Any],
+    task: Mapping[str, Any],
     store: str,
-    activated: bool,
-    failed: list[str],
+    index: int,
+    count: int,
+    pending: list[str],
 ) -> list[Emission]:
-    extras = {
-        "os_glance_importing_to_stores": [store] if store else [],
-        "os_glance_failed_import": failed,
+    """The events of the *index*-th of *count* stores reached, as Glance sends them.
+
+    *pending* are the stores Glance still lists in ``os_glance_importing_to_stores``
+    while it imports to *store* (this one and those after it).
+    """
+    copying = request.method == _COPY
+    # With every store required, Glance keeps the image importing until the last one.
+    waits_for_last = not copying and request.all_must_succeed
+    activates = not copying and index == (count - 1 if waits_for_last else 0)
+    pending = [s for s in pending if s]  # "": a single-store Glance names no store
+    properties = {
+        **(image.get("properties") or {}),
+        "os_glance_import_task": task.get("id"),
+        "os_glance_importing_to_stores": ",".join(pending),
     }
     after = {k: v for k, v in image.items() if k != "stores"}
-    before = {**after, **extras, "backend": store or None}
-    if request.method != _COPY:
-        before.update(dict.fromkeys(_FROM_DATA), status="importing")
+    after["properties"] = properties
+    extras = {
+        "os_glance_importing_to_stores": pending,
+        "os_glance_failed_import": _listed(image, "os_glance_failed_import"),
+    }
+    uploaded = {**after, **extras}
+    if waits_for_last and index < count - 1:
+        uploaded["status"] = "importing"
+    prepared = {**uploaded}
+    if store:  # Glance names the store only when there is one (multi-store)
+        prepared["backend"] = store
+    if not copying and (index == 0 or waits_for_last):
+        prepared["status"] = "importing"
+    if not copying and index == 0:  # before the data: nothing it gives is known yet
+        prepared.update(dict.fromkeys(_FROM_DATA))
         if request.method in _FETCHING:
-            before["size"] = None
-    payloads = {ev.IMAGE_PREPARE: before, ev.IMAGE_UPLOAD: {**after, **extras}}
-    return [(ev.INFO, event, payloads.get(event, after)) for event in import_events(activated)]
-
-
-def _during(image: Mapping[str, Any], during: dict[str, Any], store: str) -> dict[str, Any]:
-    """*image* with the import properties Glance shows while it imports to *store*."""
-    properties = {**(image.get("properties") or {}), **during}
-    properties["os_glance_importing_to_stores"] = store
-    return {**image, "properties": properties}
+            prepared["size"] = None
+    payloads = {ev.IMAGE_PREPARE: prepared, ev.IMAGE_UPLOAD: uploaded}
+    return [(ev.INFO, event, payloads.get(event, after)) for event in import_events(activates)]
 
 
 def _listed(image: Mapping[str, Any] | None, key: str) -> list[str]:

@@ -241,8 +241,12 @@ class _Lifecycle(_ObservedRequest):
                 self.environ["wsgi.input"] = FirstRead.wrap(
                     self.environ["wsgi.input"], self.read_begins
                 )
-        elif self.kind == "delete" and self.notifier.is_enabled(ev.IMAGE_DELETE):
-            self.before = self.image_or_id(self.middleware.seen.get(self.match.image_id))
+        elif self.kind == "delete":
+            # An import of this image still followed: how it ended cannot be read once
+            # the image is gone, so ask now (its events come before image.delete).
+            self.middleware.imports.settle(self.match.image_id)
+            if self.notifier.is_enabled(ev.IMAGE_DELETE):
+                self.before = self.image_or_id(self.middleware.seen.get(self.match.image_id))
         elif self.kind == "import":
             self.import_request = read_import_request(self.environ)
         elif self.kind == "member_delete" and self.match.member_id:

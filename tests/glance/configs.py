@@ -111,7 +111,7 @@ def glance_conf(work: Path, paste_ini: Path, logging_conf: Path, setup: Setup) -
         textwrap.dedent(
             f"""\
             [DEFAULT]
-            enabled_backends = fs:file, fs2:file
+            enabled_backends = fs:file, fs2:file, fs3:file
             enabled_import_methods = [glance-direct,web-download,copy-image]
             log_config_append = {logging_conf}
             transport_url = {setup.transport_url}
@@ -130,6 +130,9 @@ def glance_conf(work: Path, paste_ini: Path, logging_conf: Path, setup: Setup) -
 
             [fs2]
             filesystem_store_datadir = {work / "images2"}
+
+            [fs3]
+            filesystem_store_datadir = {work / "images3"}
 
             [os_glance_staging_store]
             filesystem_store_datadir = {work / "staging"}

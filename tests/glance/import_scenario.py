@@ -2,7 +2,9 @@
 
 Glance needs an identity to import (its task has an owner), so this Glance runs the
 ``context`` flavour (:mod:`tests.glance.configs`). web-download fetches from an HTTP
-server the test runs on 127.0.0.1; copy-image copies to the second store ``fs2``.
+server the test runs on 127.0.0.1; copy-image copies to the second store ``fs2``, then to
+every store the image is not in yet (``fs3``); one glance-direct import goes to two
+stores that must both succeed (``fs`` and ``fs2``: image.activate after the second).
 Image members are added and removed with the ``glance`` CLI, accepted and rejected as
 the member project (raw HTTP with that project's identity headers).
 """
@@ -125,6 +127,45 @@ def run_import_scenario(glance: Glance, work: Path, port: int) -> list[Step]:
                     "fs2",
                     timeout=120,
                 )
+            ),
+        ),
+        (
+            Step(
+                "import copy-image to all stores",
+                "glance image-import --import-method copy-image --all-stores true",
+                upload=True,
+                ends_with=("task.success", 2),
+            ),
+            lambda: _ok(
+                glance.glance(
+                    "image-import",
+                    image["direct"],
+                    "--import-method",
+                    "copy-image",
+                    "--all-stores",
+                    "true",
+                    timeout=120,
+                )
+            ),
+        ),
+        (
+            Step(
+                "import to two stores",
+                "glance image-create-via-import --import-method glance-direct --stores fs,fs2 "
+                "--allow-failure false",
+                upload=True,
+                ends_with=("task.success", 6),  # with image.create
+            ),
+            via_import(
+                "two",
+                "--import-method",
+                "glance-direct",
+                "--file",
+                str(work / "import.bin"),
+                "--stores",
+                "fs,fs2",
+                "--allow-failure",  # the client's default (true) lets the first store activate
+                "false",
             ),
         ),
         (

@@ -25,6 +25,8 @@ STEPS = (
     "import glance-direct",
     "import web-download",
     "import copy-image",
+    "import copy-image to all stores",
+    "import to two stores",
     "import failing",
     "member add",
     "member accept",
@@ -74,6 +76,21 @@ def test_an_import_ends_with_prepare_upload_activate_per_store(steps: dict[str, 
     copy = steps["import copy-image"].kit
     assert _kinds(copy) == done[:2]  # a copy adds a store to an active image
     assert copy[0]["payload"]["backend"] == "fs2"
+    # to all stores: only the one the image was not in yet
+    everywhere = steps["import copy-image to all stores"].kit
+    assert [(e["event_type"], e["payload"].get("backend")) for e in everywhere] == [
+        ("image.prepare", "fs3"),
+        ("image.upload", None),
+    ]
+    # two stores, each required: the image is active once the second has it
+    two = [e for e in steps["import to two stores"].kit if e["event_type"] != "image.create"]
+    assert [(e["event_type"], e["payload"].get("status")) for e in two] == [
+        ("image.prepare", "importing"),
+        ("image.upload", "importing"),
+        ("image.prepare", "importing"),
+        ("image.upload", "active"),
+        ("image.activate", "active"),
+    ]
 
 
 def test_a_failed_import_is_an_error_upload(steps: dict[str, Step]) -> None:
