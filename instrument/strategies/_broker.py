@@ -35,12 +35,21 @@ from typing import Any, Final, ParamSpec, Protocol, TypeVar
 from .._once import run_once
 from ..exceptions import StrategyError
 from ..options import MASK, Option, number, string
-from ._urls import bracketed, check_url, mask_url, scrub, secret_forms, split_transport_url
+from ._urls import (
+    bracketed,
+    check_files,
+    check_url,
+    mask_url,
+    scrub,
+    secret_forms,
+    split_transport_url,
+)
 
 __all__ = [
     "MASK",
     "PRIORITY_KEYS",
     "bracketed",
+    "check_files",
     "check_target",
     "check_url",
     "failover",

@@ -48,7 +48,7 @@ from ..options import Option, boolean, integer
 from ._broker import PRIORITY_KEYS
 from ._differences import Difference, note_not_compared, parse_inequivalence, warn_differences
 
-__all__ = ["Topology", "declare_glance", "quorum_arguments", "quorum_options"]
+__all__ = ["Topology", "check_names", "declare_glance", "quorum_arguments", "quorum_options"]
 
 _MAX_PROBES: Final = 16
 _NOT_FOUND, _ACCESS_REFUSED, _PRECONDITION_FAILED = 404, 403, 406
@@ -84,6 +84,28 @@ def quorum_options(make: Callable[..., Option], prefix: str) -> tuple[Option, ..
             for suffix in _QUORUM_LIMITS
         ),
     )
+
+
+#: AMQP 0-9-1's short strings (exchange names, routing keys) hold at most 255 bytes.
+_SHORT_STRING: Final = 255
+
+
+def check_names(config: Mapping[str, Any], prefix: str) -> tuple[str, str]:
+    """``<prefix>_notification_exchange`` and ``_topic``, or a ConfigError naming the one
+    that is empty or too long for AMQP (the topic with ``.error`` after it)."""
+    exchange_option = f"{prefix}_notification_exchange"
+    topic_option = f"{prefix}_notification_topic"
+    longest_key = max(len(f".{key}") for key in PRIORITY_KEYS)
+    for option, room in (
+        (exchange_option, _SHORT_STRING),
+        (topic_option, _SHORT_STRING - longest_key),
+    ):
+        name = config[option]
+        if not name:
+            raise ConfigError(option, name, "a name that is not empty")
+        if len(name.encode()) > room:
+            raise ConfigError(option, name, f"a name of at most {room} bytes in UTF-8")
+    return config[exchange_option], config[topic_option]
 
 
 def quorum_arguments(config: Mapping[str, Any], prefix: str) -> tuple[tuple[str, Any], ...]:

@@ -21,9 +21,10 @@ Decisions:
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
 from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from ..exceptions import ConfigError
@@ -31,6 +32,7 @@ from ..options import MASK
 
 __all__ = [
     "bracketed",
+    "check_files",
     "check_url",
     "mask_url",
     "scrub",
@@ -60,14 +62,18 @@ def split_transport_url(url: str, *, hostless: bool) -> list[str]:
     return urls
 
 
-def check_url(option: str, url: str, *, host_needed: bool = True) -> SplitResult:
+def check_url(
+    option: str, url: str, *, host_needed: bool = True, whole: str | None = None
+) -> SplitResult:
     """*url* split, after checking scheme, host, port (1-65535) and IPv6 brackets.
 
-    A ConfigError names *option* and shows the URL with its password masked.
+    A ConfigError names *option* and shows, masked, *whole*: the option's whole value,
+    of which *url* is one piece. A piece alone may hold part of a password that held a
+    ``;`` or ``,`` (which split the value), with no ``@`` left to mask it by.
     """
 
     def bad(accepted: str) -> ConfigError:
-        return ConfigError(option, mask_url(url), accepted)
+        return ConfigError(option, mask_url(whole or url), accepted)
 
     try:
         parts = urlsplit(url)
@@ -117,3 +123,12 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     for form in secret_forms(secrets):
         text = text.replace(form, MASK)
     return text
+
+
+def check_files(config: Mapping[str, Any], options: Iterable[str]) -> None:
+    """Each of *options* that is set names a readable file, or a ConfigError names it
+    (a TLS file that is missing would otherwise fail every connection, forever)."""
+    for option in options:
+        path = config[option]
+        if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+            raise ConfigError(option, path, "a readable file")

@@ -227,6 +227,32 @@ def test_routing_key_in_the_address_template(
 
 
 @pytest.mark.broker
+def test_the_virtual_host_of_the_transport_url_is_the_one_published_to(
+    rabbit_node: RabbitNode, names: dict[str, str], strategies: list[QpidStrategy]
+) -> None:
+    """A user allowed only on its own virtual host: declared and published there (the
+    path of ``qpid_transport_url`` was ignored, and every attempt was refused on ``/``)."""
+    tag = uuid.uuid4().hex[:8]
+    vhost, user = f"vh-{tag}", f"u-{tag}"
+    rabbit_node.ctl("add_vhost", vhost)
+    rabbit_node.ctl("add_user", user, "pw")
+    rabbit_node.ctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+    try:
+        url = f"amqp://{user}:pw@127.0.0.1:{rabbit_node.port}/{vhost}"
+        strategy = start(strategies, qpid_transport_url=url, **names)
+        sent = notes(3)
+        for note in sent:
+            strategy.emit(note)
+        assert strategy.flush(20), strategy.stats()
+        in_vhost = f"amqp://{user}:pw@127.0.0.1:{rabbit_node.port}/{vhost}"
+        got = consume(in_vhost, names["qpid_notification_topic"], expect=3)
+        assert sorted(ids(got)) == sorted(n.message_id for n in sent)
+    finally:
+        rabbit_node.ctl("delete_vhost", vhost)
+        rabbit_node.ctl("delete_user", user)
+
+
+@pytest.mark.broker
 def test_missing_exchange_is_explained_and_recovered_from(
     rabbit_node: RabbitNode, names: dict[str, str], strategies: list[QpidStrategy]
 ) -> None:

@@ -38,6 +38,24 @@ BAD_URLS = [
     ({"strategy": "qpid", "transport_url": f"amqp://u:{SECRET}@h:70000"}, "qpid_transport_url"),
     ({"strategy": "qpid", "transport_url": f"amqp://u:{SECRET}@[::1:5672"}, "qpid_transport_url"),
     ({"strategy": "qpid", "qpid_hostname": "[::1"}, "qpid_hostname"),
+    # A ";" or "," in a password splits the value: no piece may show what precedes it.
+    ({"strategy": "rabbit", "transport_url": f"amqp://u:{SECRET};x@h//"}, "transport_url"),
+    ({"strategy": "rabbit", "transport_url": f"amqp://u:{SECRET},x@h//"}, "transport_url"),
+    ({"strategy": "qpid", "transport_url": f"amqp://u:{SECRET};x@h"}, "qpid_transport_url"),
+    ({"strategy": "qpid", "transport_url": f"amqp://u:{SECRET},x@h"}, "qpid_transport_url"),
+]
+
+# (options, the option the ConfigError must name): accepted, then failing every delivery
+BAD_SETTINGS = [
+    ({"strategy": "qpid", "qpid_notification_exchange": ""}, "qpid_notification_exchange"),
+    ({"strategy": "qpid", "qpid_notification_topic": ""}, "qpid_notification_topic"),
+    ({"strategy": "rabbit", "rabbit_notification_topic": "t" * 250}, "rabbit_notification_topic"),
+    ({"strategy": "qpid", "qpid_notification_exchange": "é" * 128}, "qpid_notification_exchange"),
+    ({"strategy": "rabbit", "rabbit_ssl_ca_file": "/nonexistent/ca.pem"}, "rabbit_ssl_ca_file"),
+    (
+        {"strategy": "qpid", "qpid_protocol": "ssl", "qpid_ssl_cert_file": "/nonexistent/c.pem"},
+        "qpid_ssl_cert_file",
+    ),
 ]
 
 NON_STRING_SECRETS = [
@@ -56,6 +74,34 @@ def test_a_malformed_broker_option_is_a_config_error_naming_it(
         Notifier.from_config(**options)
     assert raised.value.option == option
     assert SECRET not in str(raised.value) and SECRET not in repr(raised.value.value)
+
+
+@pytest.mark.parametrize(("options", "option"), BAD_SETTINGS)
+def test_a_setting_every_delivery_would_fail_on_is_a_config_error_naming_it(
+    options: dict[str, Any], option: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Notifier.from_config(**options)
+    assert raised.value.option == option
+
+
+def test_a_client_certificate_for_the_qpid_strategy_needs_its_key(tmp_path: Path) -> None:
+    cert = tmp_path / "client.pem"
+    cert.write_text("not read at start-up")
+    with pytest.raises(ConfigError) as raised:
+        Notifier.from_config(strategy="qpid", qpid_protocol="ssl", qpid_ssl_cert_file=str(cert))
+    assert raised.value.option == "qpid_ssl_key_file"
+
+
+def test_the_qpid_strategy_declares_on_the_urls_virtual_host_and_ipv6_host() -> None:
+    from instrument.strategies.qpid._config import Broker
+    from instrument.strategies.qpid._declare import _url
+
+    with Notifier.from_config(strategy="qpid", transport_url="amqp://u:p@h:5672/glance%2Fvh") as n:
+        (broker,) = n.strategies[0].target.brokers
+    assert broker.vhost == "glance/vh"
+    assert _url(broker) == "amqp://u:p@h:5672/glance%2Fvh"
+    assert _url(Broker("::1", 5672, False, "u", "p")) == "amqp://u:p@[::1]:5672//"
 
 
 @pytest.mark.parametrize(("options", "option", "secret"), NON_STRING_SECRETS)

@@ -47,12 +47,13 @@ from .._broker import (
     MASK,
     PRIORITY_KEYS,
     bracketed,
+    check_files,
     check_url,
     mask_url,
     scrub,
     split_transport_url,
 )
-from .._topology import Topology, quorum_arguments
+from .._topology import Topology, check_names, quorum_arguments
 
 __all__ = [
     "BROKERS",
@@ -79,6 +80,8 @@ class Broker:
     tls: bool
     user: str
     password: str = dataclasses.field(repr=False)  # never shown (see masked)
+    #: The virtual host a URL's path names ("": the broker's default).
+    vhost: str = ""
 
     @property
     def url(self) -> str:
@@ -160,11 +163,20 @@ class QpidTarget:
 
 def qpid_target(config: Mapping[str, Any]) -> QpidTarget:
     """The target of the qpid strategy's parsed options."""
+    brokers = parse_brokers(config)
+    exchange, topic = check_names(config, "qpid")
+    check_files(config, ("qpid_ssl_ca_file", "qpid_ssl_cert_file", "qpid_ssl_key_file"))
+    if config["qpid_ssl_cert_file"] and not config["qpid_ssl_key_file"]:
+        raise ConfigError(
+            "qpid_ssl_key_file",
+            config["qpid_ssl_key_file"],
+            "the client certificate's private key file (it may be the certificate's own file)",
+        )
     return QpidTarget(
-        brokers=parse_brokers(config),
+        brokers=brokers,
         sasl_mechanisms=config["qpid_sasl_mechanisms"],
-        exchange=config["qpid_notification_exchange"],
-        topic=config["qpid_notification_topic"],
+        exchange=exchange,
+        topic=topic,
         broker_kind=config["qpid_broker"],
         address=config["qpid_address"],
         declare=config["qpid_declare"],
@@ -205,7 +217,7 @@ def parse_brokers(config: Mapping[str, Any]) -> tuple[Broker, ...]:
         brokers: tuple[Broker, ...] = (Broker(host, port, force_tls, user, password),)
     else:
         brokers = tuple(
-            _from_url(piece, force_tls, user, password)
+            _from_url(piece, force_tls, user, password, url)
             for piece in split_transport_url(url, hostless=False)
         )
         if not brokers:
@@ -220,10 +232,11 @@ def parse_brokers(config: Mapping[str, Any]) -> tuple[Broker, ...]:
     return brokers
 
 
-def _from_url(url: str, force_tls: bool, user: str, password: str) -> Broker:
-    parts = check_url("qpid_transport_url", url)
+def _from_url(url: str, force_tls: bool, user: str, password: str, whole: str) -> Broker:
+    """One broker of ``qpid_transport_url`` (*whole*, shown masked in errors)."""
+    parts = check_url("qpid_transport_url", url, whole=whole)
     if parts.scheme not in _SCHEMES:
-        raise ConfigError("qpid_transport_url", mask_url(url), "amqp://, amqps:// URLs")
+        raise ConfigError("qpid_transport_url", mask_url(whole), "amqp://, amqps:// URLs")
     tls = force_tls or _SCHEMES[parts.scheme]
     return Broker(
         host=parts.hostname or "",
@@ -231,6 +244,7 @@ def _from_url(url: str, force_tls: bool, user: str, password: str) -> Broker:
         tls=tls,
         user=unquote(parts.username) if parts.username else user,
         password=unquote(parts.password) if parts.password else password,
+        vhost=unquote(parts.path[1:]) if len(parts.path) > 1 else "",
     )
 
 

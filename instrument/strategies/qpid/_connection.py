@@ -82,6 +82,11 @@ def _shut_down(container: Any, conn: Any) -> None:
 
 def _connect_kwargs(target: QpidTarget, broker: Broker) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"reconnect": False, "heartbeat": target.heartbeat or None}
+    if broker.vhost:
+        # The open frame's hostname: RabbitMQ's AMQP 1.0 plugin reads "vhost:<name>"; a
+        # Qpid broker takes the name itself.
+        qpid = target.broker_kind == "qpid"
+        kwargs["virtual_host"] = broker.vhost if qpid else f"vhost:{broker.vhost}"
     if broker.user:
         kwargs.update(user=broker.user, password=broker.password)
     if target.sasl_mechanisms:

@@ -27,7 +27,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from ...exceptions import StrategyError
-from .._broker import kombu_ssl_options, run_once
+from .._broker import bracketed, kombu_ssl_options, run_once
 from .._topology import declare_glance
 from ._config import Broker, QpidTarget
 
@@ -53,30 +53,35 @@ def declare_on_rabbitmq(target: QpidTarget, broker: Broker) -> None:
     except ImportError:
         _warn_no_kombu(target.exchange)
         return
-    # Socket timeouts, and no close handshake: a silent broker must not hold the worker.
-    conn = kombu.Connection(
-        _url(broker),
-        ssl=_ssl_options(target, broker),
-        connect_timeout=target.connect_timeout,
-        transport_options={
-            "read_timeout": target.connect_timeout,
-            "write_timeout": target.connect_timeout,
-        },
-    )
+    conn: Any = None
     try:
+        # Socket timeouts, and no close handshake: a silent broker must not hold the worker.
+        conn = kombu.Connection(
+            _url(broker),
+            ssl=_ssl_options(target, broker),
+            connect_timeout=target.connect_timeout,
+            transport_options={
+                "read_timeout": target.connect_timeout,
+                "write_timeout": target.connect_timeout,
+            },
+        )
         conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
         declare_glance(conn, target.topology)
     except Exception as exc:
         raise StrategyError(target.scrub(_explain(exc, target))) from None
     finally:
-        with contextlib.suppress(Exception):
-            conn.collect()
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.collect()
 
 
 def _url(broker: Broker) -> str:
+    """The AMQP 0-9-1 URL of *broker*: same host, port, credentials and virtual host."""
     user = quote(broker.user or _DEFAULT_USER, safe="")
     password = quote(broker.password or (_DEFAULT_USER if not broker.user else ""), safe="")
-    return f"{'amqps' if broker.tls else 'amqp'}://{user}:{password}@{broker.host}:{broker.port}//"
+    scheme = "amqps" if broker.tls else "amqp"
+    vhost = quote(broker.vhost, safe="") if broker.vhost else "/"  # "//": the default "/"
+    return f"{scheme}://{user}:{password}@{bracketed(broker.host)}:{broker.port}/{vhost}"
 
 
 def _ssl_options(target: QpidTarget, broker: Broker) -> dict[str, object] | bool:

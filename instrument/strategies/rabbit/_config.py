@@ -28,20 +28,21 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from ...events import Notification
 from ...exceptions import ConfigError
 from .._broker import (
     MASK,
     bracketed,
+    check_files,
     check_url,
     kombu_ssl_options,
     mask_url,
     scrub,
     split_transport_url,
 )
-from .._topology import Topology, quorum_arguments
+from .._topology import Topology, check_names, quorum_arguments
 
 __all__ = ["ENVELOPES", "RabbitTarget", "broker_urls", "rabbit_target"]
 
@@ -125,20 +126,21 @@ def rabbit_target(config: Mapping[str, Any]) -> RabbitTarget:
         urls = tuple(broker_urls(config["transport_url"]))
         if not urls:
             raise ConfigError("transport_url", MASK, "at least one URL")
+        whole = config["transport_url"]
         for url in urls:
-            _check_scheme(check_url("transport_url", url, host_needed=_is_amqp(url)))
+            parts = check_url("transport_url", url, host_needed=_is_amqp(url), whole=whole)
+            _check_scheme(parts, whole)
     else:
         urls = (host_url(config),)
         check_url("rabbit_host", urls[0])
-    for option in ("rabbit_notification_exchange", "rabbit_notification_topic"):
-        if not config[option]:
-            raise ConfigError(option, config[option], "a name that is not empty")
+    exchange, topic = check_names(config, "rabbit")
+    check_files(config, ("rabbit_ssl_ca_file", "rabbit_ssl_cert_file", "rabbit_ssl_key_file"))
     return RabbitTarget(
         urls=urls,
         userid=config["rabbit_userid"],
         secrets=url_secrets(urls, config["rabbit_password"]),
-        exchange=config["rabbit_notification_exchange"],
-        topic=config["rabbit_notification_topic"],
+        exchange=exchange,
+        topic=topic,
         durable=config["rabbit_durable_queues"],
         envelope=config["envelope"],
         heartbeat=config["rabbit_heartbeat"],
@@ -165,8 +167,9 @@ def _is_amqp(url: str) -> bool:
     return url.startswith(("amqp://", "amqps://"))
 
 
-def _check_scheme(parts: SplitResult) -> None:
-    """A scheme kombu has a transport for (when kombu is there to ask)."""
+def _check_scheme(parts: SplitResult, whole: str) -> None:
+    """A scheme kombu has a transport for (when kombu is there to ask); *whole* is the
+    option's value, shown masked in the error."""
     try:
         from kombu.transport import TRANSPORT_ALIASES
     except ImportError:  # from_settings says which extra to install
@@ -174,7 +177,7 @@ def _check_scheme(parts: SplitResult) -> None:
     if parts.scheme.partition("+")[0] not in TRANSPORT_ALIASES:
         raise ConfigError(
             "transport_url",
-            mask_url(urlunsplit(parts)),
+            mask_url(whole),
             "a URL whose scheme kombu has a transport for (rabbit, amqp, amqps, memory, redis …)",
         )
 
