@@ -105,8 +105,8 @@ class Sender:
 
     def _log_give_up(self, batch: Batch) -> None:
         log.error(
-            "%s: dropping %d notifications after %d failed attempts (%s_max_retries): %s; "
-            "message ids %s",
+            "%s: dropping %d notifications after %d failed attempts (the %s strategy's "
+            "retry limit): %s; message ids %s",
             self.name,
             len(batch),
             self.attempts,

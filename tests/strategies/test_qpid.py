@@ -133,6 +133,9 @@ def test_ssl_is_never_silently_ignored() -> None:
         QpidStrategy(qpid_ssl_ca_file="/ca.pem")
     with pytest.raises(ConfigError, match="qpid_address"):
         QpidStrategy(qpid_address="/exchange/{nope}")
+    for stray in ("/exchange/{exchange.upper}", "/exchange/{exchange.nope}", "/{topic[0]}"):
+        with pytest.raises(ConfigError, match="qpid_address"):
+            QpidStrategy(qpid_address=stray)
 
 
 def test_glance_reconnect_options_map_onto_the_retry_schedule() -> None:
@@ -513,3 +516,34 @@ def test_a_password_with_url_special_characters_never_leaks() -> None:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+def test_a_received_state_is_waited_past_to_the_outcome(strategies: list[QpidStrategy]) -> None:
+    """``received`` is not an outcome: taking it for a refusal failed every batch."""
+    from tests.support.amqp1_peer import Peer
+
+    with Peer(lambda body: "received-then-accept") as peer:
+        strategy = start(strategies, qpid_hostname="127.0.0.1", qpid_port=peer.port)
+        sent = notes(5)
+        for note in sent:
+            strategy.emit(note)
+        assert strategy.flush(20), strategy.stats()
+        assert strategy.stats()["failures"] == 0
+        assert peer.received == [n.message_id for n in sent]  # once each
+
+
+def test_a_refusal_names_the_outcome_and_the_brokers_reason(
+    strategies: list[QpidStrategy],
+) -> None:
+    from tests.support.amqp1_peer import Peer
+
+    with Peer(lambda body: "reject") as peer:
+        strategy = start(
+            strategies, qpid_hostname="127.0.0.1", qpid_port=peer.port, qpid_reconnect_limit=1
+        )
+        strategy.emit(notes(1)[0])
+        wait_until(lambda: strategy.stats()["expired"] == 1, 20)
+        assert "did not accept 1 of 1 messages: rejected" in strategy.stats()["last_error"]

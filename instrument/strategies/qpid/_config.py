@@ -38,6 +38,7 @@ Decisions:
 from __future__ import annotations
 
 import dataclasses
+import string
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import unquote
@@ -195,8 +196,15 @@ def qpid_target(config: Mapping[str, Any]) -> QpidTarget:
 def check_template(template: str) -> str:
     """Validate an address template now, not at the first publish."""
     try:
+        fields = [
+            field for _, field, _, _ in string.Formatter().parse(template) if field is not None
+        ]
         template.format(exchange="x", topic="t", routing_key="t.info")
-    except (KeyError, IndexError, ValueError) as exc:
+        # Only the names themselves: "{exchange.upper}" formats, into garbage.
+        strays = [field for field in fields if field not in _TEMPLATE_FIELDS]
+        if strays:
+            raise KeyError(strays[0])
+    except (AttributeError, KeyError, IndexError, ValueError) as exc:
         raise ConfigError(
             "qpid_address",
             template,
@@ -204,6 +212,9 @@ def check_template(template: str) -> str:
             f"{{routing_key}} ({type(exc).__name__}: {exc})",
         ) from None
     return template
+
+
+_TEMPLATE_FIELDS: Final = frozenset({"exchange", "topic", "routing_key"})
 
 
 def parse_brokers(config: Mapping[str, Any]) -> tuple[Broker, ...]:

@@ -104,8 +104,8 @@ class QpidPublisher:
             raise DeliveryError(f"{broker.masked}: {explain(exc, self.target)}") from exc
         if refused:
             raise DeliveryError(
-                f"the broker did not accept {len(refused)} of {len(batch)} messages "
-                f"({', '.join(sorted(set(refused)))})"
+                f"the broker did not accept {len(refused)} of {len(batch)} messages: "
+                f"{', '.join(sorted(set(refused)))}"
             )
 
     def idle(self) -> None:
@@ -214,21 +214,59 @@ def _has_credit(sender: Any) -> bool:
 
 
 def _drain_settled(pending: collections.deque[Any], refused: list[str]) -> bool:
-    """Pop deliveries the broker settled (in order); note those not accepted."""
+    """Pop deliveries the broker settled (in order); note those not accepted.
+
+    Only an outcome ends a delivery: ``received`` (a peer saying how much it has so far)
+    is not one, and is waited past.
+    """
     accepted = proton.Delivery.ACCEPTED
-    while pending and (pending[0].remote_state or pending[0].settled):
+    while pending and (pending[0].remote_state in _OUTCOMES or pending[0].settled):
         delivery = pending.popleft()
         if delivery.remote_state != accepted:
-            refused.append(str(delivery.remote_state))
+            refused.append(_outcome_name(delivery))
         delivery.settle()
     return not pending
+
+
+#: The terminal delivery states of AMQP 1.0 (3.4): the outcomes.
+_OUTCOMES = frozenset(
+    {
+        proton.Delivery.ACCEPTED,
+        proton.Delivery.REJECTED,
+        proton.Delivery.RELEASED,
+        proton.Delivery.MODIFIED,
+    }
+)
+_OUTCOME_NAMES = {
+    proton.Delivery.REJECTED: "rejected",
+    proton.Delivery.RELEASED: "released",
+    proton.Delivery.MODIFIED: "modified",
+}
+
+
+def _outcome_name(delivery: Any) -> str:
+    """``rejected (amqp:…: why)``, ``released``, …: what an operator can look up."""
+    name = _OUTCOME_NAMES.get(delivery.remote_state, "settled without an outcome")
+    condition = _condition_text(getattr(delivery.remote, "condition", None))
+    return f"{name} ({condition})" if condition else name
+
+
+def _condition_text(condition: Any) -> str:
+    """An AMQP error condition as text; never raises (RabbitMQ 3.x may send a description
+    that is not valid UTF-8, which proton fails to decode)."""
+    if condition is None:
+        return ""
+    try:
+        return f"{condition.name}: {condition.description}"
+    except Exception:  # the broker's text only
+        return "a condition that could not be decoded"
 
 
 def _closed(what: str, condition: Any, target: QpidTarget) -> str:
     if condition is None:
         return f"the broker closed the {what}"
-    text = f"the broker closed the {what}: {condition.name} ({condition.description})"
-    if condition.name == "amqp:not-found":
+    text = f"the broker closed the {what}: {_condition_text(condition)}"
+    if getattr(condition, "name", None) == "amqp:not-found":
         text += (
             f"; does exchange {target.exchange!r} exist? RabbitMQ's AMQP 1.0 plugin cannot "
             "create exchanges: keep qpid_declare on (needs kombu) or declare it yourself"
