@@ -23,6 +23,6 @@ from __future__ import annotations
 
 from ._engine import Delivery
 from ._options import DELIVERY_OPTIONS, retry_options
-from ._publisher import Publisher
+from ._publisher import PartialDelivery, Publisher
 
-__all__ = ["DELIVERY_OPTIONS", "Delivery", "Publisher", "retry_options"]
+__all__ = ["DELIVERY_OPTIONS", "Delivery", "PartialDelivery", "Publisher", "retry_options"]

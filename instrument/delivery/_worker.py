@@ -37,7 +37,7 @@ from typing import Any, Final
 
 from ._intake import Intake
 from ._outbox import Outbox
-from ._publisher import Batch, Publisher
+from ._publisher import Batch, PartialDelivery, Publisher
 from ._sender import Sender
 from ._spool import Spool
 
@@ -80,6 +80,9 @@ class Worker:
             retry_max_backoff=retry_max_backoff,
         )
         self._inflight: Batch = []
+        # Outcomes of the batch in flight that the broker settled for good, by index
+        # ("sent", "expired"): only the rest is sent again (PartialDelivery).
+        self._settled: dict[int, str] = {}
         self._next_idle_call = 0.0
         self._last_work = 0.0
         self._wake = threading.Event()
@@ -211,7 +214,7 @@ class Worker:
         self._spool.maintain()
         if self._spool.superseded:  # its records are in the new journal: sent from there
             self._spool.superseded = False
-            self._inflight = []
+            self._inflight, self._settled = [], {}
         if not self._inflight:
             self._inflight = self._spool.take(self._batch_size, self._expire)
         if not self._inflight:
@@ -263,44 +266,91 @@ class Worker:
 
     def _attempt(self) -> None:
         batch = self._inflight
+        todo = [index for index in range(len(batch)) if index not in self._settled]
         try:
-            self._sender.send(batch)
+            self._sender.send([batch[index] for index in todo])
+        except PartialDelivery as exc:
+            self._settle(todo, exc)
+            if len(self._settled) < len(batch):
+                self._failed(exc)
+            else:  # nothing left to send again
+                self._sender.succeeded()
+                self._done_with_inflight()
         except Exception as exc:
-            self._counts["failures"] += 1
-            if self._sender.failed(batch, exc):
-                self._expire(batch)
-            else:
-                self._counts["retried"] += len(batch)
+            self._failed(exc)
         else:
+            self._settled.update(dict.fromkeys(todo, "sent"))
             self._sender.succeeded()
-            self._done_with(batch, "sent")
-            self._notify()
+            self._done_with_inflight()
+
+    def _settle(self, sent: list[int], partial: PartialDelivery) -> None:
+        """Note what the broker settled for good of the notifications *sent* (indexes into
+        the batch in flight); those it refused for good are dropped, logged."""
+        self._settled.update({sent[i]: "sent" for i in partial.accepted})
+        self._settled.update({sent[i]: "expired" for i in partial.rejected})
+        if partial.rejected:
+            ids = [self._inflight[sent[i]][1].message_id for i in partial.rejected]
+            log.error(
+                "%s: the broker refused %d notifications for good, dropped: %s; message ids %s",
+                self.name,
+                len(ids),
+                partial,
+                ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else ""),
+            )
+
+    def _failed(self, exc: Exception) -> None:
+        """The attempt failed: retry what is not settled, or drop it (retries exhausted)."""
+        self._counts["failures"] += 1
+        remaining = [index for index in range(len(self._inflight)) if index not in self._settled]
+        if self._sender.failed([self._inflight[index] for index in remaining], exc):
+            self._settled.update(dict.fromkeys(remaining, "expired"))
+            self._done_with_inflight()
+        else:
+            self._counts["retried"] += len(remaining)
 
     def _expire(self, batch: Batch) -> None:
-        """Drop *batch* for good (retries exhausted, or unreadable), counted ``expired``."""
-        self._done_with(batch, "expired")
-        self._notify()
+        """Drop *batch* for good (unreadable records), counted ``expired``."""
+        self._done_with(batch, {"expired": len(batch)})
 
-    def _done_with(self, batch: Batch, outcome: str) -> None:
-        """Count *batch* as ``sent`` or ``expired`` (own and adopted apart); forget it."""
+    def _done_with_inflight(self) -> None:
+        """The batch in flight is settled, all of it: count each outcome, forget it."""
+        batch, settled = self._inflight, self._settled
+        self._inflight, self._settled = [], {}
+        outcomes = {"sent": 0, "expired": 0}
+        for outcome in settled.values():
+            outcomes[outcome] += 1
+        self._done_with(batch, outcomes)
+
+    def _done_with(self, batch: Batch, outcomes: dict[str, int]) -> None:
+        """Count *batch* by outcome (own and adopted apart) and release it."""
         own = self._spool.release(batch)
-        self._inflight = []
         self._own_done += own  # first: flush() may read between the two
-        self._counts[outcome] += len(batch)
+        for outcome, count in outcomes.items():
+            self._counts[outcome] += count
+        self._notify()
 
     def _notify(self) -> None:
         with self._done:
             self._done.notify_all()
 
     def _memory_inflight(self) -> int:
-        return sum(1 for row_id, _ in self._inflight if row_id is None)
+        """Notifications in flight that are in memory only and not settled yet."""
+        return sum(
+            1
+            for index, (row_id, _) in enumerate(self._inflight)
+            if row_id is None and index not in self._settled
+        )
 
     def _finish(self) -> None:
         """Thread exit: keep what can be kept in the outbox, count the rest, close."""
         self._intake.seal()  # first: what is queued before this is still stored or counted
         self._spool.absorb()
         lost = len(self._intake.take(len(self._intake))) + self._memory_inflight()
-        self._inflight = []
+        for index, outcome in self._settled.items():  # settled in part, in memory only
+            if self._inflight[index][0] is None:
+                self._counts[outcome] += 1
+                self._own_done += 1
+        self._inflight, self._settled = [], {}
         self._counts["abandoned"] += lost
         self._sender.disconnect()
         self._spool.close()

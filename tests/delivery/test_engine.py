@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from instrument.delivery import DELIVERY_OPTIONS, Delivery, retry_options
+from instrument.delivery import DELIVERY_OPTIONS, Delivery, PartialDelivery, retry_options
 from instrument.events import Notification
 from instrument.exceptions import DeliveryError, StrategyError
 from tests.support.waiting import wait_until
@@ -762,3 +762,68 @@ def _read_until(child: subprocess.Popen[str], marker: str, timeout: float = 30) 
     raise AssertionError(
         f"child ended before {marker}: {child.stderr.read() if child.stderr else ''}"
     )
+
+
+class PartlyRefusing(ScriptedPublisher):
+    """A broker that, the first time it sees them, rejects notifications marked
+    ``reject`` for good and releases those marked ``release`` (accepting the rest)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released: set[str] = set()
+
+    def publish_batch(self, batch: Sequence[Notification]) -> None:
+        self.batches.append([n.message_id for n in batch])
+        accepted, rejected = [], []
+        for index, note in enumerate(batch):
+            verdict = note.payload.get("verdict")
+            if verdict == "reject":
+                rejected.append(index)
+            elif verdict == "release" and note.message_id not in self.released:
+                self.released.add(note.message_id)
+            else:
+                accepted.append(index)
+        if len(accepted) < len(batch):
+            raise PartialDelivery("some were not accepted", accepted, rejected)
+
+
+@pytest.mark.parametrize("journal", [False, True])
+def test_a_batch_settled_in_part_sends_again_only_the_rest_and_drops_what_was_refused(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path, journal: bool
+) -> None:
+    """One notification a broker refuses for good must not stall delivery, nor have the
+    ones it accepted sent again on every retry (in memory, and from the journal)."""
+    broker = PartlyRefusing()
+    verdicts = ["accept", "reject", "accept", "release", "accept"]
+    notes = [Notification.create("image.send", "INFO", {"verdict": v}) for v in verdicts]
+    outbox = str(tmp_path / "outbox") if journal else None
+    delivery = Delivery(
+        lambda: broker, name="partial", outbox_path=outbox, retry_backoff=0.01, close_timeout=1.0
+    )
+    try:
+        with caplog.at_level(logging.ERROR, "instrument.delivery"):
+            for note in notes:
+                delivery.submit(note)
+            assert delivery.flush(10)
+            later = make(3)
+            for note in later:
+                delivery.submit(note)
+            assert delivery.flush(10)
+        stats = delivery.stats()
+        assert (stats["sent"], stats["expired"], stats["queued"]) == (7, 1, 0)
+        first, second = broker.batches[:2]
+        assert first == [n.message_id for n in notes]
+        assert second == [notes[3].message_id]  # only the released one again
+        assert broker.sent.count(notes[0].message_id) == 1
+        assert "refused 1 notifications for good, dropped" in caplog.text
+        assert notes[1].message_id in caplog.text
+    finally:
+        delivery.close()
+    if journal:  # all of it is done with: a next process sends none of it again
+        again = PartlyRefusing()
+        following = Delivery(lambda: again, name="partial", outbox_path=outbox)
+        try:
+            assert following.flush(5)
+        finally:
+            following.close()
+        assert again.sent == []

@@ -535,15 +535,39 @@ def test_a_received_state_is_waited_past_to_the_outcome(strategies: list[QpidStr
         assert peer.received == [n.message_id for n in sent]  # once each
 
 
-def test_a_refusal_names_the_outcome_and_the_brokers_reason(
-    strategies: list[QpidStrategy],
+def test_a_message_refused_for_good_is_dropped_and_stalls_nothing(
+    strategies: list[QpidStrategy], caplog: pytest.LogCaptureFixture
 ) -> None:
+    """One rejected message failed its whole batch forever: the accepted ones were sent
+    again on every retry and nothing after it went out. Released ones go again."""
     from tests.support.amqp1_peer import Peer
 
-    with Peer(lambda body: "reject") as peer:
-        strategy = start(
-            strategies, qpid_hostname="127.0.0.1", qpid_port=peer.port, qpid_reconnect_limit=1
-        )
-        strategy.emit(notes(1)[0])
-        wait_until(lambda: strategy.stats()["expired"] == 1, 20)
-        assert "did not accept 1 of 1 messages: rejected" in strategy.stats()["last_error"]
+    released: set[str] = set()
+
+    def decide(body: dict[str, Any]) -> str:
+        i = body["payload"]["i"]
+        if i == 3:
+            return "reject"
+        if i == 5 and body["message_id"] not in released:
+            released.add(body["message_id"])
+            return "release"
+        return "accept"
+
+    with Peer(decide) as peer:
+        strategy = start(strategies, qpid_hostname="127.0.0.1", qpid_port=peer.port)
+        first = notes(10)
+        with caplog.at_level(logging.ERROR, "instrument.delivery"):
+            for note in first:
+                strategy.emit(note)
+            assert strategy.flush(20), strategy.stats()
+            later = notes(1)[0]
+            strategy.emit(later)
+            assert strategy.flush(20), strategy.stats()
+        stats = strategy.stats()
+        assert (stats["sent"], stats["expired"], stats["queued"]) == (10, 1, 0)
+        received = peer.received
+        assert all(received.count(n.message_id) == 1 for n in first if n is not first[5])
+        assert received.count(first[5].message_id) == 2 and later.message_id in received
+        assert "refused 1 notifications for good" in caplog.text
+        # the outcome, with the broker's condition
+        assert "rejected (amqp:precondition-failed: refused)" in caplog.text

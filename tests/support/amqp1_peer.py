@@ -69,6 +69,7 @@ class Peer(MessagingHandler):  # type: ignore[misc]
         if verdict == "accept":
             self.accept(delivery)
         elif verdict == "reject":
+            delivery.local.condition = proton.Condition("amqp:precondition-failed", "refused")
             self.reject(delivery)
         elif verdict == "release":
             self.release(delivery, delivered=False)

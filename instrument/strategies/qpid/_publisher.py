@@ -12,9 +12,10 @@ Decisions:
 * **Asynchronous sends with credit, settlement as the confirm.** A batch is written
   with ``Sender.send`` as long as the link has credit (waiting for more when it has
   none), then the loop runs until the broker settled every delivery. One round trip
-  per batch, not per message. Anything but ``accepted`` (rejected, released,
-  modified) fails the whole batch; the engine resends it (duplicates possible, never
-  losses; consumers deduplicate on ``message_id``).
+  per batch, not per message. What the broker accepted is done; what it *rejected* is
+  refused for good (the engine drops it, logged, and counts it ``expired``); what it
+  released or modified, or left unsettled when the connection failed, is sent again
+  (duplicates possible, never losses; consumers deduplicate on ``message_id``).
 * **No reliance on proton's reconnect** (it is off): RabbitMQ ends the *session* on
   shutdown (``amqp:internal-error``) and for a missing exchange (``amqp:not-found``)
   without closing the connection, and proton then leaves unsettled deliveries
@@ -48,6 +49,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ...delivery import PartialDelivery
 from ...events import Notification
 from ...exceptions import DeliveryError, StrategyError
 from .._broker import failover
@@ -85,7 +87,7 @@ class QpidPublisher:
 
     def publish_batch(self, batch: Sequence[Notification]) -> None:
         pending: collections.deque[Any] = collections.deque()
-        refused: list[str] = []
+        outcomes: list[int] = []  # each delivery's remote state, in order
         try:
             for notification in batch:
                 key = self.target.routing_key(notification.priority)
@@ -96,17 +98,14 @@ class QpidPublisher:
                 sender.stream(_encode(notification, key))
                 sender.advance()
                 pending.append(delivery)
-            self._wait(lambda: _drain_settled(pending, refused), "waiting for settlement")
+                outcomes.append(0)
+            self._wait(lambda: _drain_settled(pending, outcomes), "waiting for settlement")
         except StrategyError:
             raise
         except Exception as exc:
             broker = self.target.brokers[self._index]
             raise DeliveryError(f"{broker.masked}: {explain(exc, self.target)}") from exc
-        if refused:
-            raise DeliveryError(
-                f"the broker did not accept {len(refused)} of {len(batch)} messages: "
-                f"{', '.join(sorted(set(refused)))}"
-            )
+        _check_outcomes(outcomes, len(batch))
 
     def idle(self) -> None:
         """Run the event loop once without blocking: heartbeats in and out, closes seen."""
@@ -213,19 +212,36 @@ def _has_credit(sender: Any) -> bool:
     return bool(sender.credit > 0)
 
 
-def _drain_settled(pending: collections.deque[Any], refused: list[str]) -> bool:
-    """Pop deliveries the broker settled (in order); note those not accepted.
+def _drain_settled(pending: collections.deque[Any], outcomes: list[Any]) -> bool:
+    """Pop deliveries the broker settled (in order) and note their outcomes: the remote
+    state of an accepted one, the outcome's name (with the broker's reason) otherwise.
 
     Only an outcome ends a delivery: ``received`` (a peer saying how much it has so far)
     is not one, and is waited past.
     """
-    accepted = proton.Delivery.ACCEPTED
+    done = len(outcomes) - len(pending)
     while pending and (pending[0].remote_state in _OUTCOMES or pending[0].settled):
         delivery = pending.popleft()
-        if delivery.remote_state != accepted:
-            refused.append(_outcome_name(delivery))
+        state = delivery.remote_state
+        outcomes[done] = state if state == proton.Delivery.ACCEPTED else _outcome_name(delivery)
+        done += 1
         delivery.settle()
     return not pending
+
+
+def _check_outcomes(outcomes: list[Any], size: int) -> None:
+    """Return if every delivery was accepted; else raise, with what was settled for good
+    (accepted, or rejected: never to be sent again) when there is any."""
+    refused = [(i, o) for i, o in enumerate(outcomes) if o != proton.Delivery.ACCEPTED]
+    if not refused:
+        return
+    reasons = ", ".join(sorted({str(o) for _, o in refused}))
+    message = f"the broker did not accept {len(refused)} of {size} messages: {reasons}"
+    accepted = [i for i, o in enumerate(outcomes) if o == proton.Delivery.ACCEPTED]
+    rejected = [i for i, o in refused if str(o).startswith("rejected")]
+    if accepted or rejected:
+        raise PartialDelivery(message, accepted, rejected)
+    raise DeliveryError(message)
 
 
 #: The terminal delivery states of AMQP 1.0 (3.4): the outcomes.
