@@ -52,6 +52,8 @@ KIND_EVENTS: Final = {
     "create_with_data": (ev.IMAGE_CREATE, *_DATA_EVENTS),
     "update": (ev.IMAGE_UPDATE,),
     "update_with_data": (ev.IMAGE_UPDATE, *_DATA_EVENTS),
+    # deactivate, reactivate: Glance saves (and reports) the image only if its status changed.
+    "status_action": (ev.IMAGE_UPDATE,),
     "upload": _DATA_EVENTS,
     "delete": (ev.IMAGE_DELETE,),
     "send": (ev.IMAGE_SEND,),
@@ -72,6 +74,7 @@ _MAIN_EVENT: Final = {
     "create_with_data": ev.IMAGE_CREATE,
     "update": ev.IMAGE_UPDATE,
     "update_with_data": ev.IMAGE_UPDATE,
+    "status_action": ev.IMAGE_UPDATE,
     "upload": ev.IMAGE_UPLOAD,
     "delete": ev.IMAGE_DELETE,
     "send": ev.IMAGE_SEND,

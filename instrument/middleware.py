@@ -67,7 +67,7 @@ log = logging.getLogger("instrument.middleware")
 
 #: Kinds that do something before the application runs (see _Lifecycle.prepare).
 _PREPARING_KINDS: Final = frozenset(
-    {"upload", "update_with_data", "delete", "import", "member_delete"}
+    {"upload", "update_with_data", "status_action", "delete", "import", "member_delete"}
 )
 
 
@@ -249,6 +249,12 @@ class _Lifecycle(_ObservedRequest):
                 self.before = self.image_or_id(self.middleware.seen.get(self.match.image_id))
         elif self.kind == "import":
             self.import_request = read_import_request(self.environ)
+        elif self.kind == "status_action" and self.notifier.is_enabled(ev.IMAGE_UPDATE):
+            # The status before, asked now (remembered, it may be another worker's past):
+            # deactivating an image that is deactivated changes nothing, and Glance then
+            # sends nothing.
+            result = self.middleware.lookup(self.environ, self.match)
+            self.before = result.image if result is not None else None
         elif self.kind == "member_delete" and self.match.member_id:
             middleware = self.middleware
             self.before = member_before(
@@ -320,6 +326,8 @@ class _Lifecycle(_ObservedRequest):
             image = self.image_or_id()
         else:
             self.middleware.seen.remember(image)
+        if self.kind == "status_action" and _same_status(self.before, image):
+            return
         self.read_begins()  # an upload the application took without reading (no data)
         for event_type in success_events(self.kind, self.has_data, image):
             self.notifier.info(event_type, image)
@@ -348,6 +356,12 @@ class _Download(_ObservedRequest):
         if image is None:
             image = self.image_or_id(self.middleware.seen.active(self.match.image_id))
         return image.get("owner"), image.get("size")
+
+
+def _same_status(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> bool:
+    """Both images show a status, the same one."""
+    status = before.get("status") if before is not None else None
+    return status is not None and status == after.get("status")
 
 
 def known_options() -> tuple[Option, ...]:

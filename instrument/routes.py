@@ -16,6 +16,9 @@ create_with_data  image.create, and when the request carries data,
 update            image.update
 update_with_data  image.update, and with data image.prepare (before the data is
                   passed on), image.upload, image.activate first (v1 ``PUT``)
+status_action     image.update when the image's status changed (deactivate,
+                  reactivate: the image is looked up before; Glance sends nothing for
+                  an action that changed no status)
 upload            image.prepare (before), image.upload, image.activate (when the
                   image became active)
 delete            image.delete
@@ -65,6 +68,7 @@ KINDS: Final = (
     "create_with_data",
     "update",
     "update_with_data",
+    "status_action",
     "upload",
     "delete",
     "send",
@@ -136,7 +140,7 @@ BUILTIN_ROUTES: Final = (
     _builtin("PUT", f"{_ID}/file", "upload", 2),
     _builtin("GET", f"{_ID}/file", "send", 2),
     _builtin("DELETE", _ID, "delete", 2),
-    _builtin("POST", f"{_ID}/actions/(?:deactivate|reactivate)", "update", 2),
+    _builtin("POST", f"{_ID}/actions/(?:deactivate|reactivate)", "status_action", 2),
     # A tag added or removed: Glance saves the image, which it reports as image.update.
     _builtin("PUT", f"{_ID}/tags/[^/]+", "update", 2),
     _builtin("DELETE", f"{_ID}/tags/[^/]+", "update", 2),

@@ -262,6 +262,24 @@ def test_actions_emit_update_with_metadata_looked_up_after(
     assert notifications[0].payload["status"] == status
 
 
+@pytest.mark.parametrize("action", ["deactivate", "reactivate"])
+def test_an_action_that_changes_no_status_emits_nothing_as_in_glance(
+    app: NotificationMiddleware, notifications: CapturedNotifications, action: str
+) -> None:
+    """Glance saves, and so reports, a deactivated or reactivated image only when its
+    status changed: deactivating an image twice is one image.update."""
+    image_id = create(app)
+    call(app, "PUT", f"/v2/images/{image_id}/file", b"data")
+    if action == "reactivate":
+        call(app, "POST", f"/v2/images/{image_id}/actions/deactivate")
+        call(app, "POST", f"/v2/images/{image_id}/actions/reactivate")
+    else:
+        call(app, "POST", f"/v2/images/{image_id}/actions/deactivate")
+    notifications.clear()
+    assert call(app, "POST", f"/v2/images/{image_id}/actions/{action}").code == 204
+    assert notifications.events == []
+
+
 def test_tags_added_and_removed_emit_update_and_the_delete_shows_the_last_tags(
     app: NotificationMiddleware, notifications: CapturedNotifications
 ) -> None:

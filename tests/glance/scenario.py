@@ -283,6 +283,10 @@ def run_scenario(glance: Glance, work: Path) -> list[Step]:
             lambda: _ok(glance.glance("image-reactivate", image["id"])),
         ),
         (
+            Step("reactivate again", "glance image-reactivate of the active image"),
+            lambda: _ok(glance.glance("image-reactivate", image["id"])),
+        ),
+        (
             Step(
                 "upload to active image",
                 "glance image-upload to the active image (409)",

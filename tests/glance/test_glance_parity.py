@@ -38,6 +38,7 @@ STEPS = (
     "update",
     "deactivate",
     "reactivate",
+    "reactivate again",
     "upload to active image",
     "delete",
     "create (2nd image)",
@@ -75,9 +76,14 @@ def test_kit_emits_what_glance_emits(steps: dict[str, Step], name: str) -> None:
     )
 
 
+#: Steps Glance is silent on: reactivating an active image changes nothing, and Glance
+#: saves (and reports) an image only when its status changed.
+SILENT = ("reactivate again",)
+
+
 def test_every_step_was_observed_by_glance_or_the_kit(steps: dict[str, Step]) -> None:
     silent = [name for name, step in steps.items() if not step.native and not step.kit]
-    assert not silent
+    assert silent == list(SILENT)
 
 
 def test_clients_get_the_image_bytes_unchanged(steps: dict[str, Step]) -> None:
