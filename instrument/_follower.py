@@ -213,9 +213,10 @@ class ImportFollower:
         ):
             watch.due, watch.delay = now + watch.delay, min(watch.delay * 1.5, _MAX_DELAY)
             return
+        if not self._forget(watch, None):
+            return  # given up meanwhile (its deadline, the exit): counted and logged so
         for priority, event, payload in import_outcome(watch.request, task, image):
             self._notifier.notify(priority, event, payload)
-        self._forget(watch, None)
 
     def _task(self, watch: _Watch) -> Mapping[str, Any] | None:
         status, document = self._get(watch, f"{watch.image_path}/tasks")
@@ -250,16 +251,20 @@ class ImportFollower:
             self._counts["lookups"] += 1
         return get_document(self._app, watch.environ, path)
 
-    def _forget(self, watch: _Watch, gave_up: str | None) -> None:
+    def _forget(self, watch: _Watch, gave_up: str | None) -> bool:
+        """Stop following *watch*, counted as ended or given up (*gave_up* says why);
+        False if it was not followed any more (a settle and the thread, the exit)."""
         with self._lock:
-            if watch in self._watches:
-                self._watches.remove(watch)
+            if watch not in self._watches:
+                return False
+            self._watches.remove(watch)
             if watch.task_id is not None:
                 self._ended_tasks.append(watch.task_id)
             if gave_up is None:
                 self._counts["ended"] += 1
             else:
                 self._give_up(watch, gave_up)
+            return True
 
     def _give_up(self, watch: _Watch, why: str) -> None:
         """Count and log an import whose end will not be reported (lock held)."""

@@ -110,8 +110,9 @@ QUORUM_LIMITS: Final = (
     "quorum_max_memory_length",
     "quorum_max_memory_bytes",
 )
-#: oslo.messaging's transport when none is configured (guest on localhost).
-DEFAULT_TRANSPORT: Final = "rabbit://"
+#: oslo.messaging's transport when none is configured: ``rabbit://``, which its rabbit
+#: driver takes as guest on localhost.
+DEFAULT_TRANSPORT: Final = "rabbit://guest:guest@localhost:5672/"
 
 
 def from_service_config(local_conf: Mapping[str, Any]) -> dict[str, Any]:
@@ -132,6 +133,10 @@ def from_service_config(local_conf: Mapping[str, Any]) -> dict[str, Any]:
     if broker_given:
         found.pop("transport_url", None)
     kept = {name: value for name, value in found.items() if not given & _names_of(name)}
+    for prefix in ("rabbit", "qpid"):
+        if f"{prefix}_quorum_queue" in given:  # the file's limits go with the file's choice
+            for limit in QUORUM_LIMITS:
+                kept.pop(f"{prefix}_{limit}", None)
     return {**kept, **local_conf}
 
 

@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -465,3 +466,37 @@ def test_a_member_lookup_that_raises_still_names_the_member_removed() -> None:
     (removed,) = memory.notifications
     assert removed.event_type == "image.member.delete"
     assert (removed.payload["image_id"], removed.payload["member_id"]) == (IMAGE, "proj2")
+
+
+@pytest.mark.parametrize("ending", ["deadline", "exit"])
+def test_an_import_given_up_while_a_delete_asks_about_it_is_counted_once(ending: str) -> None:
+    """A DELETE's settle is mid-lookup when the thread finds the import past its deadline
+    (or the process exits): one import, counted once, and no events said not to be sent."""
+    in_lookup, go_on = threading.Event(), threading.Event()
+
+    def glance(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ["PATH_INFO"].endswith("/tasks"):
+            in_lookup.set()
+            go_on.wait(10)
+            body: Any = {"tasks": [task("t1", "success")]}
+        else:
+            body = {"id": IMAGE, "status": "active", "size": 3}
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps(body).encode()]
+
+    clock, memory = Clock(), MemoryStrategy()
+    follower = _follower(glance, Notifier(memory), clock, timeout=60.0)  # type: ignore[arg-type]
+    follower.follow({}, f"/v2/images/{IMAGE}", ImportRequest("glance-direct"))
+    settling = threading.Thread(target=follower.settle, args=(IMAGE,))
+    settling.start()
+    assert in_lookup.wait(10)
+    if ending == "deadline":
+        clock.now = 61.0
+        follower.step()
+    else:
+        follower.give_up_all("the process is exiting")
+    go_on.set()
+    settling.join(10)
+    stats = follower.stats()
+    assert (stats["followed"], stats["ended"] + stats["gave_up"], stats["following"]) == (1, 1, 0)
+    assert memory.notifications == []  # given up: said so, and so not sent

@@ -259,8 +259,34 @@ def test_a_messaging_driver_without_a_transport_url_publishes_to_oslos_default(
     tmp_path: Path,
 ) -> None:
     conf = "[oslo_messaging_notifications]\ndriver = messagingv2\n"
-    found = service_options("glance", str(write_conf(tmp_path, conf)))
-    assert (found["strategy"], found["transport_url"]) == ("rabbit", "rabbit://")
+    path = write_conf(tmp_path, conf)
+    found = service_options("glance", str(path))
+    assert found["strategy"] == "rabbit"
+    # and the filter starts with it (a URL without a host would stop the service)
+    filtered = filter_factory({}, oslo_config_project="glance", oslo_config_file=str(path))(
+        lambda environ, start_response: []
+    )
+    try:
+        (strategy,) = filtered.notifier.strategies
+        assert strategy.target.urls == ("amqp://guest:guest@localhost:5672/",)
+    finally:
+        filtered.notifier.close()
+
+
+def test_the_filters_quorum_choice_takes_the_files_quorum_limits_with_it(tmp_path: Path) -> None:
+    conf = f"""\
+        [oslo_messaging_notifications]
+        transport_url = {URL}
+
+        [oslo_messaging_rabbit]
+        rabbit_quorum_queue = true
+        rabbit_quorum_delivery_limit = 10
+        """
+    path = write_conf(tmp_path, conf)
+    local = {"oslo_config_project": "glance", "oslo_config_file": str(path)}
+    merged = from_service_config({**local, "rabbit_quorum_queue": "false"})
+    assert "rabbit_quorum_delivery_limit" not in merged
+    filter_factory({}, **local, rabbit_quorum_queue="false")(lambda e, s: []).notifier.close()
 
 
 def test_a_file_naming_no_broker_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -51,7 +51,10 @@ BAD_SETTINGS = [
     ({"strategy": "qpid", "qpid_notification_topic": ""}, "qpid_notification_topic"),
     ({"strategy": "rabbit", "rabbit_notification_topic": "t" * 250}, "rabbit_notification_topic"),
     ({"strategy": "qpid", "qpid_notification_exchange": "é" * 128}, "qpid_notification_exchange"),
-    ({"strategy": "rabbit", "rabbit_ssl_ca_file": "/nonexistent/ca.pem"}, "rabbit_ssl_ca_file"),
+    (
+        {"strategy": "rabbit", "rabbit_use_ssl": True, "rabbit_ssl_ca_file": "/nonexistent/c"},
+        "rabbit_ssl_ca_file",
+    ),
     (
         {"strategy": "qpid", "qpid_protocol": "ssl", "qpid_ssl_cert_file": "/nonexistent/c.pem"},
         "qpid_ssl_cert_file",
@@ -83,6 +86,12 @@ def test_a_setting_every_delivery_would_fail_on_is_a_config_error_naming_it(
     with pytest.raises(ConfigError) as raised:
         Notifier.from_config(**options)
     assert raised.value.option == option
+
+
+def test_tls_files_are_not_read_when_tls_is_off() -> None:
+    """A file the client never reads does not stop the service (oslo.messaging with
+    ``ssl = false`` ignores ``ssl_ca_file`` too)."""
+    Notifier.from_config(strategy="rabbit", rabbit_ssl_ca_file="/nonexistent/ca.pem").close()
 
 
 def test_a_client_certificate_for_the_qpid_strategy_needs_its_key(tmp_path: Path) -> None:

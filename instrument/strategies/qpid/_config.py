@@ -166,7 +166,8 @@ def qpid_target(config: Mapping[str, Any]) -> QpidTarget:
     """The target of the qpid strategy's parsed options."""
     brokers = parse_brokers(config)
     exchange, topic = check_names(config, "qpid")
-    check_files(config, ("qpid_ssl_ca_file", "qpid_ssl_cert_file", "qpid_ssl_key_file"))
+    if any(broker.tls for broker in brokers):  # files set without TLS: parse_brokers says
+        check_files(config, ("qpid_ssl_ca_file", "qpid_ssl_cert_file", "qpid_ssl_key_file"))
     if config["qpid_ssl_cert_file"] and not config["qpid_ssl_key_file"]:
         raise ConfigError(
             "qpid_ssl_key_file",

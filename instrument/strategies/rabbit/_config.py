@@ -134,7 +134,8 @@ def rabbit_target(config: Mapping[str, Any]) -> RabbitTarget:
         urls = (host_url(config),)
         check_url("rabbit_host", urls[0])
     exchange, topic = check_names(config, "rabbit")
-    check_files(config, ("rabbit_ssl_ca_file", "rabbit_ssl_cert_file", "rabbit_ssl_key_file"))
+    if config["rabbit_use_ssl"] or any(url.startswith("amqps://") for url in urls):
+        check_files(config, ("rabbit_ssl_ca_file", "rabbit_ssl_cert_file", "rabbit_ssl_key_file"))
     return RabbitTarget(
         urls=urls,
         userid=config["rabbit_userid"],
