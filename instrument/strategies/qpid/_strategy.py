@@ -126,7 +126,8 @@ QPID_OPTIONS: Final = (
         "qpid_transport_url",
         None,
         "broker URL(s) instead of qpid_hostname & co: amqp://u:p@h1:5672;amqps://h2:5671 "
-        "(failover) or amqp://u:p@h1,u:p@h2/.",
+        "(failover) or amqp://u:p@h1,u:p@h2/; a path names the virtual host (RabbitMQ's "
+        "vhost:<name>, a Qpid broker's own name with qpid_broker = qpid).",
         aliases=("transport_url",),
         secret=True,
     ),
