@@ -88,6 +88,13 @@ def run_import_scenario(glance: Glance, work: Path, port: int) -> list[Step]:
 
         return run
 
+    def copy_image(*to: str) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            how = ("--import-method", "copy-image", *to)
+            return _ok(glance.glance("image-import", image["direct"], *how, timeout=120))
+
+        return run
+
     url = f"http://127.0.0.1:{port}"
     plan: list[tuple[Step, Callable[[], dict[str, Any] | None]]] = [
         (
@@ -117,17 +124,7 @@ def run_import_scenario(glance: Glance, work: Path, port: int) -> list[Step]:
                 upload=True,
                 ends_with=("task.success", 2),
             ),
-            lambda: _ok(
-                glance.glance(
-                    "image-import",
-                    image["direct"],
-                    "--import-method",
-                    "copy-image",
-                    "--stores",
-                    "fs2",
-                    timeout=120,
-                )
-            ),
+            copy_image("--stores", "fs2"),
         ),
         (
             Step(
@@ -136,17 +133,7 @@ def run_import_scenario(glance: Glance, work: Path, port: int) -> list[Step]:
                 upload=True,
                 ends_with=("task.success", 2),
             ),
-            lambda: _ok(
-                glance.glance(
-                    "image-import",
-                    image["direct"],
-                    "--import-method",
-                    "copy-image",
-                    "--all-stores",
-                    "true",
-                    timeout=120,
-                )
-            ),
+            copy_image("--all-stores", "true"),
         ),
         (
             Step(
