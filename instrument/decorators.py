@@ -77,7 +77,7 @@ from . import events as ev
 from ._member_steps import MemberDelete, MemberStep
 from ._steps import Call, Lookup, Options, PayloadFn, Step
 from .images import deleted_image
-from .lifecycle import emit_prepare, upload_events
+from .lifecycle import emit_prepare, status_unchanged, upload_events
 from .notifier import Notifier
 from .sending import count_result, refused_send
 
@@ -100,6 +100,21 @@ class _Delete(Step):
     def payload(self, call: Call, result: Any) -> Any:
         image = call.before if call.before is not None else super().payload(call, result)
         return deleted_image(image) if isinstance(image, Mapping) else image
+
+
+class _StatusAction(Step):
+    """image.update of deactivate/reactivate, only when the image's status changed."""
+
+    def before(self, call: Call) -> None:
+        if self.notifier.is_enabled(self.event) and self.options.payload is None:
+            call.before = self.argument_image(call)
+
+    def succeeded(self, call: Call, result: Any) -> None:
+        if not self.notifier.is_enabled(self.event):
+            return
+        image = self.payload(call, result)
+        if not status_unchanged(call.before, image):
+            self.notifier.info(self.event, image)
 
 
 class _Upload(Step):
@@ -189,6 +204,7 @@ class Instrumentation:
         self.notifier, self.enabled = notifier, enabled
         self.create = _StepDecorator(self, Step, ev.IMAGE_CREATE)
         self.update = _StepDecorator(self, Step, ev.IMAGE_UPDATE)
+        self.status_action = _StepDecorator(self, _StatusAction, ev.IMAGE_UPDATE)
         self.delete = _StepDecorator(self, _Delete, ev.IMAGE_DELETE)
         self.upload = _StepDecorator(self, _Upload, ev.IMAGE_UPLOAD)
         self.send = _StepDecorator(self, _Send, ev.IMAGE_SEND)
@@ -227,7 +243,9 @@ class Instrumentation:
 
 
 _MEMBER_STEPS = ("member_create", "member_update", "member_delete")
-_STEPS = frozenset({"create", "update", "delete", "upload", "send", *_MEMBER_STEPS})
+_STEPS = frozenset(
+    {"create", "update", "status_action", "delete", "upload", "send", *_MEMBER_STEPS}
+)
 
 
 def instrument_class(

@@ -37,6 +37,7 @@ __all__ = [
     "import_events",
     "problem_of",
     "report_failure",
+    "status_unchanged",
     "success_events",
     "upload_events",
 ]
@@ -84,6 +85,15 @@ _MAIN_EVENT: Final = {
     "member_update": ev.IMAGE_MEMBER_UPDATE,
     "member_delete": ev.IMAGE_MEMBER_DELETE,
 }
+
+
+def status_unchanged(before: Any, after: Any) -> bool:
+    """Both images show a status, the same one: a ``status_action`` that changed nothing
+    (Glance saves, and so reports, a deactivated or reactivated image only on a change)."""
+    if not (isinstance(before, Mapping) and isinstance(after, Mapping)):
+        return False
+    status = before.get("status")
+    return status is not None and status == after.get("status")
 
 
 def upload_events(image: Mapping[str, Any]) -> list[str]:

@@ -52,6 +52,7 @@ from .lifecycle import (
     failure_priority,
     problem_of,
     report_failure,
+    status_unchanged,
     success_events,
 )
 from .notifier import Notifier
@@ -326,7 +327,7 @@ class _Lifecycle(_ObservedRequest):
             image = self.image_or_id()
         else:
             self.middleware.seen.remember(image)
-        if self.kind == "status_action" and _same_status(self.before, image):
+        if self.kind == "status_action" and status_unchanged(self.before, image):
             return
         self.read_begins()  # an upload the application took without reading (no data)
         for event_type in success_events(self.kind, self.has_data, image):
@@ -356,12 +357,6 @@ class _Download(_ObservedRequest):
         if image is None:
             image = self.image_or_id(self.middleware.seen.active(self.match.image_id))
         return image.get("owner"), image.get("size")
-
-
-def _same_status(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> bool:
-    """Both images show a status, the same one."""
-    status = before.get("status") if before is not None else None
-    return status is not None and status == after.get("status")
 
 
 def known_options() -> tuple[Option, ...]:

@@ -60,7 +60,7 @@ from typing import Any, Final
 
 from .config import CORE_OPTIONS, Settings
 from .exceptions import ConfigError
-from .options import Option, string
+from .options import Option, boolean, string
 
 __all__ = ["OSLO_OPTIONS", "from_service_config", "service_options"]
 
@@ -134,7 +134,9 @@ def from_service_config(local_conf: Mapping[str, Any]) -> dict[str, Any]:
         found.pop("transport_url", None)
     kept = {name: value for name, value in found.items() if not given & _names_of(name)}
     for prefix in ("rabbit", "qpid"):
-        if f"{prefix}_quorum_queue" in given:  # the file's limits go with the file's choice
+        choice = f"{prefix}_quorum_queue"
+        if choice in given and not boolean(choice, local_conf[choice]):
+            # No quorum queues after all: the file's limits go with the file's choice.
             for limit in QUORUM_LIMITS:
                 kept.pop(f"{prefix}_{limit}", None)
     return {**kept, **local_conf}

@@ -287,6 +287,9 @@ def test_the_filters_quorum_choice_takes_the_files_quorum_limits_with_it(tmp_pat
     merged = from_service_config({**local, "rabbit_quorum_queue": "false"})
     assert "rabbit_quorum_delivery_limit" not in merged
     filter_factory({}, **local, rabbit_quorum_queue="false")(lambda e, s: []).notifier.close()
+    # the same choice said again keeps them: the queues must match oslo's declarations
+    merged = from_service_config({**local, "rabbit_quorum_queue": "true"})
+    assert merged["rabbit_quorum_delivery_limit"] == 10
 
 
 def test_a_file_naming_no_broker_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -25,11 +25,12 @@ from .app import ImageAPI
 
 __all__ = ["STEPS", "DecoratedImageAPI", "decorated_image_api"]
 
-#: Handler method → lifecycle step. The deactivate/reactivate actions are updates.
+#: Handler method → lifecycle step. The deactivate/reactivate actions are updates, sent
+#: only when the image's status changed.
 STEPS: Final = {
     "create": "create",
     "update": "update",
-    "action": "update",
+    "action": "status_action",
     "delete": "delete",
     "upload": "upload",
     "download": "send",
