@@ -7,6 +7,7 @@ nothing here measures time: each test waits for the settler with
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -308,6 +309,11 @@ def test_a_body_the_server_kept_and_never_sent_is_an_error(notifier: Notifier) -
     [(priority, counted)] = sends(notifier)
     # The head's size cannot be told from a body not all given: it counts as body.
     assert priority == "ERROR" and BODY - 200 <= counted <= BODY - 200 + HEAD
+
+
+def test_the_exit_hook_waits_up_to_the_ten_seconds_readme_says() -> None:
+    wait = inspect.signature(Settler.report_held).parameters["wait"].default
+    assert wait == _settling.EXIT_WAIT == 10.0
 
 
 def test_at_exit_held_responses_get_a_moment_to_settle(notifier: Notifier) -> None:

@@ -104,6 +104,18 @@ def test_the_qpid_strategy_declares_on_the_urls_virtual_host_and_ipv6_host() -> 
     assert _url(Broker("::1", 5672, False, "u", "p")) == "amqp://u:p@[::1]:5672//"
 
 
+@pytest.mark.parametrize(("broker", "virtual_host"), [("auto", "vhost:glance"), ("qpid", "glance")])
+def test_the_virtual_host_is_named_as_the_broker_reads_it(broker: str, virtual_host: str) -> None:
+    """RabbitMQ's AMQP 1.0 plugin reads ``vhost:<name>`` in the open frame; a Qpid broker
+    the name itself."""
+    from instrument.strategies.qpid._connection import _connect_kwargs
+
+    url = "amqp://u:p@h:5672/glance"
+    with Notifier.from_config(strategy="qpid", transport_url=url, qpid_broker=broker) as n:
+        target = n.strategies[0].target
+    assert _connect_kwargs(target, target.brokers[0])["virtual_host"] == virtual_host
+
+
 @pytest.mark.parametrize(("options", "option", "secret"), NON_STRING_SECRETS)
 def test_a_secret_of_any_type_is_never_echoed(
     options: dict[str, Any], option: str, secret: str
