@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from instrument.cli import main
 from instrument.cli.check import filter_options
+from instrument.cli.display import Printer
 
 from .lifecycle import LIFECYCLE_EVENTS
 
@@ -142,3 +145,80 @@ def test_demo_refuses_an_image_too_small_to_abort(
 def test_demo_through_a_broker_needs_a_url_and_says_so_at_once() -> None:
     with pytest.raises(SystemExit, match="--strategy rabbit needs --url"):
         main(["demo", "--strategy", "rabbit"])
+
+
+SECRET = "Xy7-Secret"
+
+
+@pytest.mark.parametrize(
+    "ini",
+    [
+        f"rabbit_password = {SECRET}\n[filter:notify]\nuse = egg:instrument#notifications\n",
+        "[filter:notify]\nuse = egg:instrument#notifications\n"
+        f"rabbit_password = {SECRET}\nrabbit_password = {SECRET}\n",
+        f"[filter:notify]\nuse = egg:instrument#notifications\nrabbit_password = a%{SECRET}\n",
+    ],
+    ids=["before any section", "an option twice", "a bare %"],
+)
+def test_a_paste_ini_that_cannot_be_read_is_one_line_without_its_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ini: str
+) -> None:
+    """configparser quotes the offending line, which may hold a password."""
+    path = tmp_path / "api-paste.ini"
+    path.write_text(ini)
+    assert main(["check", "--paste-ini", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("configuration error:") and err.count("\n") == 1
+    assert SECRET not in err
+
+
+def test_listen_names_a_bad_url_masked_before_connecting(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An unencoded "/" in a password reads as the end of the host: the client library's
+    own error quoted part of the password."""
+    url = f"amqp://glance:{SECRET}/x@127.0.0.1:5672/"
+    for extra in ([], ["--amqp1"]):
+        assert main(["listen", "--url", url, "--timeout", "3", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "--url" in err and SECRET not in err
+
+
+def test_demo_with_a_bad_url_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"amqp://glance:{SECRET}/x@127.0.0.1:5672/"
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--strategy", "rabbit", "--url", url, "--size", "8"])
+    message = str(exited.value.code)
+    assert message.startswith("instrument demo:") and SECRET not in message
+
+
+def test_the_table_escapes_what_would_drive_the_terminal() -> None:
+    out = io.StringIO()
+    name = "x\u202e\x1b[31mred"
+    payload = {"id": "i-1", "name": name}
+    Printer(out).show({"event_type": "image.update", "priority": "INFO", "payload": payload})
+    shown = out.getvalue()
+    assert "\x1b" not in shown and "\u202e" not in shown and "\\x1b[31mred" in shown
+    out = io.StringIO()
+    Printer(out, as_json=True).show({"event_type": "image.x", "payload": {"b": memoryview(b"ab")}})
+    assert json.loads(out.getvalue())["payload"] == {"b": "ab"}
+
+
+def test_check_called_in_process_gets_its_whole_timeout() -> None:
+    """The process's age is the console script's start-up, not an in-process caller's:
+    a long-lived process got the smallest share (0.5 s) whatever --timeout said."""
+    from instrument.cli import check
+
+    seen: list[float] = []
+    real = check.run_check
+
+    def spy(*args: Any, **kwargs: Any) -> int:
+        seen.append(kwargs["spent"])
+        return real(*args, **kwargs)
+
+    check.run_check = spy  # type: ignore[assignment]
+    try:
+        assert main(["check", "-o", "strategy=logging", "--timeout", "10"]) == 0
+    finally:
+        check.run_check = real  # type: ignore[assignment]
+    assert seen and 0 <= seen[0] < 5

@@ -148,3 +148,57 @@ def test_demo_through_amqp_1_0(rabbit_node: RabbitNode) -> None:
     shown = run_demo("qpid", f"amqp://guest:guest@127.0.0.1:{rabbit_node.port}")
     assert sorted(events(shown)) == sorted(LIFECYCLE_EVENTS)
     assert all(n["publisher_id"] == "instrument-demo" for n in shown)
+
+
+def test_listen_skips_a_message_that_is_not_a_notification(rabbit_node: RabbitNode) -> None:
+    """kombu decoded bodies before the listener saw them: a pickle or bad JSON on the
+    exchange ended listening, and the notifications after it were never shown."""
+    import kombu
+
+    exchange = f"glance-{time.monotonic_ns()}"
+    listener = start_listener(
+        rabbit_node.url, "--exchange", exchange, "--count", "1", "--timeout", "60"
+    )
+    note = {"event_type": "image.update", "priority": "INFO", "payload": {"id": "i-1"}}
+    with kombu.Connection(rabbit_node.url) as conn:
+        producer = conn.Producer(exchange=kombu.Exchange(exchange, "topic", passive=True))
+        key = "notifications.info"
+        producer.publish(
+            b"\x80\x04K\x01.",
+            routing_key=key,
+            content_type="application/x-python-serialize",
+            content_encoding="binary",
+        )
+        producer.publish(
+            b"{not json", routing_key=key, content_type="application/json", content_encoding="utf-8"
+        )
+        producer.publish(
+            json.dumps(note),
+            routing_key=key,
+            content_type="application/json",
+            content_encoding="utf-8",
+        )
+    out, err = listener.communicate(timeout=60)
+    assert listener.returncode == 0, err
+    assert [json.loads(line)["payload"] for line in out.splitlines()] == [{"id": "i-1"}]
+
+
+def test_listen_over_amqp_1_0_reads_the_urls_virtual_host(rabbit_node: RabbitNode) -> None:
+    """The qpid strategy publishes on the URL's virtual host: so must the listener."""
+    from instrument import Notifier
+
+    vhost = f"vh-{time.monotonic_ns()}"
+    rabbit_node.ctl("add_vhost", vhost)
+    rabbit_node.ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    try:
+        url = f"amqp://guest:guest@127.0.0.1:{rabbit_node.port}/{vhost}"
+        with Notifier.from_config(strategy="qpid", qpid_transport_url=url) as notifier:
+            notifier.strategies[0].check(10)  # declares the exchange in the virtual host
+            listener = start_listener(url, "--amqp1", "--count", "1", "--timeout", "60")
+            notifier.info("image.update", {"id": "i-1"})
+            assert notifier.flush(20)
+        out, err = listener.communicate(timeout=60)
+        assert listener.returncode == 0, err
+        assert [json.loads(line)["payload"] for line in out.splitlines()] == [{"id": "i-1"}]
+    finally:
+        rabbit_node.ctl("delete_vhost", vhost)

@@ -42,7 +42,11 @@ def filter_options(path: str, name: str | None = None) -> dict[str, str]:
     from paste.deploy import loadwsgi
 
     parser = configparser.ConfigParser(default_section="\0none", interpolation=None)
-    if not parser.read(path):
+    try:
+        read = parser.read(path)
+    except configparser.Error as exc:  # its text quotes the line, which may hold a secret
+        raise ConfigError("paste-ini", path, f"a valid ini file ({_where(exc)})") from None
+    if not read:
         raise ConfigError("paste-ini", path, "a readable paste.ini file")
     sections = [s for s in parser.sections() if s.startswith("filter:")]
     if name is not None:
@@ -59,14 +63,37 @@ def filter_options(path: str, name: str | None = None) -> dict[str, str]:
     uri = f"config:{os.path.abspath(path)}"
     try:
         context = loadwsgi.loadcontext(loadwsgi.FILTER, uri, name=chosen[0].removeprefix("filter:"))
-    except (LookupError, ImportError, configparser.Error) as exc:  # what Paste itself raises
+    except configparser.Error as exc:  # its text may quote a value: a password
+        raise ConfigError("paste-ini", path, f"a section Paste can load ({_where(exc)})") from None
+    except (LookupError, ImportError) as exc:  # what Paste itself raises
         raise ConfigError("paste-ini", path, f"a section Paste can load ({exc})") from None
     return {k: v for k, v in context.local_conf.items() if k not in _PASTE_KEYS}
 
 
+def _where(exc: configparser.Error) -> str:
+    """What is wrong in an ini file and where, without the text of the line."""
+    at = [
+        f"{label} {value!r}"
+        for label, value in (
+            ("line", getattr(exc, "lineno", None)),
+            ("section", getattr(exc, "section", None)),
+            ("option", getattr(exc, "option", None)),
+        )
+        if value is not None
+    ]
+    return ", ".join([type(exc).__name__, *at])
+
+
 def run_check(
-    paste_ini: str | None, filter_name: str | None, options: Sequence[str], timeout: float
+    paste_ini: str | None,
+    filter_name: str | None,
+    options: Sequence[str],
+    timeout: float,
+    *,
+    spent: float | None = None,
 ) -> int:
+    """Check; *spent* is the time the command has already taken (None: this process's
+    age, for the console script, whose start-up counts)."""
     try:
         mapping = filter_options(paste_ini, filter_name) if paste_ini else {}
         mapping.update(_pairs(options))
@@ -79,7 +106,8 @@ def run_check(
     names = ", ".join(strategy.name for strategy in notifier.strategies)
     # --timeout bounds the whole command: what start-up took (the interpreter, the
     # imports of a broker client on a busy machine) is taken off the check's share.
-    timeout = max(timeout - _seconds_since_start(), _SMALLEST_CHECK)
+    spent = _seconds_since_start() if spent is None else spent
+    timeout = max(timeout - spent, _SMALLEST_CHECK)
     try:
         notifier.check(timeout)
         return _send_probe(notifier, names, timeout)

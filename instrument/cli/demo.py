@@ -13,6 +13,7 @@ import http.client
 import json
 import logging
 import os
+import shutil
 import socket
 import struct
 import sys
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import StrategyError
+from ..exceptions import ConfigError, StrategyError
 from ..middleware import NotificationMiddleware
 from ..notifier import Notifier
 from ..payloads import mask_credentials
@@ -91,7 +92,10 @@ def run_demo(
         raise SystemExit(
             f"--strategy {strategy} needs --url (e.g. amqp://guest:guest@127.0.0.1:5672//)"
         )
-    notifier = Notifier.from_config(options)
+    try:
+        notifier = Notifier.from_config(options)
+    except ConfigError as exc:  # one line, as `check` says it
+        raise SystemExit(f"instrument demo: {exc}") from None
     if strategy == "logging" or url is None:
         logger.setLevel(logging.INFO)
         logger.propagate = False
@@ -150,7 +154,14 @@ def _serve_and_drive(
     app = NotificationMiddleware(load_image_api()(data_dir), notifier)
     # The demo owns the server's socket map, so it can run the loop a step at a time.
     socket_map: dict[int, Any] = {}
-    server: Any = create_server(app, map=socket_map, host="127.0.0.1", port=0, threads=4)
+    server: Any = create_server(
+        app,
+        map=socket_map,
+        host="127.0.0.1",
+        port=0,
+        threads=4,
+        max_request_body_size=size_mib * _CHUNK + 1,  # waitress refuses 1 GiB and more
+    )
     stopping = threading.Event()
     thread = threading.Thread(target=_serve, args=(server, socket_map, stopping), daemon=True)
     thread.start()
@@ -168,6 +179,7 @@ def _serve_and_drive(
     finally:
         stopping.set()
         thread.join(timeout=5)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _serve(server: Any, socket_map: dict[int, Any], stopping: threading.Event) -> None:

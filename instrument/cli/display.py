@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -57,22 +58,39 @@ class Printer:
         self.count += 1
         self.last[str(notification.get("event_type"))] = notification.get("payload")
         if self.as_json:
-            self._write(json.dumps(notification, sort_keys=False))
+            self._write(json.dumps(notification, sort_keys=False, default=_json_default))
             return
         payload = notification.get("payload")
         image_id = ""
         if isinstance(payload, Mapping):
             image_id = str(payload.get("id") or payload.get("image_id") or "")[:8]
-        priority = str(notification.get("priority"))
+        priority = _printable(str(notification.get("priority")))
         shown = (
             f"{_COLOURS.get(priority, '')}{priority:<8}{_RESET}"
             if self._colour
             else f"{priority:<8}"
         )
-        stamp = str(notification.get("timestamp", ""))[11:26]
-        event_type = str(notification.get("event_type", ""))
-        self._write(f"{stamp:<15} {shown} {event_type:<15} {image_id:<10} {summary_of(payload)}")
+        stamp = _printable(str(notification.get("timestamp", ""))[11:26])
+        event_type = _printable(str(notification.get("event_type", "")))
+        summary = _printable(summary_of(payload))
+        self._write(f"{stamp:<15} {shown} {event_type:<15} {_printable(image_id):<10} {summary}")
 
     def _write(self, line: str) -> None:
         self.stream.write(line + "\n")
         self.stream.flush()
+
+
+# Control and bidirectional characters in a payload (an image name is the user's) would
+# drive the terminal: shown escaped instead, as repr() shows them.
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable(text: str) -> str:
+    return _UNSAFE.sub(lambda match: repr(match.group())[1:-1], text)
+
+
+def _json_default(value: Any) -> str:
+    """What JSON cannot hold (an AMQP body may carry binary values), as text."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", errors="replace")
+    return str(value)

@@ -15,6 +15,7 @@ import json
 import threading
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 __all__ = ["decode", "listen_amqp1", "listen_kombu"]
 
@@ -46,24 +47,29 @@ def listen_kombu(
     stop: threading.Event | None = None,
     ready: threading.Event | None = None,
     transport_options: dict[str, Any] | None = None,
+    connect_timeout: float = 10.0,
 ) -> None:
-    """Consume until *stop* is set, calling *on_notification* for each notification."""
+    """Consume until *stop* is set, calling *on_notification* for each notification.
+
+    Bodies are read raw (:func:`decode`), not by kombu's serializers: a message that is
+    not a notification (pickle, bad JSON, bytes) is skipped, never the end of listening.
+    """
     kombu: Any = importlib.import_module("kombu")  # partially annotated: used as untyped
 
     stop = stop or threading.Event()
-    with kombu.Connection(url, transport_options=transport_options or {}) as connection:
-        connection.ensure_connection(max_retries=1)
+    with kombu.Connection(
+        url, transport_options=transport_options or {}, connect_timeout=connect_timeout
+    ) as connection:
+        connection.ensure_connection(max_retries=1, timeout=connect_timeout)
         queues = _queues(connection, kombu.Exchange, kombu.Queue, exchange, topic, durable)
 
-        def receive(body: Any, message: Any) -> None:
-            notification = decode(message.body if message.body is not None else body)
+        def receive(message: Any) -> None:
+            notification = decode(message.body)
             if notification is not None:
                 on_notification(notification)
             message.ack()
 
-        with kombu.Consumer(
-            connection, queues=queues, callbacks=[receive], accept=["json", "text/plain"]
-        ):
+        with kombu.Consumer(connection, queues=queues, on_message=receive):
             if ready is not None:
                 ready.set()
             while not stop.is_set():
@@ -115,14 +121,18 @@ def listen_amqp1(
     stop: threading.Event | None = None,
     ready: threading.Event | None = None,
     address: str | None = None,
+    connect_timeout: float = 10.0,
 ) -> None:
-    """Consume over AMQP 1.0 (RabbitMQ's plugin: ``/exchange/<name>/<topic>.#``)."""
+    """Consume over AMQP 1.0 (RabbitMQ's plugin: ``/exchange/<name>/<topic>.#``); the
+    URL's path is the virtual host, named as RabbitMQ reads it (``vhost:<name>``)."""
     from proton import Timeout
     from proton.utils import BlockingConnection
 
     stop = stop or threading.Event()
     source = address or f"/exchange/{exchange}/{topic}.#"
-    connection = BlockingConnection(url, timeout=10)
+    path = urlsplit(url).path
+    vhost: dict[str, Any] = {"virtual_host": f"vhost:{unquote(path[1:])}"} if len(path) > 1 else {}
+    connection = BlockingConnection(url, timeout=connect_timeout, **vhost)
     try:
         try:
             receiver = connection.create_receiver(source, credit=100)

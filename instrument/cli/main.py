@@ -11,10 +11,13 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..exceptions import ConfigError
 from ..payloads import mask_credentials
+from ..strategies._urls import check_url
 from .display import Printer
 
 __all__ = ["main"]
@@ -22,7 +25,10 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``instrument`` console script."""
+    began = time.monotonic()
     args = _parser().parse_args(argv)
+    # Called in-process (argv given), the process's age is not the command's.
+    args.spent = None if argv is None else (lambda: time.monotonic() - began)
     try:
         result: int = args.run(args)
     except KeyboardInterrupt:
@@ -135,7 +141,15 @@ def _listen(args: argparse.Namespace) -> int:
         "topic": args.topic,
         "stop": stop,
         "ready": ready,
+        "connect_timeout": min(args.timeout or 10.0, 10.0),
     }
+    try:
+        # As the strategies do: a bad URL is one masked line, before any client library
+        # quotes a piece of it (an unencoded "/" in a password reads as a port).
+        check_url("--url", args.url, host_needed=args.amqp1 or _needs_host(args.url))
+    except ConfigError as exc:
+        print(f"instrument listen: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.amqp1:
             listen_amqp1(args.url, show, **options)
@@ -154,6 +168,11 @@ def _listen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _needs_host(url: str) -> bool:
+    """Whether a kombu URL names a broker (AMQP) rather than a local transport."""
+    return url.partition("://")[0].lower() in ("amqp", "amqps", "pyamqp", "rabbit")
+
+
 def _announce(ready: threading.Event, stop: threading.Event, args: argparse.Namespace) -> None:
     while not (ready.wait(0.2) or stop.is_set()):
         pass
@@ -165,4 +184,5 @@ def _announce(ready: threading.Event, stop: threading.Event, args: argparse.Name
 def _check(args: argparse.Namespace) -> int:
     from .check import run_check
 
-    return run_check(args.paste_ini, args.filter, args.option, args.timeout)
+    spent = None if args.spent is None else args.spent()
+    return run_check(args.paste_ini, args.filter, args.option, args.timeout, spent=spent)
