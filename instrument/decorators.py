@@ -18,8 +18,10 @@ For applications that would rather instrument their own handlers than add the fi
 
 Decisions:
 
-- **API.** :class:`Instrumentation` binds ``create``, ``update``, ``delete``, ``upload``,
-  ``send``, ``member_create``, ``member_update``, ``member_delete`` and
+- **API.** :class:`Instrumentation` binds ``create``, ``update``, ``status_action``
+  (deactivate/reactivate: image.update only when the image's status changed, read
+  with ``lookup`` before and after), ``delete``, ``upload``, ``send``,
+  ``member_create``, ``member_update``, ``member_delete`` and
   ``emits(event_type)`` to one Notifier; they are used bare or with keyword-only
   ``payload=``, ``image=``, ``lookup=``, ``enabled=`` (and ``member=`` for the member
   steps: the argument holding the member's id).
@@ -106,14 +108,15 @@ class _StatusAction(Step):
     """image.update of deactivate/reactivate, only when the image's status changed."""
 
     def before(self, call: Call) -> None:
-        if self.notifier.is_enabled(self.event) and self.options.payload is None:
+        if self.notifier.is_enabled(self.event):  # also with payload=: it only shapes
             call.before = self.argument_image(call)
 
     def succeeded(self, call: Call, result: Any) -> None:
         if not self.notifier.is_enabled(self.event):
             return
+        after = self.argument_image(call) if self.options.payload is not None else None
         image = self.payload(call, result)
-        if not status_unchanged(call.before, image):
+        if not status_unchanged(call.before, after if after is not None else image):
             self.notifier.info(self.event, image)
 
 

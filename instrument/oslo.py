@@ -124,7 +124,8 @@ def from_service_config(local_conf: Mapping[str, Any]) -> dict[str, Any]:
     project = located.get(PROJECT_OPTION)
     if not project:
         return dict(local_conf)
-    given = Settings(local_conf).names()
+    local = Settings(local_conf)
+    given = local.names()
     # A broker given in the filter's section keeps the file's transport out; with a
     # strategy given there too, even one the kit could not publish to (kafka://).
     broker_given = bool(given & ADDRESS_NAMES)
@@ -135,7 +136,7 @@ def from_service_config(local_conf: Mapping[str, Any]) -> dict[str, Any]:
     kept = {name: value for name, value in found.items() if not given & _names_of(name)}
     for prefix in ("rabbit", "qpid"):
         choice = f"{prefix}_quorum_queue"
-        if choice in given and not boolean(choice, local_conf[choice]):
+        if choice in given and not local.get(Option(choice, False, "", boolean)):
             # No quorum queues after all: the file's limits go with the file's choice.
             for limit in QUORUM_LIMITS:
                 kept.pop(f"{prefix}_{limit}", None)

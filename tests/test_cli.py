@@ -172,6 +172,18 @@ def test_a_paste_ini_that_cannot_be_read_is_one_line_without_its_values(
     assert SECRET not in err
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["amqp://u:p@127.0.0.1:1//;amqp://u:p@127.0.0.1:2//", "amqp://", "localhost", "memory://"],
+)
+def test_listen_takes_the_urls_kombu_takes(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A failover list, a URL without a host or a scheme (kombu: localhost), a local
+    transport: none is refused as a bad --url (a broker that is not there is another
+    matter)."""
+    main(["listen", "--url", url, "--timeout", "1"])
+    assert "for option '--url'" not in capsys.readouterr().err
+
+
 def test_listen_names_a_bad_url_masked_before_connecting(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -194,11 +206,12 @@ def test_demo_with_a_bad_url_says_so_in_one_line(capsys: pytest.CaptureFixture[s
 
 def test_the_table_escapes_what_would_drive_the_terminal() -> None:
     out = io.StringIO()
-    name = "x\u202e\x1b[31mred"
+    name = "x\u202e\x1b[31mred\n12:00 INFO image.delete forged\u2028"
     payload = {"id": "i-1", "name": name}
     Printer(out).show({"event_type": "image.update", "priority": "INFO", "payload": payload})
     shown = out.getvalue()
     assert "\x1b" not in shown and "\u202e" not in shown and "\\x1b[31mred" in shown
+    assert shown.count("\n") == 1 and "\u2028" not in shown  # no forged second row
     out = io.StringIO()
     Printer(out, as_json=True).show({"event_type": "image.x", "payload": {"b": memoryview(b"ab")}})
     assert json.loads(out.getvalue())["payload"] == {"b": "ab"}

@@ -20,6 +20,7 @@ from webob import exc as http
 
 from instrument import Notifier
 from instrument.decorators import Instrumentation, instrument_class
+from instrument.strategies.memory import MemoryStrategy
 from instrument.testing import CapturedNotifications
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -547,3 +548,26 @@ def test_the_example_script_runs() -> None:
     ]:
         assert event in result.stdout
     assert "ERROR" in result.stdout and "swift://" not in result.stdout
+
+
+@pytest.mark.parametrize("shaped", [False, True])
+def test_status_action_reports_only_a_change_of_status_also_with_a_payload_function(
+    shaped: bool,
+) -> None:
+    """Deactivating twice is one image.update, as Glance sends it; ``payload=`` only
+    shapes the notification, it does not make every call a change."""
+    memory = MemoryStrategy()
+    on = Instrumentation(Notifier(memory))
+    images = {"i-1": {"id": "i-1", "status": "active"}}
+    options: dict[str, Any] = {"image": "image_id", "lookup": images.get}
+    if shaped:
+        options["payload"] = lambda result: {**images["i-1"], "shaped": True}
+
+    @on.status_action(**options)
+    def deactivate(image_id: str) -> None:
+        images[image_id] = {**images[image_id], "status": "deactivated"}
+
+    deactivate("i-1")
+    deactivate("i-1")
+    assert [n.event_type for n in memory.notifications] == ["image.update"]
+    assert memory.notifications[0].payload["status"] == "deactivated"

@@ -290,6 +290,10 @@ def test_the_filters_quorum_choice_takes_the_files_quorum_limits_with_it(tmp_pat
     # the same choice said again keeps them: the queues must match oslo's declarations
     merged = from_service_config({**local, "rabbit_quorum_queue": "true"})
     assert merged["rabbit_quorum_delivery_limit"] == 10
+    # under any spelling paste allows
+    assert "rabbit_quorum_delivery_limit" not in from_service_config(
+        {**local, "Rabbit-Quorum-Queue": "no"}
+    )
 
 
 def test_a_file_naming_no_broker_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -82,7 +82,9 @@ class Printer:
 
 # Control and bidirectional characters in a payload (an image name is the user's) would
 # drive the terminal: shown escaped instead, as repr() shows them.
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
 
 
 def _printable(text: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..exceptions import ConfigError
 from ..payloads import mask_credentials
-from ..strategies._urls import check_url
+from ..strategies._urls import check_url, split_transport_url
 from .display import Printer
 
 __all__ = ["main"]
@@ -145,8 +145,12 @@ def _listen(args: argparse.Namespace) -> int:
     }
     try:
         # As the strategies do: a bad URL is one masked line, before any client library
-        # quotes a piece of it (an unencoded "/" in a password reads as a port).
-        check_url("--url", args.url, host_needed=args.amqp1 or _needs_host(args.url))
+        # quotes a piece of it (an unencoded "/" in a password reads as a port). Each
+        # ";"-separated URL is checked; kombu takes a URL without a host (or without a
+        # scheme) as localhost, and proton takes one without a scheme.
+        for piece in split_transport_url(args.url, hostless=True):
+            if "://" in piece:
+                check_url("--url", piece, host_needed=args.amqp1, whole=args.url)
     except ConfigError as exc:
         print(f"instrument listen: {exc}", file=sys.stderr)
         return 2
@@ -166,11 +170,6 @@ def _listen(args: argparse.Namespace) -> int:
     finally:
         stop.set()
     return 0
-
-
-def _needs_host(url: str) -> bool:
-    """Whether a kombu URL names a broker (AMQP) rather than a local transport."""
-    return url.partition("://")[0].lower() in ("amqp", "amqps", "pyamqp", "rabbit")
 
 
 def _announce(ready: threading.Event, stop: threading.Event, args: argparse.Namespace) -> None:
