@@ -8,12 +8,12 @@ what the client's TCP acknowledged. Decisions:
 
 - **The worker never waits.** When the response ends, the connection is read once: if
   the client already acknowledged the response's last byte, or the connection is dead,
-  the report is emitted there and then. Otherwise it is
-  handed to the process's :class:`Settler`, one daemon thread that looks at what it
-  holds once per 10 ms tick (a response waiting longer is looked at less often, up to
-  every 100 ms) and emits: INFO when the response's last byte is acknowledged (and the
-  response was complete), ERROR with the acknowledged count when the connection died
-  or nothing moved for :data:`SETTLE_STALL` seconds.
+  the report is emitted there and then. Otherwise it is handed to the process's
+  :class:`Settler`, one daemon thread that looks at what it holds once per 10 ms tick
+  (a response waiting longer is looked at less often, up to every 100 ms) and emits:
+  INFO when the response's last byte is acknowledged (and the response was complete),
+  ERROR with the acknowledged count when the connection died or nothing moved for
+  :data:`SETTLE_STALL` seconds.
 - **A body not all given to the connection is not complete yet.** A server may keep a
   tail in its own buffers, out of the kernel's sight (eventlet gathers chunks under
   4 KiB and writes them after the body ends): until the connection has been given as
@@ -301,16 +301,18 @@ class Settler:
 
     def _report(self, which: Callable[[Pending], bool]) -> None:
         """Report the held responses *which* selects, as they stand."""
+        held: list[Pending] = []
+        kept: list[Pending] = []
         with self._lock:
-            held = [pending for pending in self._held if which(pending)]
-            self._held = [pending for pending in self._held if not which(pending)]
+            for pending in self._held:
+                (held if which(pending) else kept).append(pending)
+            self._held = kept
         for pending in held:
             with contextlib.suppress(Exception):
                 reading = pending.connection.reading()
-                if reading is not None and not pending.settles(reading, time.monotonic()):
+                # Settled (or without a reading, reported as last seen), else as it stands.
+                if not pending.settles(reading, time.monotonic()) and reading is not None:
                     pending.release(pending.acknowledged(reading[0]), False)
-                elif reading is None:
-                    pending.release(pending.acknowledged(pending.acked), False)
 
     def _start(self) -> None:
         """Start the thread unless it runs (lock held)."""
