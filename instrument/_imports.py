@@ -105,7 +105,7 @@ def import_outcome(
         reached = _reached(request, targets, image, failed)
         order = targets if targets is not None else reached
         for index, store in enumerate(reached):
-            pending = order[order.index(store) :] if store in order else [store]
+            pending = order[order.index(store) :]  # reached is a part of order
             emitted += _store_events(request, image, task, store, index, len(reached), pending)
     if not succeeded or failed:
         stores = failed or asked or ["the default store"]

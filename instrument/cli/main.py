@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.monotonic()
     args = _parser().parse_args(argv)
     # Called in-process (argv given), the process's age is not the command's.
-    args.spent = None if argv is None else (lambda: time.monotonic() - began)
+    args.began = None if argv is None else began
     try:
         result: int = args.run(args)
     except KeyboardInterrupt:
@@ -183,5 +183,5 @@ def _announce(ready: threading.Event, stop: threading.Event, args: argparse.Name
 def _check(args: argparse.Namespace) -> int:
     from .check import run_check
 
-    spent = None if args.spent is None else args.spent()
+    spent = None if args.began is None else time.monotonic() - args.began
     return run_check(args.paste_ini, args.filter, args.option, args.timeout, spent=spent)

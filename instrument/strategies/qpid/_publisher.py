@@ -87,7 +87,7 @@ class QpidPublisher:
 
     def publish_batch(self, batch: Sequence[Notification]) -> None:
         pending: collections.deque[Any] = collections.deque()
-        outcomes: list[int] = []  # each delivery's remote state, in order
+        outcomes: list[tuple[int, str]] = []  # each delivery's (remote state, its name)
         try:
             for notification in batch:
                 key = self.target.routing_key(notification.priority)
@@ -98,7 +98,7 @@ class QpidPublisher:
                 sender.stream(_encode(notification, key))
                 sender.advance()
                 pending.append(delivery)
-                outcomes.append(0)
+                outcomes.append((0, ""))
             self._wait(lambda: _drain_settled(pending, outcomes), "waiting for settlement")
         except StrategyError:
             raise
@@ -212,9 +212,9 @@ def _has_credit(sender: Any) -> bool:
     return bool(sender.credit > 0)
 
 
-def _drain_settled(pending: collections.deque[Any], outcomes: list[Any]) -> bool:
+def _drain_settled(pending: collections.deque[Any], outcomes: list[tuple[int, str]]) -> bool:
     """Pop deliveries the broker settled (in order) and note their outcomes: the remote
-    state of an accepted one, the outcome's name (with the broker's reason) otherwise.
+    state, and for one not accepted the outcome's name with the broker's reason.
 
     Only an outcome ends a delivery: ``received`` (a peer saying how much it has so far)
     is not one, and is waited past.
@@ -223,22 +223,23 @@ def _drain_settled(pending: collections.deque[Any], outcomes: list[Any]) -> bool
     while pending and (pending[0].remote_state in _OUTCOMES or pending[0].settled):
         delivery = pending.popleft()
         state = delivery.remote_state
-        outcomes[done] = state if state == proton.Delivery.ACCEPTED else _outcome_name(delivery)
+        accepted = state == proton.Delivery.ACCEPTED
+        outcomes[done] = (state, "" if accepted else _outcome_name(delivery))
         done += 1
         delivery.settle()
     return not pending
 
 
-def _check_outcomes(outcomes: list[Any], size: int) -> None:
+def _check_outcomes(outcomes: list[tuple[int, str]], size: int) -> None:
     """Return if every delivery was accepted; else raise, with what was settled for good
     (accepted, or rejected: never to be sent again) when there is any."""
-    refused = [(i, o) for i, o in enumerate(outcomes) if o != proton.Delivery.ACCEPTED]
+    refused = [name for state, name in outcomes if state != proton.Delivery.ACCEPTED]
     if not refused:
         return
-    reasons = ", ".join(sorted({str(o) for _, o in refused}))
+    reasons = ", ".join(sorted(set(refused)))
     message = f"the broker did not accept {len(refused)} of {size} messages: {reasons}"
-    accepted = [i for i, o in enumerate(outcomes) if o == proton.Delivery.ACCEPTED]
-    rejected = [i for i, o in refused if str(o).startswith("rejected")]
+    accepted = [i for i, (state, _) in enumerate(outcomes) if state == proton.Delivery.ACCEPTED]
+    rejected = [i for i, (state, _) in enumerate(outcomes) if state == proton.Delivery.REJECTED]
     if accepted or rejected:
         raise PartialDelivery(message, accepted, rejected)
     raise DeliveryError(message)
